@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests (plain build and ASan+UBSan build), black-box
+# integration tests against the daemon, and a short run of every fuzz target.
+# Ends with one line: "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+export SLUICE_TESTDATA=${SLUICE_TESTDATA:-$root/../shared/testdata}
+PY=/usr/bin/python3
+passed=0
+failed=0
+failures=()
+
+count_meson() { # dir label
+    local dir=$1 label=$2 log
+    log=$(mktemp)
+    meson test -C "$dir" --suite unit --print-errorlogs >"$log" 2>&1
+    local ok fail
+    ok=$(grep -E '^Ok:' "$log" | awk '{print $2}')
+    fail=$(( $(grep -E '^Fail:' "$log" | awk '{print $2}') + $(grep -E '^Timeout:' "$log" | awk '{print $2}') ))
+    ok=${ok:-0}
+    passed=$((passed + ok)); failed=$((failed + fail))
+    echo "$label: $ok passed, $fail failed"
+    if [ "$fail" -ne 0 ] || [ "$ok" -eq 0 ]; then
+        grep -E 'FAIL|TIMEOUT' "$log" | head -20
+        failures+=("$label")
+        [ "$ok" -eq 0 ] && [ "$fail" -eq 0 ] && failed=$((failed + 1))
+        tail -60 "$log"
+    fi
+    rm -f "$log"
+}
+
+build() { # dir meson-args...
+    local dir=$1; shift
+    if [ ! -f "$dir/build.ninja" ]; then
+        meson setup "$dir" "$@" >/dev/null || return 1
+    fi
+    ninja -C "$dir" >/dev/null || { ninja -C "$dir" | tail -30; return 1; }
+}
+
+echo "== build (gcc, -Wall -Wextra -Werror)"
+if build build; then count_meson build "unit"; else failed=$((failed + 1)); failures+=("build"); fi
+
+echo "== build (clang, ASan+UBSan)"
+if CC=clang build build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug; then
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+        count_meson build-asan "unit (asan+ubsan)"
+else
+    failed=$((failed + 1)); failures+=("asan build")
+fi
+
+echo "== integration (pytest, real clients and servers)"
+if [ -x build/sluice ]; then
+    log=$(mktemp)
+    SLUICE_BIN=$root/build/sluice SLUICE_ASAN_BIN=$root/build-asan/sluice \
+        $PY -m pytest -q -p no:cacheprovider tests/integration >"$log" 2>&1
+    rc=$?
+    tail -40 "$log"
+    line=$(grep -E '[0-9]+ (passed|failed)' "$log" | tail -1)
+    p=$(echo "$line" | grep -oE '[0-9]+ passed' | awk '{print $1}')
+    f=$(echo "$line" | grep -oE '[0-9]+ failed' | awk '{print $1}')
+    e=$(echo "$line" | grep -oE '[0-9]+ error' | awk '{print $1}')
+    p=${p:-0}; f=$(( ${f:-0} + ${e:-0} ))
+    [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+    passed=$((passed + p)); failed=$((failed + f))
+    [ "$f" -ne 0 ] && failures+=("integration")
+    rm -f "$log"
+fi
+
+echo "== fuzz smoke (libFuzzer, ${FUZZ_SECONDS:-10}s per target)"
+if FUZZ_SECONDS=${FUZZ_SECONDS:-10} scripts/fuzz.sh >/tmp/sluice-fuzz.log 2>&1; then
+    n=$(grep -c '^fuzz ok' /tmp/sluice-fuzz.log)
+    passed=$((passed + n)); echo "fuzz: $n targets clean"
+else
+    n=$(grep -c '^fuzz ok' /tmp/sluice-fuzz.log); bad=$(grep -c '^fuzz FAIL' /tmp/sluice-fuzz.log)
+    passed=$((passed + n)); failed=$((failed + (bad > 0 ? bad : 1))); failures+=("fuzz")
+    tail -40 /tmp/sluice-fuzz.log
+fi
+
+[ ${#failures[@]} -gt 0 ] && echo "failing parts: ${failures[*]}"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,568 @@
+/* `sluice dkim keygen|sign` and `sluice verify`: the operator's side of DKIM.
+ * keygen makes a key pair and prints the TXT record to publish; sign signs a
+ * message on stdin the way intake does; verify checks every signature of a
+ * message file against DNS, a local zone file or a given key. */
+#include "cli/cli.h"
+#include "mailauth/dkim.h"
+#include "mailauth/dns.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#define DEFAULT_KEY_DIR "./var/dkim"
+#define DEFAULT_RSA_BITS 2048           /* RFC 8301 3.2: signers SHOULD use at least 2048 */
+#define TXT_STRING_MAX 255              /* RFC 1035 3.3.14: one character-string */
+#define MAX_MESSAGE (256 * 1024 * 1024) /* refuse to slurp anything larger */
+#define MAX_KEY_TEXT (64 * 1024)
+
+/* Reads a whole file ("-" = stdin) into a NUL-terminated buffer. */
+static char *read_all(const char *path, size_t max, size_t *len)
+{
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    if (!f)
+        return NULL;
+    size_t cap = 65536, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (n + 1 >= cap) {
+            if (cap >= max) {
+                free(buf);
+                buf = NULL;
+                errno = EFBIG;
+                break;
+            }
+            char *p = realloc(buf, cap * 2);
+            if (!p) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = p;
+            cap *= 2;
+        }
+        size_t r = fread(buf + n, 1, cap - n - 1, f);
+        n += r;
+        if (r == 0) {
+            if (ferror(f)) {
+                free(buf);
+                buf = NULL;
+            }
+            break;
+        }
+    }
+    if (f != stdin)
+        fclose(f);
+    if (buf) {
+        buf[n] = '\0';
+        *len = n;
+    }
+    return buf;
+}
+
+/* Turns bare LF into CRLF (message files on disk often use LF); malloc'd. */
+static char *to_crlf(const char *in, size_t len, size_t *out_len)
+{
+    char *out = malloc(len * 2 + 1);
+    size_t o = 0;
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < len; i++) {
+        if (in[i] == '\n' && (i == 0 || in[i - 1] != '\r'))
+            out[o++] = '\r';
+        out[o++] = in[i];
+    }
+    out[o] = '\0';
+    *out_len = o;
+    return out;
+}
+
+static int mkdir_p(const char *dir)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof(tmp), "%s", dir) >= (int)sizeof(tmp))
+        return -1;
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return (mkdir(tmp, 0700) < 0 && errno != EEXIST) ? -1 : 0;
+}
+
+/* ---- dkim keygen ------------------------------------------------------------- */
+
+static void keygen_usage(FILE *f)
+{
+    fprintf(f, "usage: sluice dkim keygen --domain DOMAIN --selector SELECTOR\n"
+               "           [--algorithm rsa|ed25519] [--bits 2048] [--out DIR] [--json]\n"
+               "Writes DIR/SELECTOR._domainkey.DOMAIN.key (mode 0600, default DIR " DEFAULT_KEY_DIR
+               ")\nand prints the DNS TXT record to publish.\n");
+}
+
+static int cmd_keygen(int argc, char **argv)
+{
+    static const struct option opts[] = {{"domain", required_argument, NULL, 'd'},
+                                         {"selector", required_argument, NULL, 's'},
+                                         {"algorithm", required_argument, NULL, 'a'},
+                                         {"bits", required_argument, NULL, 'b'},
+                                         {"out", required_argument, NULL, 'o'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *domain = NULL, *selector = NULL, *dir = DEFAULT_KEY_DIR;
+    enum dkim_algorithm alg = DKIM_ALG_RSA_SHA256;
+    unsigned long bits = DEFAULT_RSA_BITS;
+    int json = 0, c;
+    char *end;
+    optind = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd':
+            domain = optarg;
+            break;
+        case 's':
+            selector = optarg;
+            break;
+        case 'a':
+            if (dkim_algorithm_parse(optarg, &alg) < 0) {
+                fprintf(stderr, "sluice dkim keygen: --algorithm must be rsa or ed25519\n");
+                return 2;
+            }
+            break;
+        case 'b':
+            bits = strtoul(optarg, &end, 10);
+            if (*end || bits < DKIM_MIN_RSA_BITS || bits > 8192) {
+                fprintf(stderr, "sluice dkim keygen: --bits must be 1024..8192 (2048 advised)\n");
+                return 2;
+            }
+            break;
+        case 'o':
+            dir = optarg;
+            break;
+        case 'j':
+            json = 1;
+            break;
+        case 'h':
+            keygen_usage(stdout);
+            return 0;
+        default:
+            keygen_usage(stderr);
+            return 2;
+        }
+    }
+    if (!domain || !selector || optind < argc) {
+        keygen_usage(stderr);
+        return 2;
+    }
+    if (!dkim_valid_domain(domain, strlen(domain)) ||
+        !dkim_valid_domain(selector, strlen(selector))) {
+        fprintf(stderr, "sluice dkim keygen: domain and selector must be DNS names "
+                        "(letters, digits, '-', dots)\n");
+        return 2;
+    }
+    char path[4096];
+    if (snprintf(path, sizeof(path), "%s/%s._domainkey.%s.key", dir, selector, domain) >=
+        (int)sizeof(path)) {
+        fprintf(stderr, "sluice dkim keygen: output path too long\n");
+        return 2;
+    }
+    if (access(path, F_OK) == 0) {
+        fprintf(stderr,
+                "sluice dkim keygen: %s exists; refusing to overwrite it (pick a new selector "
+                "to rotate keys)\n",
+                path);
+        return 2;
+    }
+    if (mkdir_p(dir) < 0) {
+        fprintf(stderr, "sluice dkim keygen: cannot create %s: %s\n", dir, strerror(errno));
+        return 2;
+    }
+    char *pem = NULL, *rec = NULL, err[256];
+    if (dkim_keygen(alg, (unsigned)bits, &pem, &rec, err, sizeof(err)) < 0) {
+        fprintf(stderr, "sluice dkim keygen: %s\n", err);
+        return 2;
+    }
+    int rc = 2;
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        fprintf(stderr, "sluice dkim keygen: cannot create %s: %s\n", path, strerror(errno));
+        goto out;
+    }
+    size_t pl = strlen(pem);
+    if (write(fd, pem, pl) != (ssize_t)pl || fsync(fd) < 0) {
+        fprintf(stderr, "sluice dkim keygen: cannot write %s: %s\n", path, strerror(errno));
+        close(fd);
+        unlink(path);
+        goto out;
+    }
+    close(fd);
+
+    char name[600];
+    snprintf(name, sizeof(name), "%s._domainkey.%s.", selector, domain);
+    size_t rl = strlen(rec);
+    if (json) {
+        json_t *strings = json_array();
+        for (size_t i = 0; i < rl; i += TXT_STRING_MAX)
+            json_array_append_new(
+                strings, json_stringn(rec + i, rl - i < TXT_STRING_MAX ? rl - i : TXT_STRING_MAX));
+        json_t *o = json_pack("{s:s, s:s, s:o, s:s, s:s}", "name", name, "value", rec, "strings",
+                              strings, "key_file", path, "algorithm", dkim_algorithm_name(alg));
+        char *text = json_dumps(o, JSON_INDENT(2));
+        puts(text);
+        free(text);
+        json_decref(o);
+    } else {
+        printf("; DKIM key for %s, selector %s (%s); private key in %s\n", domain, selector,
+               dkim_algorithm_name(alg), path);
+        printf("%s IN TXT (", name);
+        for (size_t i = 0; i < rl; i += TXT_STRING_MAX) {
+            size_t n = rl - i < TXT_STRING_MAX ? rl - i : TXT_STRING_MAX;
+            printf("%s\"%.*s\"", i ? "\n        " : " ", (int)n, rec + i);
+        }
+        printf(" )\n");
+    }
+    rc = 0;
+out:
+    free(pem);
+    free(rec);
+    return rc;
+}
+
+/* ---- dkim sign --------------------------------------------------------------- */
+
+static void sign_usage(FILE *f)
+{
+    fprintf(f, "usage: sluice dkim sign --key FILE --domain DOMAIN --selector SELECTOR\n"
+               "           [--algorithm rsa-sha256|ed25519-sha256] [--canon relaxed/relaxed]\n"
+               "           [--headers From:To:...] [--oversign From:...] [--identity @DOMAIN]\n"
+               "           [--expire SECONDS] [--timestamp UNIXTIME] < message > signed\n"
+               "Signs the message on standard input like intake does and writes it with its\n"
+               "DKIM-Signature field prepended.\n");
+}
+
+static int cmd_sign(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"key", required_argument, NULL, 'k'},      {"domain", required_argument, NULL, 'd'},
+        {"selector", required_argument, NULL, 's'}, {"algorithm", required_argument, NULL, 'a'},
+        {"canon", required_argument, NULL, 'c'},    {"headers", required_argument, NULL, 'H'},
+        {"oversign", required_argument, NULL, 'O'}, {"identity", required_argument, NULL, 'i'},
+        {"expire", required_argument, NULL, 'x'},   {"timestamp", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
+    struct dkim_sign_opts o = {0};
+    time_t now = time(NULL);
+    int c;
+    char *end;
+    optind = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'k':
+            o.key_file = optarg;
+            break;
+        case 'd':
+            o.domain = optarg;
+            break;
+        case 's':
+            o.selector = optarg;
+            break;
+        case 'a':
+            o.algorithm = optarg;
+            break;
+        case 'c':
+            o.canon = optarg;
+            break;
+        case 'H':
+            o.headers = optarg;
+            break;
+        case 'O':
+            o.oversign = optarg;
+            break;
+        case 'i':
+            o.identity = optarg;
+            break;
+        case 'x':
+            o.expire_seconds = strtol(optarg, &end, 10);
+            if (*end || o.expire_seconds <= 0) {
+                fprintf(stderr, "sluice dkim sign: --expire takes a positive number of seconds\n");
+                return 2;
+            }
+            break;
+        case 't':
+            now = (time_t)strtoll(optarg, &end, 10);
+            if (*end || now < 0) {
+                fprintf(stderr, "sluice dkim sign: --timestamp takes a Unix time\n");
+                return 2;
+            }
+            break;
+        case 'h':
+            sign_usage(stdout);
+            return 0;
+        default:
+            sign_usage(stderr);
+            return 2;
+        }
+    }
+    if (!o.key_file || !o.domain || !o.selector || optind < argc) {
+        sign_usage(stderr);
+        return 2;
+    }
+    char err[256];
+    struct dkim_signer *s = dkim_signer_new(&o, err, sizeof(err));
+    if (!s) {
+        fprintf(stderr, "sluice dkim sign: %s\n", err);
+        return 2;
+    }
+    size_t len, clen;
+    char *in = read_all("-", MAX_MESSAGE, &len), *msg = NULL, *sig = NULL;
+    int rc = 2;
+    if (!in || !(msg = to_crlf(in, len, &clen))) {
+        fprintf(stderr, "sluice dkim sign: cannot read the message: %s\n", strerror(errno));
+        goto out;
+    }
+    int r = dkim_sign_message(s, msg, clen, now, &sig);
+    if (r < 0) {
+        fprintf(stderr, "sluice dkim sign: %s\n", dkim_strerror(r));
+        goto out;
+    }
+    /* keep the input's line ends: a file with LF only gets LF back */
+    if (!memchr(in, '\r', len)) {
+        for (const char *p = sig; *p; p++)
+            if (*p != '\r')
+                putchar(*p);
+        fwrite(in, 1, len, stdout);
+    } else {
+        fputs(sig, stdout);
+        fwrite(msg, 1, clen, stdout);
+    }
+    rc = fflush(stdout) == 0 ? 0 : 2;
+out:
+    free(in);
+    free(msg);
+    free(sig);
+    dkim_signer_free(s);
+    return rc;
+}
+
+int cli_dkim(int argc, char **argv)
+{
+    if (argc >= 2 && !strcmp(argv[1], "keygen"))
+        return cmd_keygen(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "sign"))
+        return cmd_sign(argc - 1, argv + 1);
+    FILE *f =
+        (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "help"))) ? stdout : stderr;
+    fprintf(f, "usage: sluice dkim keygen|sign [options]   (--help on each for details)\n");
+    return f == stdout ? 0 : 2;
+}
+
+/* ---- verify ------------------------------------------------------------------ */
+
+/* Key source for `verify --key-file`: one record used for every signature. */
+static int fixed_key_lookup(void *ctx, const char *selector, const char *domain, char **txt)
+{
+    (void)selector;
+    (void)domain;
+    *txt = strdup(ctx);
+    return *txt ? 0 : -1;
+}
+
+static int dns_key_lookup(void *ctx, const char *selector, const char *domain, char **txt)
+{
+    struct dns_resolver *r = ctx;
+    struct dns_result res;
+    char name[600];
+    snprintf(name, sizeof(name), "%s._domainkey.%s", selector, domain);
+    if (dns_lookup_txt(r, name, &res) < 0) {
+        dns_result_clear(&res);
+        return -1;
+    }
+    int rc = -1;
+    if (res.status == DNS_NXDOMAIN || res.status == DNS_NODATA) {
+        rc = 1;
+    } else if (res.status == DNS_OK && res.count > 0) {
+        /* RFC 6376 3.6.2.2: with several records, use one that parses as a key */
+        size_t pick = 0;
+        for (size_t i = 0; i < res.count; i++) {
+            struct dkim_key_record kr;
+            if (res.rr[i].text &&
+                dkim_key_record_parse(res.rr[i].text, res.rr[i].text_len, &kr, NULL, 0) == 0) {
+                pick = i;
+                break;
+            }
+        }
+        *txt = strndup(res.rr[pick].text ? res.rr[pick].text : "",
+                       res.rr[pick].text ? res.rr[pick].text_len : 0);
+        rc = *txt ? 0 : -1;
+    }
+    dns_result_clear(&res);
+    return rc;
+}
+
+/* A --key-file holds a PEM public key, or a TXT record value: bare, or as
+ * quoted strings (BIND style, as keygen prints it) which are joined. */
+static char *key_file_record(const char *path)
+{
+    size_t len;
+    char *text = read_all(path, MAX_KEY_TEXT, &len), err[200];
+    if (!text) {
+        fprintf(stderr, "sluice verify: cannot read %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    char *rec = NULL;
+    if (strstr(text, "-----BEGIN")) {
+        rec = dkim_key_record_from_public_pem(text, len, err, sizeof(err));
+        if (!rec)
+            fprintf(stderr, "sluice verify: %s: %s\n", path, err);
+    } else if (strchr(text, '"')) {
+        rec = calloc(1, len + 1);
+        size_t o = 0;
+        int in_q = 0;
+        for (size_t i = 0; rec && i < len; i++) {
+            if (text[i] == '"')
+                in_q = !in_q;
+            else if (in_q && text[i] == '\\' && i + 1 < len)
+                rec[o++] = text[++i];
+            else if (in_q)
+                rec[o++] = text[i];
+        }
+    } else {
+        while (len && strchr(" \t\r\n", text[len - 1]))
+            text[--len] = '\0';
+        const char *p = text;
+        while (*p && strchr(" \t\r\n", *p))
+            p++;
+        rec = strdup(p);
+    }
+    free(text);
+    return rec;
+}
+
+static void verify_usage(FILE *f)
+{
+    fprintf(f, "usage: sluice verify FILE.eml [--json] [--key-file KEY] [--dns-zone ZONEFILE]\n"
+               "                    [--authserv-id HOST]\n"
+               "Checks every DKIM signature. Keys come from --key-file (a TXT record value\n"
+               "or PEM public key, used for every signature), --dns-zone (lines\n"
+               "`NAME TXT \"...\"`), or DNS. Exit 0: all pass, 1: no signature, 2: any other.\n");
+}
+
+int cli_verify(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'},           {"key-file", required_argument, NULL, 'k'},
+        {"dns-zone", required_argument, NULL, 'z'}, {"authserv-id", required_argument, NULL, 'A'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
+    const char *key_file = NULL, *zone = NULL, *authserv = NULL;
+    int json = 0, c;
+    optind = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'j':
+            json = 1;
+            break;
+        case 'k':
+            key_file = optarg;
+            break;
+        case 'z':
+            zone = optarg;
+            break;
+        case 'A':
+            authserv = optarg;
+            break;
+        case 'h':
+            verify_usage(stdout);
+            return 0;
+        default:
+            verify_usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc - 1 || (key_file && zone)) {
+        verify_usage(stderr);
+        return 2;
+    }
+    const char *path = argv[optind];
+    char host[256];
+    if (!authserv) {
+        if (gethostname(host, sizeof(host)) < 0)
+            snprintf(host, sizeof(host), "localhost");
+        host[sizeof(host) - 1] = '\0';
+        authserv = host;
+    }
+
+    size_t len, clen;
+    char *raw = read_all(path, MAX_MESSAGE, &len), *msg = NULL, *rec = NULL;
+    if (!raw) {
+        fprintf(stderr, "sluice verify: cannot read %s: %s\n", path, strerror(errno));
+        return 2;
+    }
+    int rc = 2;
+    struct dns_resolver *resolver = NULL;
+    dkim_key_lookup lookup;
+    void *lctx;
+    if (!(msg = to_crlf(raw, len, &clen)))
+        goto out;
+    if (key_file) {
+        if (!(rec = key_file_record(key_file)))
+            goto out;
+        lookup = fixed_key_lookup;
+        lctx = rec;
+    } else {
+        resolver = zone ? dns_resolver_new_zonefile(zone) : dns_resolver_new_system();
+        if (!resolver) {
+            if (zone)
+                fprintf(stderr, "sluice verify: zone file %s: %s\n", zone, dns_zone_last_error());
+            else
+                fprintf(stderr, "sluice verify: cannot set up the DNS resolver\n");
+            goto out;
+        }
+        lookup = dns_key_lookup;
+        lctx = resolver;
+    }
+
+    struct dkim_verify_result res;
+    if (dkim_verify(msg, clen, NULL, lookup, lctx, &res) < 0) {
+        fprintf(stderr, "sluice verify: out of memory\n");
+        goto out;
+    }
+    size_t pass = 0;
+    for (size_t i = 0; i < res.count; i++)
+        pass += res.sig[i].status == DKIM_STATUS_PASS;
+    rc = res.count == 0 ? 1 : pass == res.count ? 0 : 2;
+    char *ar = dkim_auth_results(&res, authserv);
+    if (json) {
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s?, s:o}", "file", path, "result",
+                              rc == 0   ? "pass"
+                              : rc == 1 ? "none"
+                                        : "fail",
+                              "authserv_id", authserv, "authentication_results", ar, "signatures",
+                              dkim_results_json(&res));
+        char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
+        if (text)
+            puts(text);
+        free(text);
+        json_decref(o);
+    } else {
+        printf("Authentication-Results: %s\n", ar ? ar : "");
+    }
+    free(ar);
+    dkim_verify_result_clear(&res);
+out:
+    dns_resolver_free(resolver);
+    free(rec);
+    free(msg);
+    free(raw);
+    return rc;
+}

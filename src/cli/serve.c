@@ -1,0 +1,338 @@
+/* `sluice serve`: wires the parts together, runs the event loop, and handles
+ * SIGTERM (drain, then exit), SIGINT (same) and SIGHUP (reload). */
+#include "cli/cli.h"
+
+#include "core/config.h"
+#include "core/log.h"
+#include "core/relay.h"
+#include "core/worker.h"
+#include "deliver/deliver.h"
+#include "net/cidr.h"
+#include "net/listener.h"
+#include "net/tls.h"
+#include "policy/users.h"
+#include "queue/control.h"
+#include "queue/queue.h"
+#include "smtp/session.h"
+#include "spool/spool.h"
+
+#include <errno.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+extern char **environ;
+
+struct serve {
+    struct relay r;
+    struct event *sig_term, *sig_int, *sig_hup, *compact_timer, *drain_timer;
+    int64_t drain_deadline;
+    const char *config_path;
+};
+
+static const char *config_path_from(const char *opt)
+{
+    if (opt)
+        return opt;
+    const char *env = getenv("SLUICE_CONFIG");
+    return env && *env ? env : NULL;
+}
+
+static void print_config_errors(const struct config_errors *errs)
+{
+    for (size_t i = 0; i < errs->n; i++) {
+        const struct config_error *e = &errs->v[i];
+        if (e->file && e->line)
+            fprintf(stderr, "%s:%d: %s\n", e->file, e->line, e->message);
+        else if (e->file)
+            fprintf(stderr, "%s: %s\n", e->file, e->message);
+        else
+            fprintf(stderr, "config: %s\n", e->message);
+    }
+}
+
+static bool under_dir(const char *path, const char *dir)
+{
+    size_t n = strlen(dir);
+    return strncmp(path, dir, n) == 0 && path[n] == '/';
+}
+
+static SSL_CTX *load_tls(const struct config *cfg)
+{
+    char err[512];
+    if (under_dir(cfg->tls_cert, cfg->var_dir) && under_dir(cfg->tls_key, cfg->var_dir) &&
+        tls_ensure_self_signed(cfg->tls_cert, cfg->tls_key, cfg->hostname, err, sizeof err) < 0) {
+        log_event(LOG_ERROR, "tls.selfsigned_failed", "error", "%s", err, NULL);
+        return NULL;
+    }
+    SSL_CTX *ctx = tls_server_ctx_new(cfg, err, sizeof err);
+    if (!ctx)
+        log_event(LOG_ERROR, "tls.config_failed", "error", "%s", err, NULL);
+    return ctx;
+}
+
+static struct cidr_list *load_nets(const struct config *cfg)
+{
+    struct cidr_list *l = calloc(1, sizeof *l);
+    const char *bad = NULL;
+    if (l && cidr_list_parse(cfg->relay_networks, l, &bad) < 0) {
+        log_event(LOG_ERROR, "config.bad_relay_networks", "at", "%s", bad ? bad : "", NULL);
+        free(l);
+        return NULL;
+    }
+    return l;
+}
+
+static void on_compact(evutil_socket_t fd, short what, void *arg)
+{
+    struct serve *sv = arg;
+    (void)fd;
+    (void)what;
+    spool_compact(sv->r.spool);
+}
+
+static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct serve *sv = arg;
+    struct relay *r = &sv->r;
+    (void)fd;
+    (void)what;
+    if (r->sessions == 0 && queue_inflight(r->queue) == 0) {
+        event_base_loopexit(r->base, NULL);
+        return;
+    }
+    if (time(NULL) >= sv->drain_deadline) {
+        log_event(LOG_WARN, "server.grace_expired", "sessions", "#%u", r->sessions, "deliveries",
+                  "#%zu", queue_inflight(r->queue), NULL);
+        session_close_all(r);
+        event_base_loopexit(r->base, NULL);
+    }
+}
+
+static void on_terminate(evutil_socket_t sig, short what, void *arg)
+{
+    struct serve *sv = arg;
+    struct relay *r = &sv->r;
+    (void)what;
+    if (r->draining)
+        return;
+    log_event(LOG_INFO, "server.stopping", "signal", "%s", sig == SIGTERM ? "TERM" : "INT",
+              "sessions", "#%u", r->sessions, "grace", "#%d", r->cfg->shutdown_grace, NULL);
+    r->draining = true;
+    listeners_stop(r->listeners);
+    control_stop(r->control);
+    session_drain_all(r);
+    queue_quiesce(r->queue);
+    sv->drain_deadline = time(NULL) + r->cfg->shutdown_grace;
+    struct timeval tv = {0, 50000};
+    sv->drain_timer = event_new(r->base, -1, EV_PERSIST, on_drain_tick, sv);
+    event_add(sv->drain_timer, &tv);
+    on_drain_tick(-1, 0, sv);
+}
+
+static void on_reload(evutil_socket_t sig, short what, void *arg)
+{
+    struct serve *sv = arg;
+    struct relay *r = &sv->r;
+    (void)sig;
+    (void)what;
+    struct config *cfg = NULL;
+    struct config_errors errs = {0};
+    if (config_load(sv->config_path, environ, &cfg, &errs) < 0) {
+        for (size_t i = 0; i < errs.n; i++)
+            log_event(LOG_ERROR, "config.error", "file", "%s",
+                      errs.v[i].file ? errs.v[i].file : "", "line", "#%d", errs.v[i].line,
+                      "message", "%s", errs.v[i].message, NULL);
+        log_event(LOG_ERROR, "server.reload_failed", "reason", "%s",
+                  "configuration has errors; keeping the running one", NULL);
+        config_errors_free(&errs);
+        config_free(cfg);
+        return;
+    }
+    config_errors_free(&errs);
+    SSL_CTX *ctx = load_tls(cfg);
+    char err[512];
+    struct users *users = users_load(cfg->users_file, err, sizeof err);
+    struct cidr_list *nets = load_nets(cfg);
+    if (!ctx || !users || !nets) {
+        if (!users)
+            log_event(LOG_ERROR, "users.load_failed", "error", "%s", err, NULL);
+        log_event(LOG_ERROR, "server.reload_failed", "reason", "%s",
+                  "TLS, users or relay networks failed to load; keeping the running ones", NULL);
+        SSL_CTX_free(ctx);
+        users_free(users);
+        if (nets)
+            cidr_list_free(nets);
+        free(nets);
+        config_free(cfg);
+        return;
+    }
+    if (strcmp(cfg->listen_submission, r->cfg->listen_submission) != 0 ||
+        strcmp(cfg->listen_smtps, r->cfg->listen_smtps) != 0)
+        log_event(LOG_WARN, "server.reload_listen_unchanged", "reason", "%s",
+                  "listen addresses change only on restart", NULL);
+    SSL_CTX_free(r->tls);
+    r->tls = ctx;
+    users_free(r->users);
+    r->users = users;
+    cidr_list_free(r->relay_nets);
+    free(r->relay_nets);
+    r->relay_nets = nets;
+    struct config *old = r->cfg;
+    r->cfg = cfg;
+    if (deliver_reload(r->deliver, err, sizeof err) < 0)
+        log_event(LOG_ERROR, "deliver.reload_failed", "error", "%s", err, NULL);
+    config_free(old);
+    log_event(LOG_INFO, "server.reloaded", "users", "#%zu", users_count(users), "upstreams",
+              "#%zu", cfg->n_upstreams, NULL);
+    queue_flush(r->queue); /* fixed upstream settings deserve a prompt retry */
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: sluice serve [-c CONFIG]\n"
+                    "Runs the relay. Without a config file it uses the embedded defaults:\n"
+                    "submission on 127.0.0.1:2525 (STARTTLS) and 127.0.0.1:4650 (TLS),\n"
+                    "spool under ./var/, and the capture upstream (./var/capture/).\n");
+}
+
+int cli_serve(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'}, {0}};
+    const char *cpath = NULL;
+    int c;
+    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+        if (c == 'c')
+            cpath = optarg;
+        else {
+            usage();
+            return c == 'h' ? 0 : 2;
+        }
+    }
+    struct serve sv = {0};
+    struct relay *r = &sv.r;
+    sv.config_path = config_path_from(cpath);
+    struct config_errors errs = {0};
+    if (config_load(sv.config_path, environ, &r->cfg, &errs) < 0) {
+        print_config_errors(&errs);
+        fprintf(stderr, "sluice: configuration has errors; see 'sluice config check'\n");
+        config_errors_free(&errs);
+        config_free(r->cfg);
+        return 2;
+    }
+    config_errors_free(&errs);
+    struct config *cfg = r->cfg;
+    if (log_open(cfg->log_format, cfg->log_file, cfg->log_level) < 0) {
+        fprintf(stderr, "sluice: cannot open log file %s: %s\n", cfg->log_file, strerror(errno));
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    umask(027);
+    if (mkdir(cfg->var_dir, 0750) < 0 && errno != EEXIST) {
+        fprintf(stderr, "sluice: cannot create %s: %s\n", cfg->var_dir, strerror(errno));
+        return 2;
+    }
+    int rc = 2;
+    char err[512];
+    struct event_config *ec = event_config_new();
+    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+    r->base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    r->dns = evdns_base_new(r->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+                                         EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    if (!r->dns)
+        r->dns = evdns_base_new(r->base, 0); /* no resolv.conf: names still fail cleanly */
+    r->tls = load_tls(cfg);
+    if (!r->tls) {
+        fprintf(stderr, "sluice: TLS setup failed (see log); refusing to run without TLS\n");
+        goto out;
+    }
+    r->users = users_load(cfg->users_file, err, sizeof err);
+    if (!r->users) {
+        fprintf(stderr, "sluice: %s\n", err);
+        goto out;
+    }
+    r->relay_nets = load_nets(cfg);
+    if (!r->relay_nets)
+        goto out;
+    if (spool_open(cfg->spool_dir, r->base, &r->spool, err, sizeof err) < 0) {
+        fprintf(stderr, "sluice: %s\n", err);
+        goto out;
+    }
+    struct spool_stats st;
+    spool_get_stats(r->spool, &st);
+    log_event(LOG_INFO, "spool.recovered", "messages", "#%llu", (unsigned long long)st.messages,
+              "active", "#%llu", (unsigned long long)st.active, "held", "#%llu",
+              (unsigned long long)st.held, "dead", "#%llu", (unsigned long long)st.dead,
+              "records", "#%llu", (unsigned long long)st.records, NULL);
+    r->worker = worker_new(r->base, 2);
+    r->deliver = deliver_new(r, err, sizeof err);
+    if (!r->deliver) {
+        fprintf(stderr, "sluice: %s\n", err);
+        goto out;
+    }
+    r->queue = queue_new(r);
+    queue_load(r->queue);
+    r->listeners = listeners_open(r, err, sizeof err);
+    if (!r->listeners) {
+        fprintf(stderr, "sluice: %s\n", err);
+        goto out;
+    }
+    r->control = control_open(r, err, sizeof err);
+    if (!r->control) {
+        fprintf(stderr, "sluice: %s\n", err);
+        goto out;
+    }
+    sv.sig_term = evsignal_new(r->base, SIGTERM, on_terminate, &sv);
+    sv.sig_int = evsignal_new(r->base, SIGINT, on_terminate, &sv);
+    sv.sig_hup = evsignal_new(r->base, SIGHUP, on_reload, &sv);
+    event_add(sv.sig_term, NULL);
+    event_add(sv.sig_int, NULL);
+    event_add(sv.sig_hup, NULL);
+    sv.compact_timer = event_new(r->base, -1, EV_PERSIST, on_compact, &sv);
+    struct timeval ctv = {10, 0};
+    event_add(sv.compact_timer, &ctv);
+    log_event(LOG_INFO, "server.ready", "hostname", "%s", cfg->hostname, "submission", "%s",
+              cfg->listen_submission, "smtps", "%s", cfg->listen_smtps, "config", "%s",
+              sv.config_path ? sv.config_path : "embedded defaults", "pid", "#%d", (int)getpid(),
+              NULL);
+    event_base_dispatch(r->base);
+    rc = 0;
+    log_event(LOG_INFO, "server.stopped", "accepted", "#%llu", (unsigned long long)r->n.accepted,
+              NULL);
+out:
+    session_close_all(r);
+    control_free(r->control);
+    worker_free(r->worker);
+    spool_close(r->spool);
+    queue_free(r->queue);
+    deliver_free(r->deliver);
+    listeners_free(r->listeners);
+    if (sv.sig_term) {
+        event_free(sv.sig_term);
+        event_free(sv.sig_int);
+        event_free(sv.sig_hup);
+        event_free(sv.compact_timer);
+    }
+    if (sv.drain_timer)
+        event_free(sv.drain_timer);
+    users_free(r->users);
+    if (r->relay_nets)
+        cidr_list_free(r->relay_nets);
+    free(r->relay_nets);
+    SSL_CTX_free(r->tls);
+    if (r->dns)
+        evdns_base_free(r->dns, 0);
+    if (r->base)
+        event_base_free(r->base);
+    config_free(r->cfg);
+    log_close();
+    return rc;
+}

@@ -1,0 +1,132 @@
+/* Runtime configuration: embedded defaults, then the config file (INI syntax
+ * read with inih), then SLUICE_* environment variables. Every other module
+ * reads settings only from a struct config it is handed. */
+#ifndef SLUICE_CORE_CONFIG_H
+#define SLUICE_CORE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+enum config_tls_mode { CONFIG_TLS_STARTTLS = 0, CONFIG_TLS_IMPLICIT, CONFIG_TLS_NONE };
+enum config_tls_verify { CONFIG_VERIFY_PEER = 0, CONFIG_VERIFY_NONE };
+enum config_auth_mech { CONFIG_AUTH_NONE = 0, CONFIG_AUTH_PLAIN, CONFIG_AUTH_LOGIN,
+                        CONFIG_AUTH_XOAUTH2 };
+
+/* One smarthost, from a section [upstream NAME]. The special kind "capture"
+ * writes messages as .eml files instead of sending them. */
+struct config_upstream {
+    char *name;
+    bool capture;                /* kind = capture */
+    char *host;
+    int port;                    /* default 587 (starttls) / 465 (implicit) */
+    enum config_tls_mode tls;    /* tls = starttls | implicit | none */
+    enum config_tls_verify verify; /* verify = peer | none (none: loopback only) */
+    char *tls_pin_sha256;        /* hex SPKI SHA-256, optional */
+    char *ca_file;               /* optional; system store otherwise */
+    char *tls_server_name;       /* optional SNI/verify name; default host */
+    enum config_auth_mech auth;
+    char *username;
+    char *secret_file;           /* password/token read from this file ... */
+    char *secret_env;            /* ... or from this environment variable */
+    int priority;                /* lower first; default 10 */
+    int max_connections;         /* default 10 */
+    int messages_per_connection; /* default 100 */
+    double rate_per_second;      /* 0 = unlimited */
+};
+
+struct config {
+    char *path;                  /* file read, or NULL for embedded defaults */
+
+    /* [server] */
+    char *hostname;              /* default: gethostname() */
+    char *listen_submission;     /* "127.0.0.1:2525", STARTTLS; "" disables */
+    char *listen_smtps;          /* "127.0.0.1:4650", implicit TLS; "" disables */
+    char *var_dir;               /* "./var" */
+    char *spool_dir;             /* default <var_dir>/spool */
+    char *capture_dir;           /* default <var_dir>/capture */
+    char *control_socket;        /* default <var_dir>/control.sock */
+    char *relay_networks;        /* comma list of CIDRs allowed to relay without AUTH; "" */
+    int shutdown_grace;          /* seconds, default 30 */
+
+    /* [tls] */
+    char *tls_cert;              /* default <var_dir>/tls/cert.pem (self-signed if absent) */
+    char *tls_key;               /* default <var_dir>/tls/key.pem */
+    char *tls_min_version;       /* "1.2" or "1.3" */
+    char *tls_ciphers;           /* TLS 1.2 cipher list */
+
+    /* [auth] */
+    char *users_file;            /* default <var_dir>/users; lines "name:$argon2id$..." */
+    bool allow_plaintext_loopback; /* AUTH without TLS from 127.0.0.0/8 and ::1; default false */
+
+    /* [limits] */
+    long long max_message_size;  /* bytes, default 25 MiB */
+    int max_recipients;          /* default 100 */
+    int max_line_length;         /* command line, default 512 (RFC 5321) */
+    int command_timeout;         /* seconds, default 300 (RFC 5321 4.5.3.2.7) */
+    int data_timeout;            /* seconds, default 180 (4.5.3.2.6 suggests 10 min) */
+    int max_connections;         /* default 1000 */
+    int max_connections_per_ip;  /* default 100 */
+    int max_bad_commands;        /* then 421; default 10 */
+
+    /* [queue] */
+    int retry_base;              /* seconds, default 60 */
+    int retry_cap;               /* seconds, default 3600 */
+    int max_lifetime;            /* seconds, default 5 days */
+    bool bounces;                /* send DSNs, default true */
+
+    /* [log] */
+    char *log_format;            /* "json" | "text" */
+    char *log_file;              /* "" = stdout */
+    char *log_level;             /* "debug" | "info" | "warn" | "error" */
+
+    struct config_upstream *upstreams; /* sorted by priority; at least one */
+    size_t n_upstreams;
+};
+
+/* One problem found while loading, with its place. */
+struct config_error {
+    char *file;                  /* NULL for environment/embedded */
+    int line;                    /* 0 when not from a file line */
+    char *message;               /* "unknown key 'foo' in [server]" ... */
+};
+
+struct config_errors {
+    struct config_error *v;
+    size_t n;
+};
+
+/* Loads defaults, then `path` (NULL: none; a missing explicit file is an
+ * error), then the environment `envp` (NULL-terminated "K=V" strings, may be
+ * NULL). Allocates *out (even on error, for inspection); returns 0 when no
+ * errors were found, otherwise -1 with errs filled. */
+int config_load(const char *path, char *const *envp, struct config **out,
+                struct config_errors *errs);
+
+void config_free(struct config *cfg);
+void config_errors_free(struct config_errors *errs);
+
+/* Prints every effective setting as an INI file (secrets elided) to f. */
+void config_dump(const struct config *cfg, FILE *f);
+
+/* Parsers for values, exported for tests: "25M", "25MiB", "1024" -> bytes;
+ * "30s", "5m", "2h", "5d", "90" -> seconds. Return 0 or -1. */
+int config_parse_size(const char *s, long long *out);
+int config_parse_duration(const char *s, int *out);
+
+/* As config_load, but reads the INI text from memory; `name` (may be NULL)
+ * labels errors and becomes cfg->path. */
+int config_load_string(const char *text, const char *name, char *const *envp,
+                       struct config **out, struct config_errors *errs);
+
+/* The upstream called `name`, or NULL. */
+const struct config_upstream *config_upstream_find(const struct config *cfg, const char *name);
+
+/* Every effective setting as a JSON object {"server": {...}, ..., "upstreams": [...]};
+ * the caller owns the reference. */
+struct json_t *config_to_json(const struct config *cfg);
+
+/* Writes the Markdown reference of every key (docs/CONFIG.md embeds it). */
+void config_docs(FILE *f);
+
+#endif

@@ -1,0 +1,47 @@
+/* The one runtime context of the daemon, passed explicitly to every part:
+ * configuration, event loop, spool, queue, TLS and the connection table. */
+#ifndef SLUICE_CORE_RELAY_H
+#define SLUICE_CORE_RELAY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <openssl/ssl.h>
+
+struct config;
+struct event_base;
+struct evdns_base;
+struct spool;
+struct queue;
+struct deliver;
+struct users;
+struct worker;
+struct listener_set;
+struct control;
+struct cidr_list;
+
+struct relay_counters {
+    uint64_t connections, accepted, rejected, bytes_accepted;
+    uint64_t delivered, deferred, failed, bounces;
+    uint64_t auth_failures, tls_failures, smuggling_attempts;
+};
+
+struct relay {
+    struct config *cfg;
+    struct event_base *base;
+    struct evdns_base *dns;
+    struct spool *spool;
+    struct queue *queue;
+    struct deliver *deliver;
+    struct users *users;
+    struct worker *worker;
+    struct listener_set *listeners;
+    struct control *control;
+    void *session_list;      /* owned by smtp/session.c */
+    struct cidr_list *relay_nets; /* may relay without AUTH */
+    SSL_CTX *tls;            /* replaced on SIGHUP; sessions keep their own SSL */
+    bool draining;           /* SIGTERM received */
+    unsigned sessions;       /* open sessions */
+    struct relay_counters n;
+};
+
+#endif

@@ -1,0 +1,270 @@
+/* Upstream selection and the capture upstream. Capture writes each message
+ * as <id>.eml (the exact bytes an upstream would get) plus <id>.json (the
+ * envelope); a batch of files is made durable with one syncfs before the
+ * messages count as delivered. */
+#include "deliver/deliver.h"
+
+#include "core/config.h"
+#include "core/log.h"
+#include "core/relay.h"
+#include "core/worker.h"
+#include "spool/spool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct capture_job {
+    uint64_t id;
+    char *data;
+    size_t len;
+    char *envelope_json;
+    int err;
+    uint32_t n_rcpts;
+    uint8_t *attempt; /* 1 for recipients attempted */
+    deliver_done_fn done;
+    void *arg;
+    char upstream[64];
+    struct capture_job *next;
+};
+
+struct deliver {
+    struct relay *r;
+    int cap_dir_fd;
+    struct capture_job *cap_pending, *cap_tail;
+    struct capture_job *cap_running;
+};
+
+static int write_file(int dirfd, const char *name, const char *data, size_t len)
+{
+    char tmp[96];
+    snprintf(tmp, sizeof tmp, "%s.tmp", name);
+    int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return -errno;
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, data + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            int e = w < 0 ? -errno : -ENOSPC;
+            close(fd);
+            unlinkat(dirfd, tmp, 0);
+            return e;
+        }
+        off += (size_t)w;
+    }
+    if (close(fd) < 0) {
+        int e = -errno;
+        unlinkat(dirfd, tmp, 0);
+        return e;
+    }
+    if (renameat(dirfd, tmp, dirfd, name) < 0)
+        return -errno;
+    return 0;
+}
+
+static void capture_work(void *arg)
+{
+    struct deliver *d = arg;
+    int err = 0;
+    for (struct capture_job *j = d->cap_running; j; j = j->next) {
+        char ids[17], name[64];
+        spool_id_str(j->id, ids);
+        snprintf(name, sizeof name, "%s.json", ids);
+        j->err = write_file(d->cap_dir_fd, name, j->envelope_json, strlen(j->envelope_json));
+        if (!j->err) {
+            /* the .eml appears last: a reader that sees it finds the envelope */
+            snprintf(name, sizeof name, "%s.eml", ids);
+            j->err = write_file(d->cap_dir_fd, name, j->data, j->len);
+        }
+    }
+    /* one flush for the whole batch */
+    if (syncfs(d->cap_dir_fd) < 0)
+        err = -errno;
+    for (struct capture_job *j = d->cap_running; j; j = j->next)
+        if (!j->err)
+            j->err = err;
+}
+
+static void capture_start(struct deliver *d);
+
+static void capture_done(void *arg)
+{
+    struct deliver *d = arg;
+    struct capture_job *j = d->cap_running;
+    d->cap_running = NULL;
+    while (j) {
+        struct capture_job *next = j->next;
+        struct deliver_result res = {.n_rcpts = j->n_rcpts};
+        res.rcpt = calloc(j->n_rcpts, sizeof *res.rcpt);
+        snprintf(res.upstream, sizeof res.upstream, "%s", j->upstream);
+        if (j->err) {
+            res.upstream_fault = true;
+            snprintf(res.fault, sizeof res.fault, "capture directory write failed: %s",
+                     strerror(-j->err));
+        }
+        for (uint32_t i = 0; res.rcpt && i < j->n_rcpts; i++) {
+            if (!j->attempt[i]) {
+                res.rcpt[i].cls = DELIVER_SKIP;
+                continue;
+            }
+            res.rcpt[i].cls = j->err ? DELIVER_TEMP : DELIVER_OK;
+            snprintf(res.rcpt[i].reply, sizeof res.rcpt[i].reply, "%s",
+                     j->err ? res.fault : "250 2.0.0 captured");
+        }
+        if (res.rcpt)
+            j->done(j->arg, j->id, &res);
+        free(res.rcpt);
+        free(j->data);
+        free(j->envelope_json);
+        free(j->attempt);
+        free(j);
+        j = next;
+    }
+    if (d->cap_pending)
+        capture_start(d);
+}
+
+static void capture_start(struct deliver *d)
+{
+    d->cap_running = d->cap_pending;
+    d->cap_pending = d->cap_tail = NULL;
+    if (worker_submit(d->r->worker, capture_work, capture_done, d) < 0) {
+        for (struct capture_job *j = d->cap_running; j; j = j->next)
+            j->err = -ENOMEM;
+        capture_done(d);
+    }
+}
+
+static char *envelope_json(const struct spool_msg *m, const char *upstream)
+{
+    char ids[17];
+    json_t *o = json_object();
+    json_object_set_new(o, "queue_id", json_string(spool_id_str(m->id, ids)));
+    json_object_set_new(o, "mail_from", json_string(m->sender));
+    json_t *to = json_array();
+    for (uint32_t i = 0; i < m->n_rcpts; i++)
+        if (m->rcpt_state[i] == SPOOL_RCPT_PENDING)
+            json_array_append_new(to, json_string(m->rcpts[i]));
+    json_object_set_new(o, "rcpt_to", to);
+    json_object_set_new(o, "received", json_integer(m->received));
+    json_object_set_new(o, "upstream", json_string(upstream));
+    json_object_set_new(o, "smtputf8", json_boolean(m->flags & SPOOL_F_SMTPUTF8));
+    json_object_set_new(o, "bounce", json_boolean(m->flags & SPOOL_F_BOUNCE));
+    if (m->meta) {
+        json_t *meta = json_object();
+        const char *p = m->meta;
+        while (*p) {
+            const char *nl = strchr(p, '\n');
+            size_t n = nl ? (size_t)(nl - p) : strlen(p);
+            const char *eq = memchr(p, '=', n);
+            if (eq) {
+                char key[64];
+                size_t kl = (size_t)(eq - p) < sizeof key - 1 ? (size_t)(eq - p) : sizeof key - 1;
+                memcpy(key, p, kl);
+                key[kl] = 0;
+                json_object_set_new(meta, key, json_stringn_nocheck(eq + 1, n - kl - 1));
+            }
+            p += n + (nl ? 1 : 0);
+        }
+        json_object_set_new(o, "meta", meta);
+    }
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return s;
+}
+
+static int capture_submit(struct deliver *d, const struct config_upstream *u,
+                          const struct spool_msg *m, deliver_done_fn done, void *arg)
+{
+    struct capture_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return -ENOMEM;
+    int r = spool_read(d->r->spool, m->id, &j->data, &j->len);
+    if (r < 0) {
+        free(j);
+        return r;
+    }
+    j->id = m->id;
+    j->n_rcpts = m->n_rcpts;
+    j->attempt = calloc(m->n_rcpts, 1);
+    for (uint32_t i = 0; i < m->n_rcpts; i++)
+        j->attempt[i] = m->rcpt_state[i] == SPOOL_RCPT_PENDING;
+    j->envelope_json = envelope_json(m, u->name);
+    j->done = done;
+    j->arg = arg;
+    snprintf(j->upstream, sizeof j->upstream, "%s", u->name);
+    if (d->cap_tail)
+        d->cap_tail->next = j;
+    else
+        d->cap_pending = j;
+    d->cap_tail = j;
+    if (!d->cap_running)
+        capture_start(d);
+    return 0;
+}
+
+struct deliver *deliver_new(struct relay *r, char *err, unsigned long errlen)
+{
+    struct deliver *d = calloc(1, sizeof *d);
+    if (!d) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    d->r = r;
+    d->cap_dir_fd = -1;
+    if (deliver_reload(d, err, errlen) < 0) {
+        free(d);
+        return NULL;
+    }
+    return d;
+}
+
+int deliver_reload(struct deliver *d, char *err, unsigned long errlen)
+{
+    const struct config *cfg = d->r->cfg;
+    bool need_capture = false;
+    for (size_t i = 0; i < cfg->n_upstreams; i++)
+        need_capture |= cfg->upstreams[i].capture;
+    if (need_capture && d->cap_dir_fd < 0) {
+        if (mkdir(cfg->capture_dir, 0750) < 0 && errno != EEXIST) {
+            snprintf(err, errlen, "cannot create capture directory %s: %s", cfg->capture_dir,
+                     strerror(errno));
+            return -1;
+        }
+        d->cap_dir_fd = open(cfg->capture_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (d->cap_dir_fd < 0) {
+            snprintf(err, errlen, "cannot open capture directory %s: %s", cfg->capture_dir,
+                     strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void deliver_free(struct deliver *d)
+{
+    if (!d)
+        return;
+    if (d->cap_dir_fd >= 0)
+        close(d->cap_dir_fd);
+    free(d);
+}
+
+int deliver_start(struct deliver *d, const struct spool_msg *m, deliver_done_fn done, void *arg)
+{
+    const struct config *cfg = d->r->cfg;
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        const struct config_upstream *u = &cfg->upstreams[i];
+        if (u->capture)
+            return capture_submit(d, u, m, done, arg);
+    }
+    return -ENOSYS;
+}

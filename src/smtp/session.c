@@ -1,0 +1,1142 @@
+/* The SMTP server session. Input is processed line by line (or as DATA/BDAT
+ * content) straight from the bufferevent's input buffer; replies accumulate in
+ * the output buffer and leave together, which is how pipelined clients get
+ * one write per batch. While a check runs off the loop (AUTH) or the spool is
+ * committing, input stays buffered and is resumed afterwards. */
+#include "smtp/session.h"
+
+#include "core/config.h"
+#include "core/log.h"
+#include "core/relay.h"
+#include "core/worker.h"
+#include "net/cidr.h"
+#include "net/listener.h"
+#include "net/tls.h"
+#include "policy/users.h"
+#include "queue/queue.h"
+#include "smtp/address.h"
+#include "smtp/command.h"
+#include "smtp/data.h"
+#include "smtp/intake.h"
+#include "smtp/sasl.h"
+#include "spool/spool.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <inttypes.h>
+#include <openssl/err.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+/* RFC 4954 4: AUTH lines may be up to 12288 octets. */
+#define AUTH_LINE_MAX 12288
+
+enum session_state {
+    ST_INIT,            /* connected; EHLO/HELO not yet seen */
+    ST_READY,           /* greeted; no transaction */
+    ST_MAIL,            /* MAIL accepted; no recipient yet */
+    ST_RCPT,            /* one or more recipients accepted */
+    ST_DATA,            /* reading DATA content */
+    ST_BDAT,            /* reading a BDAT chunk */
+    ST_BDAT_WAIT,       /* between BDAT chunks */
+    ST_AUTH_PLAIN,      /* waiting for the PLAIN response */
+    ST_AUTH_LOGIN_USER, /* waiting for the LOGIN user name */
+    ST_AUTH_LOGIN_PASS, /* waiting for the LOGIN password */
+    ST_AUTH_CHECK,      /* password check running on a worker */
+    ST_COMMIT,          /* message appended; waiting until it is durable */
+    ST_TLS,             /* TLS handshake in progress */
+    ST_CLOSING,         /* final reply flushing; then close */
+    ST_COUNT
+};
+
+#define V(x) (1u << SMTP_VERB_##x)
+#define ALWAYS (V(NOOP) | V(QUIT) | V(RSET) | V(VRFY) | V(EXPN) | V(HELP))
+
+/* Which commands each state accepts (RFC 5321 4.1.4, RFC 3030 2). */
+static const unsigned state_allows[ST_COUNT] = {
+    [ST_INIT] = ALWAYS | V(EHLO) | V(HELO) | V(STARTTLS),
+    [ST_READY] = ALWAYS | V(EHLO) | V(HELO) | V(STARTTLS) | V(AUTH) | V(MAIL),
+    [ST_MAIL] = ALWAYS | V(RCPT),
+    [ST_RCPT] = ALWAYS | V(RCPT) | V(DATA) | V(BDAT),
+    [ST_BDAT_WAIT] = V(NOOP) | V(QUIT) | V(RSET) | V(BDAT),
+};
+
+struct msgbuf {
+    char *p;
+    size_t len, cap;
+};
+
+struct session {
+    struct relay *r;
+    struct bufferevent *bev;
+    enum session_state st;
+    struct session *prev, *next;
+    struct sockaddr_storage peer;
+    char ip[INET6_ADDRSTRLEN];
+    bool loopback, relay_net, tls, esmtp, authed;
+    char tls_desc[128];
+    char helo[256];
+    char auth_user[SASL_FIELD_MAX + 1];
+    int bad_commands;
+    int busy;     /* callbacks outstanding (worker job, spool commit) */
+    bool dead;    /* connection gone; free when busy drops to 0 */
+    bool discarding; /* dropping an over-long line up to its end */
+    struct users *auth_users;
+
+    /* transaction */
+    struct smtp_path from;
+    struct smtp_mail_params mp;
+    char **rcpts;
+    size_t n_rcpts, cap_rcpts;
+    struct msgbuf msg;
+    struct smtp_data_decoder dec;
+    size_t data_total;
+    bool too_big, bdat_used, bdat_last, bdat_failed;
+    const char *bdat_error; /* reply for a BDAT chunk that is read but refused */
+    uint64_t bdat_left;
+
+    /* AUTH exchange */
+    char login_user[SASL_FIELD_MAX + 1];
+    char check_pass[SASL_FIELD_MAX + 1];
+    bool check_ok;
+    char line[AUTH_LINE_MAX + 2];
+};
+
+static void process_input(struct session *s);
+static void session_close(struct session *s);
+
+/* ---- output ---- */
+
+__attribute__((format(printf, 2, 3))) static void reply(struct session *s, const char *fmt, ...)
+{
+    if (s->dead)
+        return;
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+    va_list ap;
+    va_start(ap, fmt);
+    evbuffer_add_vprintf(out, fmt, ap);
+    va_end(ap);
+    evbuffer_add(out, "\r\n", 2);
+}
+
+static void close_when_flushed(struct session *s);
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct session *s = arg;
+    if (s->st != ST_CLOSING)
+        return;
+    struct bufferevent *under = bufferevent_get_underlying(bev);
+    if (under && evbuffer_get_length(bufferevent_get_output(under)) > 0) {
+        close_when_flushed(s); /* the TLS filter handed it on; wait for the socket */
+        return;
+    }
+    session_close(s);
+}
+
+static void on_flush_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    (void)fd;
+    (void)what;
+    s->busy--;
+    if (s->dead)
+        session_close(s);
+    else
+        on_write(s->bev, s);
+}
+
+static void close_when_flushed(struct session *s)
+{
+    s->st = ST_CLOSING;
+    bufferevent_disable(s->bev, EV_READ);
+    struct bufferevent *under = bufferevent_get_underlying(s->bev);
+    if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0 &&
+        (!under || evbuffer_get_length(bufferevent_get_output(under)) == 0)) {
+        session_close(s);
+        return;
+    }
+    if (under && evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
+        /* nothing tells us when the socket under a TLS filter drained: poll */
+        struct timeval tv = {0, 10000};
+        s->busy++;
+        event_base_once(s->r->base, -1, EV_TIMEOUT, on_flush_timer, s, &tv);
+    }
+}
+
+/* ---- transaction ---- */
+
+static void transaction_reset(struct session *s)
+{
+    for (size_t i = 0; i < s->n_rcpts; i++)
+        free(s->rcpts[i]);
+    s->n_rcpts = 0;
+    memset(&s->from, 0, sizeof s->from);
+    memset(&s->mp, 0, sizeof s->mp);
+    s->msg.len = 0;
+    if (s->msg.cap > (1u << 20)) {
+        /* give back large buffers so idle sessions stay small */
+        free(s->msg.p);
+        s->msg.p = NULL;
+        s->msg.cap = 0;
+    }
+    s->data_total = 0;
+    s->too_big = s->bdat_used = s->bdat_last = s->bdat_failed = false;
+    s->bdat_error = NULL;
+    s->bdat_left = 0;
+}
+
+static bool msg_reserve(struct session *s, size_t extra)
+{
+    if (s->msg.len + extra <= s->msg.cap)
+        return true;
+    size_t cap = s->msg.cap ? s->msg.cap : 16384;
+    while (cap < s->msg.len + extra)
+        cap *= 2;
+    char *p = realloc(s->msg.p, cap);
+    if (!p)
+        return false;
+    s->msg.p = p;
+    s->msg.cap = cap;
+    return true;
+}
+
+static void after_transaction(struct session *s)
+{
+    transaction_reset(s);
+    s->st = s->helo[0] ? ST_READY : ST_INIT;
+    if (s->r->draining) {
+        reply(s, "421 4.3.2 %s Service shutting down, closing connection", s->r->cfg->hostname);
+        close_when_flushed(s);
+    }
+}
+
+/* ---- helpers ---- */
+
+static bool auth_offered(const struct session *s)
+{
+    return s->tls || (s->loopback && s->r->cfg->allow_plaintext_loopback);
+}
+
+static bool bad_command(struct session *s)
+{
+    if (++s->bad_commands >= s->r->cfg->max_bad_commands) {
+        reply(s, "421 4.7.0 %s Too many errors, closing connection", s->r->cfg->hostname);
+        log_event(LOG_WARN, "smtp.too_many_errors", "client_ip", "%s", s->ip, NULL);
+        close_when_flushed(s);
+        return true;
+    }
+    return false;
+}
+
+static void set_timeout(struct session *s, int seconds)
+{
+    struct timeval tv = {seconds, 0};
+    bufferevent_set_timeouts(s->bev, &tv, &tv);
+}
+
+static void addr_reply(struct session *s, enum smtp_addr_error e, bool is_mail)
+{
+    const char *text = smtp_addr_error_text(e);
+    switch (e) {
+    case SMTP_ADDR_MISSING_PREFIX:
+        reply(s, "501 5.5.4 Syntax: %s", is_mail ? "MAIL FROM:<address>" : "RCPT TO:<address>");
+        break;
+    case SMTP_ADDR_SOURCE_ROUTE:
+        reply(s, "553 5.1.3 Source routes are not accepted: %s", text);
+        break;
+    case SMTP_ADDR_UTF8_NO_SMTPUTF8:
+        reply(s, "553 5.6.7 Non-ASCII address needs the SMTPUTF8 parameter on MAIL");
+        break;
+    case SMTP_ADDR_BAD_UTF8:
+        reply(s, "501 5.6.7 Malformed UTF-8 in address");
+        break;
+    case SMTP_ADDR_BAD_PARAM:
+    case SMTP_ADDR_DUP_PARAM:
+        reply(s, "555 5.5.4 %s", text);
+        break;
+    case SMTP_ADDR_NULL_RCPT:
+        reply(s, "501 5.1.3 The null address <> cannot be a recipient");
+        break;
+    default:
+        reply(s, "501 %s Bad %s address syntax: %s", is_mail ? "5.1.7" : "5.1.3",
+              is_mail ? "sender" : "recipient", text);
+        break;
+    }
+}
+
+/* ---- commands ---- */
+
+static void cmd_ehlo(struct session *s, const struct smtp_command *c, bool esmtp)
+{
+    const struct config *cfg = s->r->cfg;
+    if (c->arg_len == 0 || c->arg_len >= sizeof s->helo || memchr(c->arg, ' ', c->arg_len)) {
+        reply(s, "501 5.5.4 Syntax: %s hostname", esmtp ? "EHLO" : "HELO");
+        bad_command(s);
+        return;
+    }
+    memcpy(s->helo, c->arg, c->arg_len);
+    s->helo[c->arg_len] = 0;
+    s->esmtp = esmtp;
+    transaction_reset(s);
+    s->st = ST_READY;
+    if (!esmtp) {
+        reply(s, "250 %s", cfg->hostname);
+        return;
+    }
+    reply(s, "250-%s Hello %s [%s]", cfg->hostname, s->helo, s->ip);
+    reply(s, "250-PIPELINING");
+    reply(s, "250-SIZE %lld", cfg->max_message_size);
+    reply(s, "250-8BITMIME");
+    reply(s, "250-SMTPUTF8");
+    reply(s, "250-CHUNKING");
+    if (!s->tls && s->r->tls)
+        reply(s, "250-STARTTLS");
+    if (auth_offered(s))
+        reply(s, "250-AUTH PLAIN LOGIN");
+    reply(s, "250 ENHANCEDSTATUSCODES");
+}
+
+static void cmd_mail(struct session *s, const struct smtp_command *c)
+{
+    const struct config *cfg = s->r->cfg;
+    if (s->r->draining) {
+        reply(s, "421 4.3.2 %s Service shutting down, try again later", cfg->hostname);
+        close_when_flushed(s);
+        return;
+    }
+    if (!s->authed && !s->relay_net) {
+        reply(s, "530 5.7.0 Authentication required: log in with AUTH before sending");
+        log_event(LOG_WARN, "policy.rejected", "client_ip", "%s", s->ip, "reason", "%s",
+                  "unauthenticated", NULL);
+        s->r->n.rejected++;
+        bad_command(s);
+        return;
+    }
+    enum smtp_addr_error e = smtp_parse_mail(c->arg, c->arg_len, &s->from, &s->mp);
+    if (e != SMTP_ADDR_OK) {
+        addr_reply(s, e, true);
+        memset(&s->from, 0, sizeof s->from);
+        bad_command(s);
+        return;
+    }
+    if (s->mp.size > cfg->max_message_size) {
+        reply(s, "552 5.3.4 Message size %lld exceeds the limit of %lld bytes", s->mp.size,
+              cfg->max_message_size);
+        memset(&s->from, 0, sizeof s->from);
+        return;
+    }
+    s->st = ST_MAIL;
+    reply(s, "250 2.1.0 Sender ok");
+}
+
+static void cmd_rcpt(struct session *s, const struct smtp_command *c)
+{
+    const struct config *cfg = s->r->cfg;
+    struct smtp_path p;
+    struct smtp_rcpt_params rp;
+    enum smtp_addr_error e = smtp_parse_rcpt(c->arg, c->arg_len, s->mp.smtputf8, &p, &rp);
+    if (e != SMTP_ADDR_OK) {
+        addr_reply(s, e, false);
+        bad_command(s);
+        return;
+    }
+    if (s->n_rcpts >= (size_t)cfg->max_recipients) {
+        /* RFC 5321 4.5.3.1.10: 452 for too many recipients */
+        reply(s, "452 4.5.3 Too many recipients (limit %d per message)", cfg->max_recipients);
+        return;
+    }
+    if (s->n_rcpts == s->cap_rcpts) {
+        size_t nc = s->cap_rcpts ? s->cap_rcpts * 2 : 8;
+        char **nv = realloc(s->rcpts, nc * sizeof *nv);
+        if (!nv) {
+            reply(s, "452 4.3.0 Out of memory");
+            return;
+        }
+        s->rcpts = nv;
+        s->cap_rcpts = nc;
+    }
+    s->rcpts[s->n_rcpts++] = strdup(p.addr);
+    s->st = ST_RCPT;
+    reply(s, "250 2.1.5 Recipient ok");
+}
+
+static void begin_content(struct session *s, bool dot_mode)
+{
+    smtp_data_decoder_init(&s->dec, dot_mode);
+    s->msg.len = 0;
+    s->data_total = 0;
+    s->too_big = false;
+    set_timeout(s, s->r->cfg->data_timeout);
+}
+
+static void cmd_data(struct session *s, const struct smtp_command *c)
+{
+    if (c->arg_len) {
+        reply(s, "501 5.5.4 DATA takes no arguments");
+        bad_command(s);
+        return;
+    }
+    if (s->mp.body == SMTP_BODY_BINARYMIME) {
+        reply(s, "503 5.5.1 BINARYMIME requires BDAT");
+        return;
+    }
+    begin_content(s, true);
+    s->st = ST_DATA;
+    reply(s, "354 End data with <CR><LF>.<CR><LF>");
+}
+
+static void cmd_bdat(struct session *s, const struct smtp_command *c)
+{
+    char arg[64];
+    if (c->arg_len == 0 || c->arg_len >= sizeof arg) {
+        reply(s, "501 5.5.4 Syntax: BDAT size [LAST]");
+        bad_command(s);
+        return;
+    }
+    memcpy(arg, c->arg, c->arg_len);
+    arg[c->arg_len] = 0;
+    char *end;
+    errno = 0;
+    unsigned long long size = strtoull(arg, &end, 10);
+    bool last = false;
+    if (end == arg || errno || arg[0] == '-') {
+        reply(s, "501 5.5.4 Syntax: BDAT size [LAST]");
+        bad_command(s);
+        return;
+    }
+    while (*end == ' ')
+        end++;
+    if (strcasecmp(end, "LAST") == 0)
+        last = true;
+    else if (*end) {
+        reply(s, "501 5.5.4 Syntax: BDAT size [LAST]");
+        bad_command(s);
+        return;
+    }
+    if (!s->bdat_used) {
+        begin_content(s, false);
+        s->bdat_used = true;
+    }
+    s->bdat_left = size;
+    s->bdat_last = last;
+    s->st = ST_BDAT;
+    set_timeout(s, s->r->cfg->data_timeout);
+}
+
+static void start_auth_check(struct session *s, const char *user, const char *pass);
+
+static void cmd_auth(struct session *s, const struct smtp_command *c)
+{
+    if (!auth_offered(s)) {
+        /* RFC 4954 6 */
+        reply(s, "538 5.7.11 Encryption required for requested authentication mechanism");
+        bad_command(s);
+        return;
+    }
+    if (s->authed) {
+        reply(s, "503 5.5.1 Already authenticated");
+        return;
+    }
+    char mech[32];
+    size_t ml = 0;
+    while (ml < c->arg_len && c->arg[ml] != ' ' && ml < sizeof mech - 1) {
+        mech[ml] = c->arg[ml];
+        ml++;
+    }
+    mech[ml] = 0;
+    const char *initial = ml < c->arg_len ? c->arg + ml + 1 : NULL;
+    size_t initial_len = initial ? c->arg_len - ml - 1 : 0;
+    if (strcasecmp(mech, "PLAIN") == 0) {
+        if (!initial) {
+            s->st = ST_AUTH_PLAIN;
+            reply(s, "334 ");
+            return;
+        }
+        struct sasl_plain sp;
+        if (sasl_plain_decode(initial, initial_len, &sp) < 0 ||
+            (sp.authzid[0] && strcmp(sp.authzid, sp.authcid) != 0)) {
+            reply(s, "501 5.5.2 Cannot decode the PLAIN response");
+            bad_command(s);
+            return;
+        }
+        start_auth_check(s, sp.authcid, sp.passwd);
+        explicit_bzero(&sp, sizeof sp);
+    } else if (strcasecmp(mech, "LOGIN") == 0) {
+        if (initial) {
+            if (sasl_login_decode(initial, initial_len, s->login_user, sizeof s->login_user) < 0) {
+                reply(s, "501 5.5.2 Cannot decode the LOGIN response");
+                bad_command(s);
+                return;
+            }
+            s->st = ST_AUTH_LOGIN_PASS;
+            reply(s, "334 UGFzc3dvcmQ6");
+            return;
+        }
+        s->st = ST_AUTH_LOGIN_USER;
+        reply(s, "334 VXNlcm5hbWU6");
+    } else {
+        reply(s, "504 5.5.4 Unrecognized authentication type; use PLAIN or LOGIN");
+        bad_command(s);
+    }
+}
+
+static void auth_continuation(struct session *s, const char *line, size_t len)
+{
+    if (len == 1 && line[0] == '*') {
+        s->st = ST_READY;
+        reply(s, "501 5.0.0 Authentication cancelled");
+        return;
+    }
+    if (s->st == ST_AUTH_PLAIN) {
+        struct sasl_plain sp;
+        if (sasl_plain_decode(line, len, &sp) < 0 ||
+            (sp.authzid[0] && strcmp(sp.authzid, sp.authcid) != 0)) {
+            s->st = ST_READY;
+            reply(s, "501 5.5.2 Cannot decode the PLAIN response");
+            bad_command(s);
+            return;
+        }
+        start_auth_check(s, sp.authcid, sp.passwd);
+        explicit_bzero(&sp, sizeof sp);
+    } else if (s->st == ST_AUTH_LOGIN_USER) {
+        if (sasl_login_decode(line, len, s->login_user, sizeof s->login_user) < 0) {
+            s->st = ST_READY;
+            reply(s, "501 5.5.2 Cannot decode the LOGIN response");
+            bad_command(s);
+            return;
+        }
+        s->st = ST_AUTH_LOGIN_PASS;
+        reply(s, "334 UGFzc3dvcmQ6");
+    } else {
+        char pass[SASL_FIELD_MAX + 1];
+        if (sasl_login_decode(line, len, pass, sizeof pass) < 0) {
+            s->st = ST_READY;
+            reply(s, "501 5.5.2 Cannot decode the LOGIN response");
+            bad_command(s);
+            return;
+        }
+        start_auth_check(s, s->login_user, pass);
+        explicit_bzero(pass, sizeof pass);
+    }
+}
+
+static void auth_work(void *arg)
+{
+    struct session *s = arg;
+    s->check_ok = users_verify(s->auth_users, s->login_user, s->check_pass);
+}
+
+static void auth_done(void *arg)
+{
+    struct session *s = arg;
+    s->busy--;
+    explicit_bzero(s->check_pass, sizeof s->check_pass);
+    users_free(s->auth_users);
+    s->auth_users = NULL;
+    if (s->dead) {
+        session_close(s);
+        return;
+    }
+    s->st = ST_READY;
+    if (s->check_ok) {
+        s->authed = true;
+        snprintf(s->auth_user, sizeof s->auth_user, "%s", s->login_user);
+        reply(s, "235 2.7.0 Authentication successful");
+        log_event(LOG_INFO, "auth.success", "client_ip", "%s", s->ip, "user", "%s", s->auth_user,
+                  "method", "%s", "password", NULL);
+    } else {
+        s->r->n.auth_failures++;
+        log_event(LOG_WARN, "auth.failure", "client_ip", "%s", s->ip, "user", "%s",
+                  s->login_user, NULL);
+        /* RFC 4954 6: 535 for bad credentials; the text never says which part was wrong */
+        reply(s, "535 5.7.8 Authentication credentials invalid");
+        if (bad_command(s))
+            return;
+    }
+    process_input(s);
+}
+
+static void start_auth_check(struct session *s, const char *user, const char *pass)
+{
+    if (user != s->login_user)
+        snprintf(s->login_user, sizeof s->login_user, "%s", user);
+    snprintf(s->check_pass, sizeof s->check_pass, "%s", pass);
+    s->auth_users = users_ref(s->r->users);
+    s->st = ST_AUTH_CHECK;
+    s->busy++;
+    if (worker_submit(s->r->worker, auth_work, auth_done, s) < 0) {
+        s->check_ok = false;
+        auth_done(s);
+    }
+}
+
+static void start_tls(struct session *s);
+
+static void cmd_starttls(struct session *s, const struct smtp_command *c)
+{
+    if (s->tls || !s->r->tls) {
+        reply(s, "503 5.5.1 TLS already active");
+        return;
+    }
+    if (c->arg_len) {
+        reply(s, "501 5.5.4 STARTTLS takes no arguments");
+        return;
+    }
+    /* RFC 3207 6 / CVE-2011-0411: anything the client pipelined after
+     * STARTTLS arrived in clear; it is dropped, never executed. */
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    size_t extra = evbuffer_get_length(in);
+    if (extra) {
+        evbuffer_drain(in, extra);
+        log_event(LOG_WARN, "security.starttls_injection", "client_ip", "%s", s->ip, "bytes",
+                  "#%zu", extra, NULL);
+    }
+    reply(s, "220 2.0.0 Ready to start TLS");
+    start_tls(s);
+}
+
+static void sequence_error(struct session *s, enum smtp_verb v)
+{
+    const char *why = "bad sequence of commands";
+    if (s->st == ST_INIT && (v == SMTP_VERB_MAIL || v == SMTP_VERB_AUTH))
+        why = "send EHLO first";
+    else if (v == SMTP_VERB_MAIL)
+        why = "MAIL already given; RSET first";
+    else if (v == SMTP_VERB_RCPT)
+        why = "need MAIL before RCPT";
+    else if (v == SMTP_VERB_DATA || v == SMTP_VERB_BDAT)
+        why = s->st == ST_MAIL ? "no valid recipients" : "need MAIL and RCPT first";
+    else if (v == SMTP_VERB_AUTH)
+        why = "AUTH not allowed during a mail transaction";
+    else if (s->st == ST_BDAT_WAIT)
+        why = "only BDAT, RSET, NOOP or QUIT between BDAT chunks";
+    else if (v == SMTP_VERB_EHLO || v == SMTP_VERB_HELO || v == SMTP_VERB_STARTTLS)
+        why = "not allowed during a mail transaction";
+    reply(s, "503 5.5.1 %s", why);
+}
+
+static void handle_command(struct session *s, const char *line, size_t len)
+{
+    struct smtp_command c;
+    if (smtp_command_parse(line, len, &c) < 0 || c.verb == SMTP_VERB_UNKNOWN) {
+        reply(s, "500 5.5.2 Command not recognized");
+        bad_command(s);
+        return;
+    }
+    if (!(state_allows[s->st] & (1u << c.verb))) {
+        if (c.verb == SMTP_VERB_BDAT) {
+            /* RFC 3030 2: the chunk must still be read before replying */
+            enum session_state before = s->st;
+            cmd_bdat(s, &c);
+            if (s->st == ST_BDAT)
+                s->bdat_error = before == ST_MAIL ? "554 5.5.1 No valid recipients"
+                                                  : "503 5.5.1 Need MAIL and RCPT before BDAT";
+            return;
+        }
+        sequence_error(s, c.verb);
+        bad_command(s);
+        return;
+    }
+    switch (c.verb) {
+    case SMTP_VERB_EHLO:
+        cmd_ehlo(s, &c, true);
+        break;
+    case SMTP_VERB_HELO:
+        cmd_ehlo(s, &c, false);
+        break;
+    case SMTP_VERB_MAIL:
+        cmd_mail(s, &c);
+        break;
+    case SMTP_VERB_RCPT:
+        cmd_rcpt(s, &c);
+        break;
+    case SMTP_VERB_DATA:
+        if (s->bdat_used) {
+            reply(s, "503 5.5.1 DATA cannot follow BDAT");
+            break;
+        }
+        cmd_data(s, &c);
+        break;
+    case SMTP_VERB_BDAT:
+        cmd_bdat(s, &c);
+        break;
+    case SMTP_VERB_RSET:
+        transaction_reset(s);
+        if (s->st != ST_INIT)
+            s->st = ST_READY;
+        reply(s, "250 2.0.0 Ok");
+        break;
+    case SMTP_VERB_NOOP:
+        reply(s, "250 2.0.0 Ok");
+        break;
+    case SMTP_VERB_QUIT:
+        reply(s, "221 2.0.0 %s Bye", s->r->cfg->hostname);
+        close_when_flushed(s);
+        break;
+    case SMTP_VERB_VRFY:
+        reply(s, "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery");
+        break;
+    case SMTP_VERB_EXPN:
+        reply(s, "502 5.5.1 EXPN not supported");
+        break;
+    case SMTP_VERB_HELP:
+        reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP "
+                 "STARTTLS AUTH");
+        break;
+    case SMTP_VERB_STARTTLS:
+        cmd_starttls(s, &c);
+        break;
+    case SMTP_VERB_AUTH:
+        cmd_auth(s, &c);
+        break;
+    default:
+        reply(s, "500 5.5.2 Command not recognized");
+        bad_command(s);
+        break;
+    }
+}
+
+/* ---- end of content: checks, intake, spool ---- */
+
+static void commit_done(void *arg, int err, uint64_t id)
+{
+    struct session *s = arg;
+    s->busy--;
+    char ids[17];
+    spool_id_str(id, ids);
+    if (!err) {
+        queue_add(s->r->queue, id);
+        s->r->n.accepted++;
+    }
+    if (s->dead) {
+        session_close(s);
+        return;
+    }
+    if (err) {
+        reply(s, "451 4.3.0 Could not store the message safely, try again later");
+        log_event(LOG_ERROR, "spool.commit_failed", "id", "%s", ids, "error", "%s",
+                  strerror(-err), NULL);
+    } else {
+        reply(s, "250 2.0.0 Ok: queued as %s", ids);
+    }
+    after_transaction(s);
+    set_timeout(s, s->r->cfg->command_timeout);
+    process_input(s);
+}
+
+static void build_meta(struct session *s, const char *msgid, char *meta, size_t len)
+{
+    int n = snprintf(meta, len, "client_ip=%s\nhelo=%s\n", s->ip, s->helo);
+    if (s->authed)
+        n += snprintf(meta + n, len - (size_t)n, "auth=%s\n", s->auth_user);
+    if (s->tls)
+        n += snprintf(meta + n, len - (size_t)n, "tls=%s\n", s->tls_desc);
+    if (s->mp.envid[0])
+        n += snprintf(meta + n, len - (size_t)n, "envid=%s\n", s->mp.envid);
+    snprintf(meta + n, len - (size_t)n, "message_id=%s\n", msgid);
+    for (char *p = meta; *p; p++)
+        if ((unsigned char)*p < 0x20 && *p != '\n')
+            *p = ' ';
+}
+
+static void content_done(struct session *s)
+{
+    const struct config *cfg = s->r->cfg;
+    set_timeout(s, cfg->command_timeout);
+    const char *refusal = NULL;
+    if (s->bdat_error)
+        refusal = s->bdat_error;
+    else if (s->dec.bare_lf || s->dec.bare_cr) {
+        /* the SMTP smuggling defence: a lone CR or LF could hide a second
+         * end-of-data for a downstream server that reads lines differently */
+        s->r->n.smuggling_attempts++;
+        log_event(LOG_WARN, "security.bare_line_ending", "client_ip", "%s", s->ip, "bare_lf",
+                  "#%d", (int)s->dec.bare_lf, "bare_cr", "#%d", (int)s->dec.bare_cr, NULL);
+        refusal = s->dec.bare_lf
+                      ? "550 5.5.2 Message refused: bare LF in message data; lines must end with "
+                        "CRLF (RFC 5321 2.3.8)"
+                      : "550 5.5.2 Message refused: bare CR in message data; lines must end with "
+                        "CRLF (RFC 5321 2.3.8)";
+    } else if (s->too_big) {
+        refusal = "552 5.3.4 Message exceeds the size limit";
+    } else if (s->dec.nul_byte) {
+        refusal = "554 5.6.0 Message refused: NUL octet in message data";
+    } else if (s->dec.longest_line > SMTP_TEXT_LINE_MAX) {
+        refusal = "554 5.6.0 Message refused: a line is longer than 998 octets (RFC 5322 2.1.1); "
+                  "encode long lines with quoted-printable or base64";
+    } else if (s->msg.len == 0) {
+        refusal = "554 5.6.0 Message refused: empty message";
+    }
+    if (refusal) {
+        s->r->n.rejected++;
+        reply(s, "%s", refusal);
+        log_event(LOG_INFO, "smtp.rejected", "client_ip", "%s", s->ip, "reply", "%s", refusal,
+                  NULL);
+        after_transaction(s);
+        return;
+    }
+
+    struct spool *sp = s->r->spool;
+    uint64_t id = spool_new_id(sp);
+    char ids[17];
+    spool_id_str(id, ids);
+    struct intake_info info = {.hostname = cfg->hostname,
+                               .helo = s->helo,
+                               .client_ip = s->ip,
+                               .auth_user = s->authed ? s->auth_user : NULL,
+                               .tls_desc = s->tls ? s->tls_desc : NULL,
+                               .queue_id = ids,
+                               .esmtp = s->esmtp,
+                               .smtputf8 = s->mp.smtputf8,
+                               .now = time(NULL)};
+    struct intake_result ir;
+    intake_build(s->msg.p, s->msg.len, &info, &ir);
+    char meta[1024];
+    build_meta(s, ir.message_id, meta, sizeof meta);
+    struct spool_envelope env = {.sender = s->from.addr,
+                                 .rcpts = (const char *const *)s->rcpts,
+                                 .n_rcpts = s->n_rcpts,
+                                 .flags = (s->mp.smtputf8 ? SPOOL_F_SMTPUTF8 : 0) |
+                                          (s->dec.eight_bit ? SPOOL_F_8BIT : 0),
+                                 .received = info.now,
+                                 .meta = meta};
+    struct iovec iov[4] = {{ir.prepend, ir.prepend_len},
+                           {s->msg.p, ir.header_end},
+                           {ir.append, ir.append_len},
+                           {s->msg.p + ir.header_end, s->msg.len - ir.header_end}};
+    int r = spool_put(sp, id, &env, iov, 4, commit_done, s);
+    if (r < 0) {
+        if (r == -ENOSPC || r == -EDQUOT)
+            reply(s, "452 4.3.1 Insufficient system storage, try again later");
+        else if (r == -EFBIG)
+            reply(s, "552 5.3.4 Message too big for the spool");
+        else
+            reply(s, "451 4.3.0 Local error while storing the message, try again later");
+        log_event(LOG_ERROR, "spool.write_failed", "client_ip", "%s", s->ip, "error", "%s",
+                  strerror(-r), NULL);
+        s->r->n.rejected++;
+        after_transaction(s);
+        return;
+    }
+    s->r->n.bytes_accepted += s->msg.len;
+    log_event(LOG_INFO, "smtp.accepted", "id", "%s", ids, "message_id", "%s", ir.message_id,
+              "client_ip", "%s", s->ip, "auth", "%s", s->authed ? s->auth_user : "", "rcpts",
+              "#%zu", s->n_rcpts, "size", "#%zu", s->msg.len, NULL);
+    s->st = ST_COMMIT;
+    s->busy++;
+}
+
+static void bdat_chunk_done(struct session *s)
+{
+    if (!s->bdat_last) {
+        s->st = ST_BDAT_WAIT;
+        if (s->bdat_error) {
+            reply(s, "%s", s->bdat_error);
+            after_transaction(s);
+            return;
+        }
+        reply(s, "250 2.0.0 %zu octets received", s->data_total);
+        return;
+    }
+    smtp_data_decoder_finish(&s->dec);
+    content_done(s);
+}
+
+/* Consumes DATA or BDAT content from the input. Returns true when the
+ * content ended (and was handled), false when more input is needed. */
+static bool consume_content(struct session *s, struct evbuffer *in)
+{
+    long long limit = s->r->cfg->max_message_size;
+    while (evbuffer_get_length(in) > 0 || (s->st == ST_BDAT && s->bdat_left == 0)) {
+        if (s->st == ST_BDAT && s->bdat_left == 0) {
+            bdat_chunk_done(s);
+            return true;
+        }
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
+        size_t avail = v.iov_len;
+        if (s->st == ST_BDAT && avail > s->bdat_left)
+            avail = (size_t)s->bdat_left;
+        if (s->too_big || s->bdat_error)
+            s->msg.len = 0; /* keep reading, stop keeping */
+        if (!msg_reserve(s, avail)) {
+            s->too_big = true;
+            s->msg.len = 0;
+            if (!msg_reserve(s, avail)) {
+                close_when_flushed(s);
+                return true;
+            }
+        }
+        size_t out_len = 0;
+        bool done = false;
+        size_t used = smtp_data_decode(&s->dec, v.iov_base, avail, s->msg.p + s->msg.len,
+                                       &out_len, &done);
+        s->msg.len += out_len;
+        s->data_total += out_len;
+        if ((long long)s->data_total > limit)
+            s->too_big = true;
+        evbuffer_drain(in, used);
+        if (s->st == ST_BDAT) {
+            s->bdat_left -= used;
+            continue;
+        }
+        if (done) {
+            content_done(s);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---- input loop ---- */
+
+static bool session_paused(const struct session *s)
+{
+    return s->dead || s->st == ST_AUTH_CHECK || s->st == ST_COMMIT || s->st == ST_TLS ||
+           s->st == ST_CLOSING;
+}
+
+static void handle_line(struct session *s, const char *line, size_t len)
+{
+    if (s->st == ST_AUTH_PLAIN || s->st == ST_AUTH_LOGIN_USER || s->st == ST_AUTH_LOGIN_PASS)
+        auth_continuation(s, line, len);
+    else
+        handle_command(s, line, len);
+}
+
+static void process_input(struct session *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    size_t max_line = (size_t)s->r->cfg->max_line_length;
+    while (!session_paused(s)) {
+        if (s->st == ST_DATA || s->st == ST_BDAT) {
+            if (!consume_content(s, in))
+                break;
+            continue;
+        }
+        size_t limit = (s->st == ST_AUTH_PLAIN || s->st == ST_AUTH_LOGIN_USER ||
+                        s->st == ST_AUTH_LOGIN_PASS)
+                           ? AUTH_LINE_MAX
+                           : max_line;
+        size_t eol_len;
+        struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
+        if (p.pos < 0) {
+            size_t have = evbuffer_get_length(in);
+            if (have > limit) {
+                evbuffer_drain(in, have);
+                s->discarding = true;
+            }
+            break;
+        }
+        size_t n = (size_t)p.pos + 1; /* through the LF */
+        if (s->discarding || n > limit) {
+            evbuffer_drain(in, n);
+            s->discarding = false;
+            reply(s, "500 5.5.2 Line too long (limit %zu octets)", limit);
+            if (bad_command(s))
+                break;
+            continue;
+        }
+        evbuffer_remove(in, s->line, n);
+        if (n < 2 || s->line[n - 2] != '\r') {
+            reply(s, "500 5.5.2 Command lines must end with CRLF");
+            if (bad_command(s))
+                break;
+            continue;
+        }
+        s->line[n - 2] = 0;
+        handle_line(s, s->line, n - 2);
+    }
+}
+
+/* ---- libevent callbacks ---- */
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    process_input(arg);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct session *s = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        /* TLS handshake finished */
+        SSL *ssl = bufferevent_openssl_get_ssl(bev);
+        if (ssl)
+            tls_describe(ssl, s->tls_desc, sizeof s->tls_desc);
+        s->tls = true;
+        s->st = ST_INIT;
+        log_event(LOG_INFO, "tls.established", "client_ip", "%s", s->ip, "tls", "%s",
+                  s->tls_desc, NULL);
+        process_input(s);
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT) {
+        reply(s, "421 4.4.2 %s Timeout exceeded, closing connection", s->r->cfg->hostname);
+        log_event(LOG_INFO, "smtp.timeout", "client_ip", "%s", s->ip, NULL);
+        close_when_flushed(s);
+        return;
+    }
+    if (what & BEV_EVENT_ERROR) {
+        unsigned long e;
+        bool tls_err = false;
+        while ((e = bufferevent_get_openssl_error(bev)) != 0) {
+            char buf[256];
+            ERR_error_string_n(e, buf, sizeof buf);
+            if (!tls_err)
+                log_event(LOG_WARN, "tls.failed", "client_ip", "%s", s->ip, "error", "%s", buf,
+                          NULL);
+            tls_err = true;
+        }
+        if (tls_err || s->st == ST_TLS)
+            s->r->n.tls_failures++;
+    }
+    session_close(s);
+}
+
+static void attach(struct session *s, struct bufferevent *bev)
+{
+    s->bev = bev;
+    bufferevent_setcb(bev, on_read, on_write, on_event, s);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    set_timeout(s, s->r->cfg->command_timeout);
+}
+
+static void start_tls(struct session *s)
+{
+    SSL *ssl = SSL_new(s->r->tls);
+    if (!ssl) {
+        close_when_flushed(s);
+        return;
+    }
+    struct bufferevent *tb = bufferevent_openssl_filter_new(
+        s->r->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    if (!tb) {
+        SSL_free(ssl);
+        close_when_flushed(s);
+        return;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(tb, 1);
+    /* RFC 3207 4.2: after TLS the client starts over, knowing nothing */
+    s->helo[0] = 0;
+    s->esmtp = false;
+    s->authed = false;
+    transaction_reset(s);
+    s->st = ST_TLS;
+    attach(s, tb);
+}
+
+/* ---- lifecycle ---- */
+
+static void unlink_session(struct session *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else if (s->r->session_list == s)
+        s->r->session_list = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+}
+
+static void session_close(struct session *s)
+{
+    if (!s->dead) {
+        s->dead = true;
+        if (s->bev)
+            bufferevent_free(s->bev);
+        s->bev = NULL;
+        listeners_release(s->r->listeners, (struct sockaddr *)&s->peer);
+        unlink_session(s);
+        s->r->sessions--;
+    }
+    if (s->busy > 0)
+        return; /* a worker job or spool commit still refers to s */
+    transaction_reset(s);
+    free(s->msg.p);
+    free(s->rcpts);
+    if (s->auth_users)
+        users_free(s->auth_users);
+    explicit_bzero(s->check_pass, sizeof s->check_pass);
+    free(s);
+}
+
+void session_start(struct relay *r, evutil_socket_t fd, const struct sockaddr *sa, int salen,
+                   bool implicit_tls)
+{
+    struct session *s = calloc(1, sizeof *s);
+    if (!s) {
+        evutil_closesocket(fd);
+        listeners_release(r->listeners, sa);
+        return;
+    }
+    s->r = r;
+    memcpy(&s->peer, sa, (size_t)salen < sizeof s->peer ? (size_t)salen : sizeof s->peer);
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, s->ip, sizeof s->ip);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, s->ip, sizeof s->ip);
+    s->loopback = sockaddr_is_loopback(sa);
+    s->relay_net = r->relay_nets && cidr_list_match(r->relay_nets, sa);
+    s->next = r->session_list;
+    if (s->next)
+        s->next->prev = s;
+    r->session_list = s;
+    r->sessions++;
+    r->n.connections++;
+
+    struct bufferevent *bev;
+    if (implicit_tls) {
+        SSL *ssl = SSL_new(r->tls);
+        bev = ssl ? bufferevent_openssl_socket_new(r->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                    BEV_OPT_CLOSE_ON_FREE)
+                  : NULL;
+        if (bev)
+            bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+        s->st = ST_TLS;
+    } else {
+        bev = bufferevent_socket_new(r->base, fd, BEV_OPT_CLOSE_ON_FREE);
+        s->st = ST_INIT;
+    }
+    if (!bev) {
+        evutil_closesocket(fd);
+        s->bev = NULL;
+        session_close(s);
+        return;
+    }
+    attach(s, bev);
+    log_event(LOG_DEBUG, "connection.open", "client_ip", "%s", s->ip, "implicit_tls", "#%d",
+              (int)implicit_tls, NULL);
+    reply(s, "220 %s ESMTP Sluice ready", r->cfg->hostname);
+}
+
+void session_drain_all(struct relay *r)
+{
+    struct session *s = r->session_list;
+    while (s) {
+        struct session *next = s->next;
+        if (s->st == ST_INIT || s->st == ST_READY) {
+            reply(s, "421 4.3.2 %s Service shutting down, closing connection", r->cfg->hostname);
+            close_when_flushed(s);
+        }
+        s = next;
+    }
+}
+
+void session_close_all(struct relay *r)
+{
+    while (r->session_list)
+        session_close(r->session_list);
+}

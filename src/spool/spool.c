@@ -1,0 +1,1150 @@
+/* The durable spool. Records are appended to segment files by the event-loop
+ * thread; a dedicated commit thread calls fdatasync once for everything
+ * appended since its last round (group commit) and then wakes the loop, which
+ * runs the completions in append order. Recovery replays every segment. */
+#include "spool/spool.h"
+
+#include "core/crc32c.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define REC_MAGIC 0x31524c53u /* "SLR1" little-endian */
+#define REC_HDR_LEN 24
+#define REC_MAX_LEN (1u << 30)
+#define REC_MSG 1
+#define REC_STATE 2
+#define STATE_FIXED_LEN 16
+#define SEG_TARGET_SIZE (64u << 20)
+#define SPOOL_OP_RESTORE 8 /* snapshot written when a message is copied forward */
+
+struct segment {
+    uint32_t seq;
+    int fd;
+    uint64_t size;        /* bytes appended */
+    uint64_t synced;      /* bytes known durable */
+    uint32_t live;        /* messages whose current copy lives here */
+    uint64_t release_ticket; /* deletable once this ticket is durable */
+    bool deleted;
+};
+
+struct waiter {
+    uint64_t ticket;
+    uint64_t id;
+    spool_done_fn cb;
+    void *arg;
+};
+
+struct spool {
+    char *dir;
+    int dir_fd;
+    struct event_base *base;
+
+    /* shared with the commit thread, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    pthread_t thread;
+    bool stop;
+    uint64_t appended; /* ticket of the last append */
+    uint64_t durable;  /* highest ticket known durable */
+    uint64_t failed;   /* highest ticket whose commit failed */
+    int commit_err;
+    bool dir_dirty;
+    struct segment *segs; /* grows; index is stable (never shrinks) */
+    size_t n_segs, cap_segs;
+    size_t cur; /* index of the segment being appended to */
+    uint64_t commits;
+
+    int efd;
+    struct event *wake_ev;
+
+    struct waiter *waiters; /* ring of pending completions, ticket order */
+    size_t w_head, w_len, w_cap;
+
+    struct spool_msg **buckets;
+    size_t n_buckets, n_msgs;
+    uint64_t next_id;
+    uint64_t records;
+};
+
+/* ---- little-endian helpers ---- */
+
+static void put32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16);
+    p[3] = (unsigned char)(v >> 24);
+}
+
+static void put64(unsigned char *p, uint64_t v)
+{
+    put32(p, (uint32_t)v);
+    put32(p + 4, (uint32_t)(v >> 32));
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get64(const unsigned char *p)
+{
+    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+}
+
+char *spool_id_str(uint64_t id, char *buf)
+{
+    snprintf(buf, 17, "%016" PRIx64, id);
+    return buf;
+}
+
+int spool_id_parse(const char *s, uint64_t *id)
+{
+    if (strlen(s) != 16)
+        return -1;
+    uint64_t v = 0;
+    for (int i = 0; i < 16; i++) {
+        int c = s[i], d;
+        if (c >= '0' && c <= '9')
+            d = c - '0';
+        else if (c >= 'a' && c <= 'f')
+            d = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F')
+            d = c - 'A' + 10;
+        else
+            return -1;
+        v = v << 4 | (uint64_t)d;
+    }
+    *id = v;
+    return 0;
+}
+
+/* ---- the in-memory index ---- */
+
+static size_t bucket_of(const struct spool *s, uint64_t id)
+{
+    uint64_t h = id * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 20) & (s->n_buckets - 1);
+}
+
+static struct spool_msg *index_find(const struct spool *s, uint64_t id)
+{
+    for (struct spool_msg *m = s->buckets[bucket_of(s, id)]; m; m = m->hash_next)
+        if (m->id == id)
+            return m;
+    return NULL;
+}
+
+static int index_add(struct spool *s, struct spool_msg *m)
+{
+    if (s->n_msgs + 1 > s->n_buckets) {
+        size_t nb = s->n_buckets * 2;
+        struct spool_msg **b = calloc(nb, sizeof *b);
+        if (!b)
+            return -ENOMEM;
+        struct spool_msg **old = s->buckets;
+        size_t on = s->n_buckets;
+        s->buckets = b;
+        s->n_buckets = nb;
+        for (size_t i = 0; i < on; i++) {
+            struct spool_msg *x = old[i];
+            while (x) {
+                struct spool_msg *next = x->hash_next;
+                size_t k = bucket_of(s, x->id);
+                x->hash_next = b[k];
+                b[k] = x;
+                x = next;
+            }
+        }
+        free(old);
+    }
+    size_t k = bucket_of(s, m->id);
+    m->hash_next = s->buckets[k];
+    s->buckets[k] = m;
+    s->n_msgs++;
+    return 0;
+}
+
+static void msg_free(struct spool_msg *m)
+{
+    if (!m)
+        return;
+    for (uint32_t i = 0; i < m->n_rcpts; i++)
+        free(m->rcpts[i]);
+    free(m->rcpts);
+    free(m->rcpt_state);
+    free(m->sender);
+    free(m->meta);
+    free(m->last_reply);
+    free(m);
+}
+
+static void index_remove(struct spool *s, struct spool_msg *m)
+{
+    struct spool_msg **pp = &s->buckets[bucket_of(s, m->id)];
+    while (*pp && *pp != m)
+        pp = &(*pp)->hash_next;
+    if (*pp) {
+        *pp = m->hash_next;
+        s->n_msgs--;
+    }
+    if (s->segs[m->seg_index].live)
+        s->segs[m->seg_index].live--;
+    msg_free(m);
+}
+
+/* ---- envelope text (see docs/SPOOL.md) ---- */
+
+static size_t envelope_size(const struct spool_envelope *env)
+{
+    size_t n = 4 + strlen(env->sender) + 2 + 24 + 24 + 2;
+    for (size_t i = 0; i < env->n_rcpts; i++)
+        n += strlen(env->rcpts[i]) + 3;
+    if (env->meta)
+        n += 2 * strlen(env->meta) + 4;
+    return n;
+}
+
+static size_t envelope_write(const struct spool_envelope *env, char *out)
+{
+    char *p = out;
+    p += sprintf(p, "S %s\n", env->sender);
+    for (size_t i = 0; i < env->n_rcpts; i++)
+        p += sprintf(p, "R %s\n", env->rcpts[i]);
+    p += sprintf(p, "F %x\nT %" PRId64 "\n", env->flags, env->received);
+    if (env->meta) {
+        const char *line = env->meta;
+        while (*line) {
+            const char *nl = strchr(line, '\n');
+            size_t n = nl ? (size_t)(nl - line) : strlen(line);
+            if (n) {
+                *p++ = 'M';
+                *p++ = ' ';
+                memcpy(p, line, n);
+                p += n;
+                *p++ = '\n';
+            }
+            line += n + (nl ? 1 : 0);
+        }
+    }
+    return (size_t)(p - out);
+}
+
+/* Builds a message from a MSG record's envelope text. */
+static struct spool_msg *envelope_parse(uint64_t id, const char *env, size_t len)
+{
+    struct spool_msg *m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    m->id = id;
+    size_t cap = 0, meta_len = 0;
+    const char *p = env, *end = env + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl || nl - p < 2 || p[1] != ' ')
+            goto bad;
+        const char *v = p + 2;
+        size_t vn = (size_t)(nl - v);
+        switch (p[0]) {
+        case 'S':
+            free(m->sender);
+            m->sender = strndup(v, vn);
+            break;
+        case 'R':
+            if (m->n_rcpts == cap) {
+                cap = cap ? cap * 2 : 4;
+                char **r = realloc(m->rcpts, cap * sizeof *r);
+                if (!r)
+                    goto bad;
+                m->rcpts = r;
+            }
+            m->rcpts[m->n_rcpts++] = strndup(v, vn);
+            break;
+        case 'F':
+            m->flags = (uint32_t)strtoul(v, NULL, 16);
+            break;
+        case 'T':
+            m->received = strtoll(v, NULL, 10);
+            break;
+        case 'M': {
+            char *nm = realloc(m->meta, meta_len + vn + 2);
+            if (!nm)
+                goto bad;
+            m->meta = nm;
+            memcpy(m->meta + meta_len, v, vn);
+            meta_len += vn;
+            m->meta[meta_len++] = '\n';
+            m->meta[meta_len] = 0;
+            break;
+        }
+        default:
+            break; /* unknown lines are skipped: newer writers may add some */
+        }
+        p = nl + 1;
+    }
+    if (!m->sender || m->n_rcpts == 0)
+        goto bad;
+    m->rcpt_state = calloc(m->n_rcpts, 1);
+    if (!m->rcpt_state)
+        goto bad;
+    return m;
+bad:
+    msg_free(m);
+    return NULL;
+}
+
+/* ---- record I/O ---- */
+
+static void rec_header(unsigned char *h, uint8_t type, uint32_t len, uint64_t id)
+{
+    put32(h, REC_MAGIC);
+    put32(h + 8, len);
+    h[12] = type;
+    h[13] = h[14] = h[15] = 0;
+    put64(h + 16, id);
+}
+
+static uint32_t iov_crc(const struct iovec *iov, int n)
+{
+    /* the CRC covers the header from byte 8 on, and the whole payload */
+    uint32_t c = crc32c(0, (const unsigned char *)iov[0].iov_base + 8, iov[0].iov_len - 8);
+    for (int i = 1; i < n; i++)
+        c = crc32c(c, iov[i].iov_base, iov[i].iov_len);
+    return c;
+}
+
+static int seg_open(struct spool *s, uint32_t seq, bool create, int *fd_out)
+{
+    char name[64];
+    snprintf(name, sizeof name, "seg-%08" PRIx32 ".log", seq);
+    int fd = openat(s->dir_fd, name, O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0), 0600);
+    if (fd < 0)
+        return -errno;
+    *fd_out = fd;
+    return 0;
+}
+
+static int seg_add(struct spool *s, uint32_t seq, int fd, uint64_t size)
+{
+    if (s->n_segs == s->cap_segs) {
+        size_t nc = s->cap_segs ? s->cap_segs * 2 : 16;
+        struct segment *n = realloc(s->segs, nc * sizeof *n);
+        if (!n)
+            return -ENOMEM;
+        s->segs = n;
+        s->cap_segs = nc;
+    }
+    s->segs[s->n_segs++] = (struct segment){.seq = seq, .fd = fd, .size = size, .synced = size};
+    return 0;
+}
+
+/* Called with mu held. Starts a new segment when the current one is full. */
+static int seg_rotate_locked(struct spool *s)
+{
+    uint32_t seq = s->segs[s->cur].seq + 1;
+    int fd = -1;
+    int r = seg_open(s, seq, true, &fd);
+    if (r < 0)
+        return r;
+    r = seg_add(s, seq, fd, 0);
+    if (r < 0) {
+        close(fd);
+        return r;
+    }
+    s->cur = s->n_segs - 1;
+    s->dir_dirty = true;
+    return 0;
+}
+
+/* Appends one record (iov[0] is its header, without magic/CRC filled).
+ * Returns the ticket (> 0) or a negative errno; nothing is left on error. */
+static int64_t rec_append(struct spool *s, struct iovec *iov, int n, uint32_t *seg_index,
+                          uint64_t *off)
+{
+    unsigned char *h = iov[0].iov_base;
+    put32(h + 4, iov_crc(iov, n));
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += iov[i].iov_len;
+
+    pthread_mutex_lock(&s->mu);
+    if (s->segs[s->cur].size + total > SEG_TARGET_SIZE && s->segs[s->cur].size > 0) {
+        int r = seg_rotate_locked(s);
+        if (r < 0) {
+            pthread_mutex_unlock(&s->mu);
+            return r;
+        }
+    }
+    struct segment *g = &s->segs[s->cur];
+    uint64_t start = g->size;
+    size_t done = 0;
+    int err = 0;
+    /* pwritev may write partially (disk full); continue until done or error */
+    while (done < total) {
+        struct iovec tmp[8];
+        int tn = 0;
+        size_t skip = done;
+        for (int i = 0; i < n && tn < 8; i++) {
+            if (skip >= iov[i].iov_len) {
+                skip -= iov[i].iov_len;
+                continue;
+            }
+            tmp[tn].iov_base = (char *)iov[i].iov_base + skip;
+            tmp[tn].iov_len = iov[i].iov_len - skip;
+            skip = 0;
+            tn++;
+        }
+        ssize_t w = pwritev(g->fd, tmp, tn, (off_t)(start + done));
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            err = -errno;
+            break;
+        }
+        if (w == 0) {
+            err = -ENOSPC;
+            break;
+        }
+        done += (size_t)w;
+    }
+    if (err) {
+        /* cut the partial record so the segment stays a valid prefix */
+        if (ftruncate(g->fd, (off_t)start) < 0) {
+            /* the record's bad CRC will end recovery's scan here anyway */
+        }
+        pthread_mutex_unlock(&s->mu);
+        return err;
+    }
+    g->size += total;
+    uint64_t ticket = ++s->appended;
+    *seg_index = (uint32_t)s->cur;
+    *off = start;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+    s->records++;
+    return (int64_t)ticket;
+}
+
+static int waiter_push(struct spool *s, uint64_t ticket, uint64_t id, spool_done_fn cb, void *arg)
+{
+    if (s->w_len == s->w_cap) {
+        size_t nc = s->w_cap ? s->w_cap * 2 : 256;
+        struct waiter *w = malloc(nc * sizeof *w);
+        if (!w)
+            return -ENOMEM;
+        for (size_t i = 0; i < s->w_len; i++)
+            w[i] = s->waiters[(s->w_head + i) % s->w_cap];
+        free(s->waiters);
+        s->waiters = w;
+        s->w_cap = nc;
+        s->w_head = 0;
+    }
+    s->waiters[(s->w_head + s->w_len) % s->w_cap] =
+        (struct waiter){.ticket = ticket, .id = id, .cb = cb, .arg = arg};
+    s->w_len++;
+    return 0;
+}
+
+/* ---- the commit thread ---- */
+
+static void *commit_main(void *arg)
+{
+    struct spool *s = arg;
+    int *fds = NULL;
+    uint64_t *sizes = NULL;
+    size_t *idx = NULL, cap = 0;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->stop && s->durable == s->appended && !s->dir_dirty)
+            pthread_cond_wait(&s->cond, &s->mu);
+        if (s->stop && s->durable == s->appended && !s->dir_dirty)
+            break;
+        uint64_t target = s->appended;
+        bool dir = s->dir_dirty;
+        s->dir_dirty = false;
+        size_t n = 0;
+        if (cap < s->n_segs) {
+            cap = s->n_segs * 2;
+            fds = realloc(fds, cap * sizeof *fds);
+            sizes = realloc(sizes, cap * sizeof *sizes);
+            idx = realloc(idx, cap * sizeof *idx);
+        }
+        for (size_t i = 0; i < s->n_segs; i++) {
+            struct segment *g = &s->segs[i];
+            if (!g->deleted && g->size > g->synced) {
+                fds[n] = g->fd;
+                sizes[n] = g->size;
+                idx[n++] = i;
+            }
+        }
+        pthread_mutex_unlock(&s->mu);
+
+        int err = 0;
+        for (size_t i = 0; i < n; i++)
+            if (fdatasync(fds[i]) < 0 && !err)
+                err = -errno;
+        if (dir && fsync(s->dir_fd) < 0 && !err)
+            err = -errno;
+
+        pthread_mutex_lock(&s->mu);
+        s->commits++;
+        if (err) {
+            /* Linux may drop dirty pages after a failed fsync: nothing
+             * appended so far can be trusted, so every waiter is failed. */
+            s->failed = target;
+            s->commit_err = err;
+            s->durable = target;
+        } else {
+            for (size_t i = 0; i < n; i++)
+                if (s->segs[idx[i]].synced < sizes[i])
+                    s->segs[idx[i]].synced = sizes[i];
+            s->durable = target;
+        }
+        pthread_mutex_unlock(&s->mu);
+        uint64_t one = 1;
+        ssize_t w = write(s->efd, &one, sizeof one);
+        (void)w;
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    free(fds);
+    free(sizes);
+    free(idx);
+    return NULL;
+}
+
+static void run_completions(struct spool *s)
+{
+    pthread_mutex_lock(&s->mu);
+    uint64_t durable = s->durable, failed = s->failed;
+    int cerr = s->commit_err;
+    pthread_mutex_unlock(&s->mu);
+    while (s->w_len) {
+        struct waiter w = s->waiters[s->w_head];
+        if (w.ticket > durable)
+            break;
+        s->w_head = (s->w_head + 1) % s->w_cap;
+        s->w_len--;
+        int err = w.ticket <= failed ? (cerr ? cerr : -EIO) : 0;
+        struct spool_msg *m = index_find(s, w.id);
+        if (m && !m->committed && !err)
+            m->committed = true;
+        if (m && !m->committed && err)
+            index_remove(s, m);
+        if (w.cb)
+            w.cb(w.arg, err, w.id);
+    }
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    struct spool *s = arg;
+    uint64_t v;
+    ssize_t r = read(fd, &v, sizeof v);
+    (void)r;
+    (void)what;
+    run_completions(s);
+}
+
+/* ---- applying state changes (live and during recovery) ---- */
+
+static bool msg_all_delivered(const struct spool_msg *m)
+{
+    for (uint32_t i = 0; i < m->n_rcpts; i++)
+        if (m->rcpt_state[i] != SPOOL_RCPT_DELIVERED)
+            return false;
+    return true;
+}
+
+static void set_reply(struct spool_msg *m, const char *reply, size_t len)
+{
+    if (!len)
+        return;
+    free(m->last_reply);
+    m->last_reply = strndup(reply, len);
+}
+
+/* Returns true when the message is finished and must be dropped. */
+static bool apply_state(struct spool_msg *m, int op, int32_t rcpt, int64_t when, uint8_t extra,
+                        const char *reply, size_t reply_len)
+{
+    switch (op) {
+    case SPOOL_OP_RCPT_DELIVERED:
+    case SPOOL_OP_RCPT_FAILED:
+        if (rcpt >= 0 && (uint32_t)rcpt < m->n_rcpts)
+            m->rcpt_state[rcpt] =
+                op == SPOOL_OP_RCPT_DELIVERED ? SPOOL_RCPT_DELIVERED : SPOOL_RCPT_FAILED;
+        set_reply(m, reply, reply_len);
+        return msg_all_delivered(m);
+    case SPOOL_OP_DEFER:
+        m->attempts++;
+        m->next_attempt = when;
+        set_reply(m, reply, reply_len);
+        return false;
+    case SPOOL_OP_HOLD:
+        m->state = SPOOL_MSG_HELD;
+        set_reply(m, reply, reply_len);
+        return false;
+    case SPOOL_OP_RELEASE:
+        if (m->state == SPOOL_MSG_DEAD) {
+            for (uint32_t i = 0; i < m->n_rcpts; i++)
+                if (m->rcpt_state[i] == SPOOL_RCPT_FAILED)
+                    m->rcpt_state[i] = SPOOL_RCPT_PENDING;
+            m->attempts = 0;
+        }
+        m->state = SPOOL_MSG_ACTIVE;
+        m->next_attempt = when;
+        return false;
+    case SPOOL_OP_DEAD:
+        m->state = SPOOL_MSG_DEAD;
+        set_reply(m, reply, reply_len);
+        return false;
+    case SPOOL_OP_DELETE:
+        return true;
+    case SPOOL_OP_RESTORE:
+        m->attempts = (uint32_t)rcpt;
+        m->next_attempt = when;
+        m->state = (enum spool_msg_state)extra;
+        set_reply(m, reply, reply_len);
+        return false;
+    default:
+        return false;
+    }
+}
+
+static int64_t append_state(struct spool *s, uint64_t id, int op, int32_t rcpt, int64_t when,
+                            uint8_t extra, const char *reply, uint32_t *seg, uint64_t *off)
+{
+    size_t rl = reply ? strlen(reply) : 0;
+    if (rl > 1000)
+        rl = 1000;
+    unsigned char h[REC_HDR_LEN], st[STATE_FIXED_LEN];
+    rec_header(h, REC_STATE, (uint32_t)(STATE_FIXED_LEN + rl), id);
+    st[0] = (uint8_t)op;
+    st[1] = extra;
+    st[2] = (unsigned char)rl;
+    st[3] = (unsigned char)(rl >> 8);
+    put32(st + 4, (uint32_t)rcpt);
+    put64(st + 8, (uint64_t)when);
+    struct iovec iov[3] = {{h, sizeof h}, {st, sizeof st}, {(void *)reply, rl}};
+    return rec_append(s, iov, rl ? 3 : 2, seg, off);
+}
+
+int spool_mark(struct spool *s, uint64_t id, enum spool_op op, int rcpt, int64_t when,
+               const char *reply, spool_done_fn cb, void *arg)
+{
+    struct spool_msg *m = index_find(s, id);
+    if (!m || !m->committed)
+        return -ENOENT;
+    uint32_t seg;
+    uint64_t off;
+    int64_t t = append_state(s, id, op, rcpt, when, 0, reply, &seg, &off);
+    if (t < 0)
+        return (int)t;
+    struct segment *home = &s->segs[m->seg_index];
+    if (home->release_ticket < (uint64_t)t)
+        home->release_ticket = (uint64_t)t;
+    if (apply_state(m, op, rcpt, when, 0, reply, reply ? strlen(reply) : 0))
+        index_remove(s, m);
+    int r = waiter_push(s, (uint64_t)t, id, cb, arg);
+    return r;
+}
+
+/* ---- put ---- */
+
+int spool_put(struct spool *s, uint64_t id, const struct spool_envelope *env,
+              const struct iovec *data, int n_data, spool_done_fn cb, void *arg)
+{
+    if (n_data > 5 || env->n_rcpts == 0)
+        return -EINVAL;
+    char stackbuf[4096];
+    size_t esz = envelope_size(env);
+    char *envbuf = esz <= sizeof stackbuf ? stackbuf : malloc(esz);
+    if (!envbuf)
+        return -ENOMEM;
+    size_t elen = envelope_write(env, envbuf);
+    size_t dlen = 0;
+    for (int i = 0; i < n_data; i++)
+        dlen += data[i].iov_len;
+    if (4 + elen + dlen > REC_MAX_LEN) {
+        if (envbuf != stackbuf)
+            free(envbuf);
+        return -EFBIG;
+    }
+    unsigned char h[REC_HDR_LEN], el[4];
+    rec_header(h, REC_MSG, (uint32_t)(4 + elen + dlen), id);
+    put32(el, (uint32_t)elen);
+    struct iovec iov[8] = {{h, sizeof h}, {el, 4}, {envbuf, elen}};
+    for (int i = 0; i < n_data; i++)
+        iov[3 + i] = data[i];
+
+    struct spool_msg *m = envelope_parse(id, envbuf, elen);
+    if (!m) {
+        if (envbuf != stackbuf)
+            free(envbuf);
+        return -ENOMEM;
+    }
+    uint32_t seg;
+    uint64_t off;
+    int64_t t = rec_append(s, iov, 3 + n_data, &seg, &off);
+    if (envbuf != stackbuf)
+        free(envbuf);
+    if (t < 0) {
+        msg_free(m);
+        return (int)t;
+    }
+    m->seg_index = seg;
+    m->rec_off = off;
+    m->rec_len = (uint32_t)(REC_HDR_LEN + 4 + elen + dlen);
+    m->data_off = off + REC_HDR_LEN + 4 + elen;
+    m->data_len = (uint32_t)dlen;
+    m->next_attempt = m->received;
+    s->segs[seg].live++;
+    if (s->segs[seg].release_ticket < (uint64_t)t)
+        s->segs[seg].release_ticket = (uint64_t)t;
+    index_add(s, m);
+    return waiter_push(s, (uint64_t)t, id, cb, arg);
+}
+
+/* ---- reading ---- */
+
+const struct spool_msg *spool_get(struct spool *s, uint64_t id)
+{
+    struct spool_msg *m = index_find(s, id);
+    return m && m->committed ? m : NULL;
+}
+
+void spool_foreach(struct spool *s, void (*fn)(void *arg, const struct spool_msg *m), void *arg)
+{
+    for (size_t i = 0; i < s->n_buckets; i++)
+        for (struct spool_msg *m = s->buckets[i]; m;) {
+            struct spool_msg *next = m->hash_next; /* fn may not free, but be safe */
+            if (m->committed)
+                fn(arg, m);
+            m = next;
+        }
+}
+
+int spool_read(struct spool *s, uint64_t id, char **data, size_t *len)
+{
+    struct spool_msg *m = index_find(s, id);
+    if (!m)
+        return -ENOENT;
+    char *buf = malloc(m->data_len + 1);
+    if (!buf)
+        return -ENOMEM;
+    size_t got = 0;
+    while (got < m->data_len) {
+        ssize_t r = pread(s->segs[m->seg_index].fd, buf + got, m->data_len - got,
+                          (off_t)(m->data_off + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            int e = r < 0 ? -errno : -EIO;
+            free(buf);
+            return e;
+        }
+        got += (size_t)r;
+    }
+    buf[got] = 0;
+    *data = buf;
+    *len = got;
+    return 0;
+}
+
+/* ---- recovery ---- */
+
+size_t spool_scan_records(const unsigned char *buf, size_t len, size_t *n_records)
+{
+    size_t off = 0, n = 0;
+    while (len - off >= REC_HDR_LEN) {
+        const unsigned char *h = buf + off;
+        uint32_t rl = get32(h + 8);
+        if (get32(h) != REC_MAGIC || rl > REC_MAX_LEN || rl > len - off - REC_HDR_LEN)
+            break;
+        if (h[12] != REC_MSG && h[12] != REC_STATE)
+            break;
+        uint32_t c = crc32c(0, h + 8, REC_HDR_LEN - 8 + (size_t)rl);
+        if (c != get32(h + 4))
+            break;
+        off += REC_HDR_LEN + rl;
+        n++;
+    }
+    if (n_records)
+        *n_records = n;
+    return off;
+}
+
+static int read_all(int fd, unsigned char **out, size_t *len)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    size_t n = (size_t)st.st_size;
+    unsigned char *buf = malloc(n ? n : 1);
+    if (!buf)
+        return -ENOMEM;
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = pread(fd, buf + got, n - got, (off_t)got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    *out = buf;
+    *len = got;
+    return 0;
+}
+
+static void recover_segment(struct spool *s, size_t si, const unsigned char *buf, size_t len)
+{
+    size_t off = 0;
+    while (len - off >= REC_HDR_LEN) {
+        const unsigned char *h = buf + off;
+        uint32_t rl = get32(h + 8);
+        uint64_t id = get64(h + 16);
+        const unsigned char *p = h + REC_HDR_LEN;
+        if (h[12] == REC_MSG && rl >= 4) {
+            uint32_t el = get32(p);
+            if (el <= rl - 4) {
+                struct spool_msg *m = envelope_parse(id, (const char *)p + 4, el);
+                if (m) {
+                    struct spool_msg *old = index_find(s, id);
+                    if (old)
+                        index_remove(s, old);
+                    m->seg_index = (uint32_t)si;
+                    m->rec_off = off;
+                    m->rec_len = REC_HDR_LEN + rl;
+                    m->data_off = off + REC_HDR_LEN + 4 + el;
+                    m->data_len = rl - 4 - el;
+                    m->next_attempt = m->received;
+                    m->committed = true;
+                    s->segs[si].live++;
+                    index_add(s, m);
+                }
+            }
+            if (id >= s->next_id)
+                s->next_id = id + 1;
+        } else if (h[12] == REC_STATE && rl >= STATE_FIXED_LEN) {
+            struct spool_msg *m = index_find(s, id);
+            if (m) {
+                size_t reply_len = (size_t)p[2] | (size_t)p[3] << 8;
+                if (reply_len > rl - STATE_FIXED_LEN)
+                    reply_len = rl - STATE_FIXED_LEN;
+                if (apply_state(m, p[0], (int32_t)get32(p + 4), (int64_t)get64(p + 8), p[1],
+                                (const char *)p + STATE_FIXED_LEN, reply_len))
+                    index_remove(s, m);
+            }
+        }
+        off += REC_HDR_LEN + rl;
+        s->records++;
+    }
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int recover(struct spool *s, char *err, size_t errlen)
+{
+    DIR *d = fdopendir(dup(s->dir_fd));
+    if (!d) {
+        snprintf(err, errlen, "cannot list spool directory %s: %s", s->dir, strerror(errno));
+        return -1;
+    }
+    uint32_t *seqs = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        unsigned int seq;
+        char tail[8];
+        if (sscanf(de->d_name, "seg-%8x.%4s", &seq, tail) == 2 && strcmp(tail, "log") == 0) {
+            if (n == cap) {
+                cap = cap ? cap * 2 : 16;
+                seqs = realloc(seqs, cap * sizeof *seqs);
+            }
+            seqs[n++] = seq;
+        }
+    }
+    closedir(d);
+    qsort(seqs, n, sizeof *seqs, cmp_u32);
+    for (size_t i = 0; i < n; i++) {
+        int fd = -1;
+        int r = seg_open(s, seqs[i], false, &fd);
+        if (r < 0) {
+            snprintf(err, errlen, "cannot open spool segment %08x: %s", seqs[i], strerror(-r));
+            free(seqs);
+            return -1;
+        }
+        unsigned char *buf = NULL;
+        size_t len = 0;
+        if (read_all(fd, &buf, &len) < 0) {
+            snprintf(err, errlen, "cannot read spool segment %08x", seqs[i]);
+            close(fd);
+            free(seqs);
+            return -1;
+        }
+        size_t valid = spool_scan_records(buf, len, NULL);
+        if (valid < len) {
+            /* a torn tail from a crash: everything after the last complete
+             * record was never acknowledged, so it is cut off */
+            if (ftruncate(fd, (off_t)valid) == 0)
+                fdatasync(fd);
+        }
+        seg_add(s, seqs[i], fd, valid);
+        recover_segment(s, s->n_segs - 1, buf, valid);
+        free(buf);
+    }
+    free(seqs);
+    return 0;
+}
+
+/* ---- open / close ---- */
+
+int spool_open(const char *dir, struct event_base *base, struct spool **out, char *err,
+               size_t errlen)
+{
+    struct spool *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    s->dir = strdup(dir);
+    s->base = base;
+    s->efd = -1;
+    s->dir_fd = -1;
+    s->n_buckets = 1024;
+    s->buckets = calloc(s->n_buckets, sizeof *s->buckets);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create spool directory %s: %s", dir, strerror(errno));
+        goto fail;
+    }
+    s->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (s->dir_fd < 0) {
+        snprintf(err, errlen, "cannot open spool directory %s: %s", dir, strerror(errno));
+        goto fail;
+    }
+    if (recover(s, err, errlen) < 0)
+        goto fail;
+    /* ids: time in the high bits keeps them unique even if the spool was
+     * emptied; the recovered maximum keeps them increasing */
+    uint64_t t = (uint64_t)time(NULL) << 24;
+    if (s->next_id < t)
+        s->next_id = t;
+    /* always append to a fresh segment: an old tail may sit after a cut */
+    uint32_t seq = s->n_segs ? s->segs[s->n_segs - 1].seq + 1 : 1;
+    int fd = -1;
+    int r = seg_open(s, seq, true, &fd);
+    if (r < 0) {
+        snprintf(err, errlen, "cannot create spool segment in %s: %s", dir, strerror(-r));
+        goto fail;
+    }
+    seg_add(s, seq, fd, 0);
+    s->cur = s->n_segs - 1;
+    s->dir_dirty = true;
+    if (fsync(s->dir_fd) < 0) {
+        snprintf(err, errlen, "cannot sync spool directory %s: %s", dir, strerror(errno));
+        goto fail;
+    }
+    s->dir_dirty = false;
+    s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (s->efd < 0) {
+        snprintf(err, errlen, "eventfd: %s", strerror(errno));
+        goto fail;
+    }
+    if (base) {
+        s->wake_ev = event_new(base, s->efd, EV_READ | EV_PERSIST, on_wake, s);
+        event_add(s->wake_ev, NULL);
+    }
+    if (pthread_create(&s->thread, NULL, commit_main, s) != 0) {
+        snprintf(err, errlen, "cannot start commit thread");
+        goto fail;
+    }
+    spool_compact(s);
+    *out = s;
+    return 0;
+fail:
+    if (s->wake_ev)
+        event_free(s->wake_ev);
+    if (s->efd >= 0)
+        close(s->efd);
+    for (size_t i = 0; i < s->n_segs; i++)
+        close(s->segs[i].fd);
+    if (s->dir_fd >= 0)
+        close(s->dir_fd);
+    free(s->segs);
+    free(s->buckets);
+    free(s->dir);
+    free(s);
+    return -1;
+}
+
+void spool_close(struct spool *s)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->stop = true;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->thread, NULL);
+    run_completions(s);
+    if (s->wake_ev)
+        event_free(s->wake_ev);
+    close(s->efd);
+    for (size_t i = 0; i < s->n_buckets; i++)
+        for (struct spool_msg *m = s->buckets[i]; m;) {
+            struct spool_msg *next = m->hash_next;
+            msg_free(m);
+            m = next;
+        }
+    for (size_t i = 0; i < s->n_segs; i++)
+        if (!s->segs[i].deleted)
+            close(s->segs[i].fd);
+    close(s->dir_fd);
+    free(s->buckets);
+    free(s->segs);
+    free(s->waiters);
+    free(s->dir);
+    free(s);
+}
+
+uint64_t spool_new_id(struct spool *s)
+{
+    return s->next_id++;
+}
+
+/* ---- compaction ---- */
+
+/* Copies a live message forward into the current segment, with a snapshot
+ * of its state, so that its old segment can go. */
+static int copy_forward(struct spool *s, struct spool_msg *m)
+{
+    unsigned char *rec = malloc(m->rec_len);
+    if (!rec)
+        return -ENOMEM;
+    struct segment *old = &s->segs[m->seg_index];
+    ssize_t r = pread(old->fd, rec, m->rec_len, (off_t)m->rec_off);
+    if (r != (ssize_t)m->rec_len) {
+        free(rec);
+        return -EIO;
+    }
+    /* the record is self-contained: rewrite it as is (header, CRC and all) */
+    struct iovec iov[2] = {{rec, REC_HDR_LEN}, {rec + REC_HDR_LEN, m->rec_len - REC_HDR_LEN}};
+    uint32_t seg;
+    uint64_t off;
+    int64_t t = rec_append(s, iov, 2, &seg, &off);
+    free(rec);
+    if (t < 0)
+        return (int)t;
+    uint64_t data_delta = m->data_off - m->rec_off;
+    for (uint32_t i = 0; i < m->n_rcpts && t >= 0; i++)
+        if (m->rcpt_state[i] != SPOOL_RCPT_PENDING)
+            t = append_state(s, m->id,
+                             m->rcpt_state[i] == SPOOL_RCPT_DELIVERED ? SPOOL_OP_RCPT_DELIVERED
+                                                                       : SPOOL_OP_RCPT_FAILED,
+                             (int32_t)i, 0, 0, NULL, &(uint32_t){0}, &(uint64_t){0});
+    if (t >= 0)
+        t = append_state(s, m->id, SPOOL_OP_RESTORE, (int32_t)m->attempts, m->next_attempt,
+                         (uint8_t)m->state, m->last_reply, &(uint32_t){0}, &(uint64_t){0});
+    if (t < 0)
+        return (int)t;
+    old = &s->segs[m->seg_index]; /* appends may have grown the array */
+    if (old->release_ticket < (uint64_t)t)
+        old->release_ticket = (uint64_t)t;
+    old->live--;
+    m->seg_index = seg;
+    m->rec_off = off;
+    m->data_off = off + data_delta;
+    s->segs[seg].live++;
+    return 0;
+}
+
+void spool_compact(struct spool *s)
+{
+    pthread_mutex_lock(&s->mu);
+    uint64_t durable = s->durable;
+    pthread_mutex_unlock(&s->mu);
+    size_t active_segs = 0;
+    for (size_t i = 0; i < s->n_segs; i++)
+        active_segs += !s->segs[i].deleted;
+    /* segments go in order, oldest first, so state records that later
+     * segments hold for older messages are never orphaned by a crash */
+    for (size_t i = 0; i < s->n_segs; i++) {
+        struct segment *g = &s->segs[i];
+        if (g->deleted)
+            continue;
+        if (i == s->cur)
+            break;
+        if (g->live > 0 && active_segs > 3) {
+            /* the oldest segment pins the disk: move its messages on */
+            for (size_t b = 0; b < s->n_buckets; b++)
+                for (struct spool_msg *m = s->buckets[b]; m; m = m->hash_next)
+                    if (m->committed && m->seg_index == i)
+                        if (copy_forward(s, m) < 0)
+                            return;
+            g = &s->segs[i];
+        }
+        if (g->live > 0 || g->release_ticket > durable)
+            break;
+        char name[64];
+        snprintf(name, sizeof name, "seg-%08" PRIx32 ".log", g->seq);
+        if (unlinkat(s->dir_fd, name, 0) < 0)
+            break;
+        pthread_mutex_lock(&s->mu);
+        g->deleted = true;
+        close(g->fd);
+        g->fd = -1;
+        s->dir_dirty = true;
+        pthread_cond_signal(&s->cond);
+        pthread_mutex_unlock(&s->mu);
+        active_segs--;
+    }
+}
+
+void spool_get_stats(struct spool *s, struct spool_stats *st)
+{
+    memset(st, 0, sizeof *st);
+    st->oldest_received = 0;
+    for (size_t b = 0; b < s->n_buckets; b++)
+        for (struct spool_msg *m = s->buckets[b]; m; m = m->hash_next) {
+            if (!m->committed)
+                continue;
+            st->messages++;
+            if (m->state == SPOOL_MSG_ACTIVE)
+                st->active++;
+            else if (m->state == SPOOL_MSG_HELD)
+                st->held++;
+            else
+                st->dead++;
+            if (!st->oldest_received || m->received < st->oldest_received)
+                st->oldest_received = m->received;
+        }
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < s->n_segs; i++)
+        if (!s->segs[i].deleted) {
+            st->segments++;
+            st->bytes += s->segs[i].size;
+        }
+    st->commits = s->commits;
+    pthread_mutex_unlock(&s->mu);
+    st->records = s->records;
+}

@@ -1,0 +1,166 @@
+"""Black-box fixtures: start the real `sluice` binary in a temporary directory
+with free ports, talk to it with real clients, read what it captured."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = os.environ.get("SLUICE_BIN", str(ROOT / "build" / "sluice"))
+PASSWORD = "correct horse battery"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(cond, timeout=10.0, what="condition"):
+    """Polls cond() until it returns a true value; fails the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Sluice:
+    def __init__(self, workdir: Path, env=None, config_text=None):
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.var = self.dir / "var"
+        self.port = free_port()
+        self.tls_port = free_port()
+        self.log_path = self.dir / "sluice.log"
+        self.env = dict(os.environ)
+        for k in list(self.env):
+            if k.startswith("SLUICE_") and k not in ("SLUICE_TESTDATA", "SLUICE_SOURCE_ROOT"):
+                del self.env[k]
+        self.env.update({
+            "SLUICE_SERVER_LISTEN_SUBMISSION": f"127.0.0.1:{self.port}",
+            "SLUICE_SERVER_LISTEN_SMTPS": f"127.0.0.1:{self.tls_port}",
+            "SLUICE_SERVER_VAR_DIR": str(self.var),
+            "SLUICE_SERVER_HOSTNAME": "relay.test",
+            "SLUICE_SERVER_SHUTDOWN_GRACE": "10s",
+        })
+        if config_text is not None:
+            cfg = self.dir / "sluice.conf"
+            cfg.write_text(config_text)
+            self.env["SLUICE_CONFIG"] = str(cfg)
+        self.env.update(env or {})
+        self.proc = None
+        self._log_offset = 0
+
+    # -- process control --
+    def cli(self, *args, input=None, check=True):
+        r = subprocess.run([BIN, *args], env=self.env, cwd=self.dir, input=input,
+                           capture_output=True, text=True, timeout=60)
+        if check and r.returncode != 0:
+            raise AssertionError(f"sluice {' '.join(args)} failed: {r.returncode}\n{r.stdout}\n{r.stderr}")
+        return r
+
+    def add_user(self, name="app", password=PASSWORD):
+        self.cli("users", "add", name, input=password + "\n")
+
+    def start(self, wait=True):
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([BIN, "serve"], env=self.env, cwd=self.dir,
+                                     stdout=self.logf, stderr=subprocess.STDOUT)
+        if wait:
+            wait_for(lambda: self.proc.poll() is not None or
+                     any(e.get("event") == "server.ready" for e in self.events(since_start=True)),
+                     what="server.ready")
+            assert self.proc.poll() is None, self.log_text()
+        return self
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.logf.close()
+        rc = self.proc.returncode if self.proc else None
+        self.proc = None
+        return rc
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.logf.close()
+        self.proc = None
+
+    def hup(self):
+        self.proc.send_signal(signal.SIGHUP)
+
+    # -- observation --
+    def log_text(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def events(self, name=None, since_start=False):
+        out = []
+        data = self.log_path.read_bytes() if self.log_path.exists() else b""
+        if since_start:
+            data = data[self._log_offset:]
+        for line in data.decode(errors="replace").splitlines():
+            if not line.startswith("{"):
+                continue
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            if name is None or e.get("event") == name:
+                out.append(e)
+        return out
+
+    def captured(self):
+        """Every captured message: dicts with 'envelope' and raw 'data' bytes."""
+        cap = self.var / "capture"
+        msgs = []
+        if cap.exists():
+            for eml in sorted(cap.glob("*.eml")):
+                env = json.loads(eml.with_suffix(".json").read_text())
+                msgs.append({"envelope": env, "data": eml.read_bytes(), "path": eml})
+        return msgs
+
+    def wait_captured(self, n, timeout=15):
+        return wait_for(lambda: len(self.captured()) >= n and self.captured(), timeout,
+                        f"{n} captured messages")
+
+    def queue(self, *args):
+        r = self.cli("queue", "--json", *args, check=False)
+        return json.loads(r.stdout) if r.stdout.strip() else {"ok": False, "stderr": r.stderr}
+
+
+@pytest.fixture
+def make_sluice(tmp_path):
+    started = []
+
+    def make(name="relay", **kw):
+        s = Sluice(tmp_path / name, **kw)
+        started.append(s)
+        return s
+
+    yield make
+    for s in started:
+        s.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def sluice(make_sluice):
+    """A running relay with one AUTH user 'app' and plaintext AUTH allowed on loopback."""
+    s = make_sluice(env={"SLUICE_AUTH_ALLOW_PLAINTEXT_LOOPBACK": "true"})
+    s.add_user("app")
+    return s.start()
