@@ -1261,8 +1261,14 @@ static void load_text(struct loader *ld, const char *text)
 
 static bool env_is_other_use(struct loader *ld, const char *name, size_t len)
 {
-    static const char *const reserved[] = {"SLUICE_CONFIG", "SLUICE_TESTDATA",
-                                           "SLUICE_SOURCE_ROOT"};
+    /* Read by other parts directly: the config path, the DNSSEC trust anchor
+     * (mailauth/dns.c), the public suffix list (mailauth/psl.c), and the
+     * test harness. */
+    static const char *const reserved[] = {
+        "SLUICE_CONFIG",   "SLUICE_DNS_TRUST_ANCHOR", "SLUICE_PSL_FILE",
+        "SLUICE_TESTDATA", "SLUICE_SOURCE_ROOT",      "SLUICE_BIN",
+        "SLUICE_ASAN_BIN",
+    };
     for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
         if (strlen(reserved[i]) == len && memcmp(reserved[i], name, len) == 0)
             return true;

@@ -33,11 +33,16 @@ struct capture_job {
     struct capture_job *next;
 };
 
+struct capture_batch {
+    struct deliver *d;
+    struct capture_job *jobs;
+};
+
 struct deliver {
     struct relay *r;
     int cap_dir_fd;
     struct capture_job *cap_pending, *cap_tail;
-    struct capture_job *cap_running;
+    bool cap_active; /* a batch is on a worker; new jobs wait in cap_pending */
 };
 
 static int write_file(int dirfd, const char *name, const char *data, size_t len)
@@ -72,9 +77,10 @@ static int write_file(int dirfd, const char *name, const char *data, size_t len)
 
 static void capture_work(void *arg)
 {
-    struct deliver *d = arg;
+    struct capture_batch *b = arg;
+    struct deliver *d = b->d;
     int err = 0;
-    for (struct capture_job *j = d->cap_running; j; j = j->next) {
+    for (struct capture_job *j = b->jobs; j; j = j->next) {
         char ids[17], name[64];
         spool_id_str(j->id, ids);
         snprintf(name, sizeof name, "%s.json", ids);
@@ -88,7 +94,7 @@ static void capture_work(void *arg)
     /* one flush for the whole batch */
     if (syncfs(d->cap_dir_fd) < 0)
         err = -errno;
-    for (struct capture_job *j = d->cap_running; j; j = j->next)
+    for (struct capture_job *j = b->jobs; j; j = j->next)
         if (!j->err)
             j->err = err;
 }
@@ -97,9 +103,10 @@ static void capture_start(struct deliver *d);
 
 static void capture_done(void *arg)
 {
-    struct deliver *d = arg;
-    struct capture_job *j = d->cap_running;
-    d->cap_running = NULL;
+    struct capture_batch *b = arg;
+    struct deliver *d = b->d;
+    struct capture_job *j = b->jobs;
+    free(b);
     while (j) {
         struct capture_job *next = j->next;
         struct deliver_result res = {.n_rcpts = j->n_rcpts};
@@ -128,18 +135,24 @@ static void capture_done(void *arg)
         free(j);
         j = next;
     }
+    d->cap_active = false;
     if (d->cap_pending)
         capture_start(d);
 }
 
 static void capture_start(struct deliver *d)
 {
-    d->cap_running = d->cap_pending;
+    struct capture_batch *b = malloc(sizeof *b);
+    if (!b)
+        return; /* jobs stay pending; the next submission retries */
+    b->d = d;
+    b->jobs = d->cap_pending;
     d->cap_pending = d->cap_tail = NULL;
-    if (worker_submit(d->r->worker, capture_work, capture_done, d) < 0) {
-        for (struct capture_job *j = d->cap_running; j; j = j->next)
+    d->cap_active = true;
+    if (worker_submit(d->r->worker, capture_work, capture_done, b) < 0) {
+        for (struct capture_job *j = b->jobs; j; j = j->next)
             j->err = -ENOMEM;
-        capture_done(d);
+        capture_done(b);
     }
 }
 
@@ -206,7 +219,7 @@ static int capture_submit(struct deliver *d, const struct config_upstream *u,
     else
         d->cap_pending = j;
     d->cap_tail = j;
-    if (!d->cap_running)
+    if (!d->cap_active)
         capture_start(d);
     return 0;
 }

@@ -177,13 +177,23 @@ static const char *compute_p(struct spf_eval *ev, const char *domain);
 static void transform(struct sbuf *out, const char *val, size_t vlen, unsigned keep, bool reverse,
                       const char *delims, size_t ndelims, bool url_escape)
 {
-    const char *parts[256];
-    size_t plen[256];
-    size_t n = 0;
     const char *dl = ndelims ? delims : ".";
     size_t ndl = ndelims ? ndelims : 1;
+    size_t nparts = 1;
+    for (size_t i = 0; i < vlen; i++)
+        if (memchr(dl, val[i], ndl))
+            nparts++;
+    const char **parts = malloc(nparts * sizeof *parts);
+    size_t *plen = malloc(nparts * sizeof *plen);
+    if (!parts || !plen) {
+        free(parts);
+        free(plen);
+        out->oom = true;
+        return;
+    }
+    size_t n = 0;
     size_t start = 0;
-    for (size_t i = 0; i <= vlen && n < 256; i++) {
+    for (size_t i = 0; i <= vlen && n < nparts; i++) {
         if (i == vlen || memchr(dl, val[i], ndl)) {
             parts[n] = val + start;
             plen[n] = i - start;
@@ -219,6 +229,8 @@ static void transform(struct sbuf *out, const char *val, size_t vlen, unsigned k
             }
         }
     }
+    free(parts);
+    free(plen);
 }
 
 static int expand(struct spf_eval *ev, const char *sender, const char *domain, const char *s,
@@ -392,7 +404,7 @@ static int target_name(struct spf_eval *ev, const char *sender, const char *doma
     return rc;
 }
 
-/* ---------------------------------------------------------- DNS helpers */
+/* ---------------------------------------------------------- DNS lookups */
 
 static enum dns_type addr_type(const struct spf_eval *ev)
 {

@@ -811,27 +811,20 @@ const char *smtp_path_domain(const struct smtp_path *path)
 
 const char *smtp_addr_error_text(enum smtp_addr_error err)
 {
-    switch (err) {
-    case SMTP_ADDR_OK:
-        return "OK";
-    case SMTP_ADDR_SYNTAX:
-        return "Bad address syntax";
-    case SMTP_ADDR_MISSING_PREFIX:
-        return "Syntax: MAIL FROM:<address> / RCPT TO:<address>";
-    case SMTP_ADDR_TOO_LONG:
-        return "Address too long";
-    case SMTP_ADDR_SOURCE_ROUTE:
-        return "Source routes are not accepted";
-    case SMTP_ADDR_UTF8_NO_SMTPUTF8:
-        return "Non-ASCII address requires SMTPUTF8";
-    case SMTP_ADDR_BAD_UTF8:
-        return "Malformed UTF-8 in address";
-    case SMTP_ADDR_NULL_RCPT:
-        return "Null recipient not allowed";
-    case SMTP_ADDR_BAD_PARAM:
-        return "Unknown or malformed parameter";
-    case SMTP_ADDR_DUP_PARAM:
-        return "Parameter given twice";
-    }
-    return "Address error";
+    static const char *const texts[] = {
+        [SMTP_ADDR_OK] = "OK",
+        [SMTP_ADDR_SYNTAX] = "Bad address syntax",
+        [SMTP_ADDR_MISSING_PREFIX] = "Syntax: MAIL FROM:<address> / RCPT TO:<address>",
+        [SMTP_ADDR_TOO_LONG] = "Address too long",
+        [SMTP_ADDR_SOURCE_ROUTE] = "Source routes are not accepted",
+        [SMTP_ADDR_UTF8_NO_SMTPUTF8] = "Non-ASCII address requires SMTPUTF8",
+        [SMTP_ADDR_BAD_UTF8] = "Malformed UTF-8 in address",
+        [SMTP_ADDR_NULL_RCPT] = "Null recipient not allowed",
+        [SMTP_ADDR_BAD_PARAM] = "Unknown or malformed parameter",
+        [SMTP_ADDR_DUP_PARAM] = "Parameter given twice",
+    };
+
+    if ((unsigned)err >= sizeof(texts) / sizeof(texts[0]) || texts[err] == NULL)
+        return "Address error";
+    return texts[err];
 }

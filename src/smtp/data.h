@@ -39,7 +39,8 @@ void smtp_data_decoder_init(struct smtp_data_decoder *d, bool dot_mode);
 size_t smtp_data_decode(struct smtp_data_decoder *d, const char *in, size_t len, char *out,
                         size_t *out_len, bool *done);
 
-/* BDAT LAST: flags a trailing lone CR as bare. */
+/* BDAT LAST: flags a trailing lone CR as bare and counts the last line
+ * (which may lack a CRLF) in longest_line. */
 void smtp_data_decoder_finish(struct smtp_data_decoder *d);
 
 #endif

@@ -72,7 +72,8 @@ int sasl_login_decode(const char *b64, size_t len, char *out, size_t out_size)
     if (n < 0 || (size_t)n > SASL_FIELD_MAX || (size_t)n >= out_size)
         return -1;
     /* A NUL would cut the C string short and make "user\0x" log in as
-     * "user"; LOGIN has no field separator, so none is legal. */
+     * "user"; LOGIN has no field separator, so none is legal. LOGIN names
+     * no character set, so other octets are passed on unchanged. */
     if (memchr(buf, '\0', (size_t)n) != NULL)
         return -1;
     copy_field(out, buf, (size_t)n);

@@ -883,7 +883,8 @@ static int recover(struct spool *s, char *err, size_t errlen)
         }
     }
     closedir(d);
-    qsort(seqs, n, sizeof *seqs, cmp_u32);
+    if (n)
+        qsort(seqs, n, sizeof *seqs, cmp_u32);
     for (size_t i = 0; i < n; i++) {
         int fd = -1;
         int r = seg_open(s, seqs[i], false, &fd);

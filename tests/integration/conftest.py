@@ -164,3 +164,29 @@ def sluice(make_sluice):
     s = make_sluice(env={"SLUICE_AUTH_ALLOW_PLAINTEXT_LOOPBACK": "true"})
     s.add_user("app")
     return s.start()
+
+
+# SLUICE_BIN may be relative to the directory pytest runs from, but the
+# daemon and the CLI run with cwd set to their work directory.
+BIN = str(Path(BIN).resolve()) if os.sep in BIN else BIN
+
+
+# Address from which the module-wide relay accepts mail without AUTH (any
+# 127/8 address reaches the loopback interface on Linux).
+RELAY_NET_SOURCE = "127.0.0.2"
+
+
+@pytest.fixture(scope="module")
+def shared_sluice(tmp_path_factory):
+    """One running relay for a whole test module, for tests that do not
+    depend on a fresh daemon: user 'app' with plaintext AUTH on loopback, and
+    clients connecting from RELAY_NET_SOURCE may send without AUTH (which
+    spares the password hash where AUTH is not what a test is about)."""
+    s = Sluice(tmp_path_factory.mktemp("shared"), env={
+        "SLUICE_AUTH_ALLOW_PLAINTEXT_LOOPBACK": "true",
+        "SLUICE_SERVER_RELAY_NETWORKS": f"{RELAY_NET_SOURCE}/32",
+    })
+    s.add_user("app")
+    s.start()
+    yield s
+    s.stop(signal.SIGKILL)

@@ -335,3 +335,21 @@ def test_sign_refuses_bad_input(keys, tmp_path):
     # unreadable key
     p = run(base + ["--key", str(tmp_path / "nope.key")], stdin=CORPUS["plain"])
     assert p.returncode == 2 and b"cannot open" in p.stderr
+
+
+def test_verify_rfc8463_example(tmp_path):
+    """RFC 8463 Appendix A: both signatures of the published message pass."""
+    if not os.access(SLUICE, os.X_OK):
+        pytest.fail("sluice binary not found at %s" % SLUICE)
+    data = Path(os.environ.get("SLUICE_TESTDATA", REPO.parent / "shared" / "testdata"))
+    data = data / "dkim-rfc8463"
+    if not data.is_dir():
+        pytest.skip("shared test data not present")
+    zone = tmp_path / "rfc8463.zone"
+    with open(zone, "w") as f:
+        for line in (data / "dns.txt").read_text().splitlines():
+            name, _, value = line.partition(" ")
+            f.write('%s TXT "%s"\n' % (name, value))
+    p = run(["verify", str(data / "signed.eml"), "--json", "--dns-zone", str(zone)], check=0)
+    sigs = json.loads(p.stdout)["signatures"]
+    assert [(s["selector"], s["result"]) for s in sigs] == [("brisbane", "pass"), ("test", "pass")]

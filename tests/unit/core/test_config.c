@@ -227,6 +227,8 @@ static void test_env_overrides(void **state)
         "SLUICE_CONFIG=/etc/sluice.conf",
         "SLUICE_TESTDATA=/tmp",
         "SLUICE_SOURCE_ROOT=/src",
+        "SLUICE_PSL_FILE=/usr/share/publicsuffix/public_suffix_list.dat",
+        "SLUICE_DNS_TRUST_ANCHOR=/usr/share/dns/root.key",
         "SLUICE_LIMITS_MAX_MESSAGE_SIZE=10M",
         "SLUICE_SERVER_LISTEN_SUBMISSION= 0.0.0.0:587 ",
         "SLUICE_SERVER_VAR_DIR=/data",

@@ -216,7 +216,7 @@ static void test_header_list_and_oversigning(void **state)
 
     /* an added From or Subject after signing breaks the signature */
     assert_int_equal(dkim_sign_message(s, MSG, sizeof(MSG) - 1, NOW, &out), 0);
-    size_t len;
+    size_t len = 0;
     char *m = prepend(out, MSG, sizeof(MSG) - 1, &len);
     struct td_keys k = both_keys();
     assert_int_equal(verify1(m, len, &k, NOW, NULL), DKIM_STATUS_PASS);
@@ -255,7 +255,7 @@ static void test_streaming_matches_oneshot(void **state)
     dkim_sign_update(st, "x", 1);
     dkim_sign_abort(st);
 
-    size_t len;
+    size_t len = 0;
     char *m = prepend(one, MSG, sizeof(MSG) - 1, &len);
     struct td_keys k = both_keys();
     struct dkim_verify_result r;
@@ -291,7 +291,7 @@ static void test_tampering(void **state)
         for (int c = 0; c < 4; c++) {
             struct dkim_signer *s = signer(key ? K.ed_pem : K.rsa_pem, canons[c], 0);
             char *sig = NULL, reason[160];
-            size_t len;
+            size_t len = 0;
             assert_int_equal(dkim_sign_message(s, MSG, sizeof(MSG) - 1, NOW, &sig), 0);
             char *m = prepend(sig, MSG, sizeof(MSG) - 1, &len);
             assert_int_equal(verify1(m, len, &k, NOW, NULL), DKIM_STATUS_PASS);
@@ -345,7 +345,7 @@ static void test_key_outcomes(void **state)
     (void)state;
     struct dkim_signer *s = signer(K.rsa_pem, NULL, 3600);
     char *sig = NULL, reason[160];
-    size_t len;
+    size_t len = 0;
     assert_int_equal(dkim_sign_message(s, MSG, sizeof(MSG) - 1, NOW, &sig), 0);
     assert_non_null(strstr(sig, "x=1700003600"));
     char *m = prepend(sig, MSG, sizeof(MSG) - 1, &len);
@@ -454,7 +454,7 @@ static void test_no_signature_and_limits(void **state)
 
     /* garbage signature: permerror with a reason, quoted in A-R */
     const char *bad = "DKIM-Signature: v=1; a=rsa-sha256; d=ex\"ample; s=x\r\n";
-    size_t len;
+    size_t len = 0;
     char *m = prepend(bad, MSG, sizeof(MSG) - 1, &len);
     assert_int_equal(dkim_verify(m, len, NULL, td_lookup, &k, &r), 0);
     assert_int_equal(r.count, 1);

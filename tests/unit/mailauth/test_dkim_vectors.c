@@ -37,7 +37,7 @@ static void test_dns_txt_matches(void **state)
 {
     (void)state;
     /* the records above are those of dns.txt */
-    size_t len;
+    size_t len = 0;
     char *dns = td_read("dkim-rfc8463/dns.txt", &len, 0);
     assert_non_null(dns);
     struct td_keys k = rfc8463_keys();
@@ -52,7 +52,7 @@ static void test_dns_txt_matches(void **state)
 static void test_rfc8463_verify(void **state)
 {
     (void)state;
-    size_t len;
+    size_t len = 0;
     char *msg = td_read("dkim-rfc8463/signed.eml", &len, 1);
     assert_non_null(msg);
     struct td_keys k = rfc8463_keys();
@@ -124,7 +124,7 @@ static void extract_b(const char *text, char *out, size_t cap)
 static void test_rfc8463_sign_known_answer(void **state)
 {
     (void)state;
-    size_t len;
+    size_t len = 0;
     char *msg = td_read("dkim-rfc8463/unsigned.eml", &len, 1);
     assert_non_null(msg);
     struct dkim_signer *s[2] = {rfc8463_signer("dkim-rfc8463/ed25519.seed.b64", "brisbane"),
@@ -171,7 +171,7 @@ static void test_rfc8463_sign_known_answer(void **state)
 static void test_rfc8463_header_hash_input(void **state)
 {
     (void)state;
-    size_t len;
+    size_t len = 0;
     char *text = td_read("dkim-rfc8463/vectors.json", &len, 0);
     json_t *root = json_loads(text, 0, NULL);
     assert_non_null(root);
@@ -182,7 +182,7 @@ static void test_rfc8463_header_hash_input(void **state)
         json_t *v = json_array_get(sigs, i);
         const char *input = json_string_value(json_object_get(v, "header_hash_input"));
         const char *want = json_string_value(json_object_get(v, "b"));
-        size_t klen;
+        size_t klen = 0;
         char *key = td_read(keyfile[i], &klen, 0);
         char err[200];
         EVP_PKEY *pk = NULL;
@@ -228,7 +228,7 @@ static void test_rfc8463_header_hash_input(void **state)
 
 static json_t *cases(void)
 {
-    size_t len;
+    size_t len = 0;
     char *text = td_read("dkimpy-data/cases.json", &len, 0);
     assert_non_null(text);
     json_t *root = json_loads(text, 0, NULL);
@@ -249,7 +249,7 @@ static void test_dkimpy_verify_cases(void **state)
         char rel[256];
         snprintf(rel, sizeof(rel), "dkimpy-data/%s",
                  json_string_value(json_object_get(c, "message")));
-        size_t len;
+        size_t len = 0;
         char *msg = td_read(rel, &len, 1);
         assert_non_null(msg);
         struct td_keys k = {0};
@@ -292,7 +292,7 @@ static enum dkim_status sign_verify(const char *rel_msg, const char *key_rel, co
     if (!s)
         print_error("%s: %s\n", key_rel, err);
     assert_non_null(s);
-    size_t len;
+    size_t len = 0;
     char *msg = td_read(rel_msg, &len, 1), *sig = NULL;
     assert_int_equal(dkim_sign_message(s, msg, len, time(NULL), &sig), 0);
     size_t sl = strlen(sig);
@@ -316,7 +316,7 @@ static enum dkim_status sign_verify(const char *rel_msg, const char *key_rel, co
 static char *record_file(const char *name)
 {
     char rel[256];
-    size_t len;
+    size_t len = 0;
     snprintf(rel, sizeof(rel), "dkimpy-data/%s", name);
     char *t = td_read(rel, &len, 0);
     assert_non_null(t);
@@ -400,7 +400,7 @@ static void test_dkimpy_nofrom_refused(void **state)
     struct dkim_sign_opts o = {.domain = "example.com", .selector = "test", .key_file = path};
     struct dkim_signer *s = dkim_signer_new(&o, err, sizeof(err));
     assert_non_null(s);
-    size_t len;
+    size_t len = 0;
     char *msg = td_read("dkimpy-data/test_nofrom.message", &len, 1), *out = NULL;
     assert_int_equal(dkim_sign_message(s, msg, len, 1, &out), DKIM_E_NOFROM);
     assert_null(out);

@@ -97,8 +97,7 @@ static void test_parse_invalid(void **state)
         "v=spf1 a:%{d.example.com",
         "v=spf1 unknown=%{q}",
         "v=spf1 a:ctrl.example.com\rptr",
-        "v=spf1 \x80"
-        "a",
+        "v=spf1 \x80\x61", /* \x80 then "a" */
         "v=spf1 foo",
         "v=spf1 redirect",
     };
