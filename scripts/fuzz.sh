@@ -12,13 +12,13 @@ ninja -C build-fuzz >/dev/null || { ninja -C build-fuzz | tail -20; exit 1; }
 mkdir -p build-fuzz/crashes
 status=0
 for bin in build-fuzz/tests/fuzz/fuzz_*; do
-    [ -x "$bin" ] || continue
+    [ -f "$bin" ] && [ -x "$bin" ] || continue
     name=${bin##*/fuzz_}
     work=build-fuzz/corpus/$name
     mkdir -p "$work"
     seeds=tests/fuzz/corpus/$name
     [ -d "$seeds" ] || seeds=""
-    if "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=0 \
+    if "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix=build-fuzz/crashes/"$name"- "$work" $seeds >build-fuzz/"$name".log 2>&1; then
         echo "fuzz ok $name ($(grep -oE 'stat::number_of_executed_units: *[0-9]+' build-fuzz/$name.log | awk '{print $2}') runs)"
     else

@@ -107,43 +107,41 @@ def test_python_cannot_negotiate_below_tls12(relay):
 
 def s_client(args, dialogue=(b"EHLO client.test\r\n", b"QUIT\r\n")):
     """Runs openssl s_client and plays dialogue like a well-behaved client:
-    each line is sent only after the previous reply (or, on the smtps port,
-    the greeting) arrived. Returns (rc, stdout, stderr)."""
+    each line is sent only after the previous reply (on the smtps port, the
+    greeting first) arrived. Returns (rc, stdout, stderr)."""
     p = subprocess.Popen(["openssl", "s_client", "-brief", "-ign_eof", *args],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out = b""
     deadline = time.monotonic() + 10
 
-    def read_until(pattern):
+    def read_replies(n):
+        """Reads stdout until it holds n final reply lines ("NNN text")."""
         nonlocal out
-        while not re.search(pattern, out):
-            left = deadline - time.monotonic()
-            ready, _, _ = select.select([p.stdout], [], [], max(left, 0))
-            if not ready:
-                return False
-            chunk = os.read(p.stdout.fileno(), 65536)
+        while len(re.findall(rb"(?m)^\d{3} ", out)) < n:
+            ready, _, _ = select.select([p.stdout], [], [], max(deadline - time.monotonic(), 0))
+            chunk = os.read(p.stdout.fileno(), 65536) if ready else b""
             if not chunk:
                 return False
             out += chunk
         return True
 
     try:
-        # the greeting on the smtps port; after STARTTLS nothing is pending
-        if "-starttls" not in args and not read_until(rb"(^|\n)220 [^\n]*\n"):
-            p.stdin.close()
-        else:
-            for n, line in enumerate(dialogue):
+        implicit = "-starttls" not in args
+        if not implicit or read_replies(1):
+            for n, line in enumerate(dialogue, start=1 + implicit):
                 p.stdin.write(line)
                 p.stdin.flush()
-                if not read_until(rb"(^|\n)\d{3} [^\n]*\n" * (n + 1 + ("-starttls" not in args))):
+                if not read_replies(n):
                     break
-            p.stdin.close()
-        rest, err = p.communicate(timeout=10)
+        p.stdin.close()
+        read_replies(1 << 30)  # to EOF
+        p.wait(timeout=10)
+        err = p.stderr.read()
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
-    return p.returncode, (out + rest).decode(errors="replace"), err.decode(errors="replace")
+    return p.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
 def protocol(stderr):
@@ -212,3 +210,36 @@ def test_quit_over_tls_sends_close_notify(relay, mode):
         assert c.sock.recv(100) == b""
     finally:
         c.close()
+
+
+def early_talker_sessions(port, tls, attempts):
+    """Sends EHLO and QUIT right after connecting (TLS handshake done),
+    before the greeting was read; returns how many sessions got no 221."""
+    lost = 0
+    for _ in range(attempts):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock = client_tls_context().wrap_socket(raw, server_hostname="relay.test") if tls else raw
+        with sock:
+            sock.sendall(b"EHLO client.test\r\nQUIT\r\n")
+            buf = b""
+            while True:
+                d = sock.recv(4096)
+                if not d:
+                    break
+                buf += d
+        lost += b"\r\n221 " not in buf
+    return lost
+
+
+def test_early_talker_on_plain_port_gets_all_replies(relay):
+    assert early_talker_sessions(relay.port, False, 50) == 0
+
+
+@pytest.mark.xfail(strict=True, reason="replies queued by a command read in the same loop round "
+                   "as an earlier reply was written are dropped: session.c on_write closes on "
+                   "any write callback in ST_CLOSING without checking that the output is empty, "
+                   "and libevent's OpenSSL bufferevent runs that callback deferred")
+def test_early_talker_on_smtps_port_gets_all_replies(relay):
+    # about one in eight such sessions loses its 250/221 today; 100 tries
+    # make a pass by luck vanishingly unlikely
+    assert early_talker_sessions(relay.tls_port, True, 100) == 0
