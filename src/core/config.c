@@ -195,6 +195,10 @@ static const struct config_key keys[] = {
      .doc = "Parallel sessions to this upstream."},
     {SEC_UPSTREAM, "messages_per_connection", NULL, T_INT, U(messages_per_connection), "100", 1,
      1000000, .doc = "Messages sent on one session before it is closed."},
+    {SEC_UPSTREAM, "timeout", NULL, T_DURATION, U(timeout), "5m", 1, DAY,
+     .doc = "Longest wait for any reply (RFC 5321 4.5.3.2; the final '.' gets at least this)."},
+    {SEC_UPSTREAM, "connect_timeout", NULL, T_DURATION, U(connect_timeout), "30s", 1, 3600,
+     .doc = "Longest wait to connect and finish the TLS handshake."},
     {SEC_UPSTREAM, "rate", NULL, T_RATE, U(rate_per_second), "0",
      .doc = "Most messages sent per time unit, e.g. 50/s or 600/min; 0: unlimited."},
 };

@@ -33,6 +33,8 @@ struct config_upstream {
     int max_connections;         /* default 10 */
     int messages_per_connection; /* default 100 */
     double rate_per_second;      /* 0 = unlimited */
+    int timeout;                 /* seconds to wait for a reply, default 300 */
+    int connect_timeout;         /* seconds to connect + handshake, default 30 */
 };
 
 struct config {

@@ -22,7 +22,7 @@ struct cidr_list;
 struct relay_counters {
     uint64_t connections, accepted, rejected, bytes_accepted;
     uint64_t delivered, deferred, failed, bounces;
-    uint64_t auth_failures, tls_failures, smuggling_attempts;
+    uint64_t auth_failures, tls_failures, smuggling_attempts, upstream_unhealthy;
 };
 
 struct relay {

@@ -8,10 +8,12 @@
 #include "core/log.h"
 #include "core/relay.h"
 #include "core/worker.h"
+#include "deliver/upstream.h"
 #include "spool/spool.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,8 +40,12 @@ struct capture_batch {
     struct capture_job *jobs;
 };
 
+struct slot;
+
 struct deliver {
     struct relay *r;
+    struct slot *slots; /* one per configured upstream, in priority order */
+    size_t n_slots;
     int cap_dir_fd;
     struct capture_job *cap_pending, *cap_tail;
     bool cap_active; /* a batch is on a worker; new jobs wait in cap_pending */
@@ -224,6 +230,218 @@ static int capture_submit(struct deliver *d, const struct config_upstream *u,
     return 0;
 }
 
+/* ---- SMTP upstreams and failover ---- */
+
+struct slot {
+    char name[64];
+    bool capture;
+    struct upstream *up; /* NULL for capture, or when it could not be set up */
+    char setup_error[320];
+};
+
+struct attempt {
+    struct deliver *d;
+    uint64_t id;
+    char *data;
+    size_t len;
+    char *sender;
+    char **rcpts;     /* pending recipients */
+    uint32_t *index;  /* their index in the message */
+    size_t n;
+    uint32_t n_all;
+    unsigned flags;
+    deliver_done_fn done;
+    void *arg;
+    size_t next_slot; /* next upstream to try, in priority order */
+    bool all_misconfig, tried_any;
+    char fault[256];
+    struct upstream_job job;
+};
+
+static void attempt_free(struct attempt *a)
+{
+    for (size_t i = 0; i < a->n; i++)
+        free(a->rcpts[i]);
+    free(a->rcpts);
+    free(a->index);
+    free(a->sender);
+    free(a->data);
+    free(a);
+}
+
+static bool is_misconfig(enum smtp_client_errcat cat)
+{
+    return cat == SMTP_CLIENT_ERR_TLS || cat == SMTP_CLIENT_ERR_AUTH;
+}
+
+static void note_fault(struct attempt *a, const char *upstream, const char *reason, bool misconfig)
+{
+    if (!misconfig)
+        a->all_misconfig = false;
+    size_t used = strlen(a->fault);
+    if (used < sizeof a->fault - 8)
+        snprintf(a->fault + used, sizeof a->fault - used, "%s%.60s: %.180s", used ? "; " : "", upstream,
+                 reason);
+}
+
+/* Reply classes that mean the upstream refused us rather than the message:
+ * authentication required or failed (RFC 4954 6). */
+static bool reply_is_upstream_fault(const struct smtp_client_status *st)
+{
+    if (st->code == 530 || st->code == 534 || st->code == 535 || st->code == 538 ||
+        st->code == 454)
+        return true;
+    return strcmp(st->enhanced, "5.7.0") == 0 || strcmp(st->enhanced, "5.7.8") == 0 ||
+           strcmp(st->enhanced, "5.7.9") == 0 || strcmp(st->enhanced, "5.7.11") == 0 ||
+           strcmp(st->enhanced, "4.7.0") == 0;
+}
+
+static void finish(struct attempt *a, const char *upstream, const struct smtp_client_result *res)
+{
+    struct deliver_result out = {.n_rcpts = a->n_all};
+    out.rcpt = calloc(a->n_all, sizeof *out.rcpt);
+    snprintf(out.upstream, sizeof out.upstream, "%s", upstream ? upstream : "");
+    for (uint32_t i = 0; out.rcpt && i < a->n_all; i++)
+        out.rcpt[i].cls = DELIVER_SKIP;
+    for (size_t i = 0; out.rcpt && i < a->n; i++) {
+        struct deliver_rcpt_result *rr = &out.rcpt[a->index[i]];
+        if (!res) {
+            rr->cls = DELIVER_TEMP;
+            snprintf(rr->reply, sizeof rr->reply, "%s", a->fault);
+            continue;
+        }
+        const struct smtp_client_status *st = &res->rcpts[i].status;
+        snprintf(rr->reply, sizeof rr->reply, "%d %.16s %.200s", st->code, st->enhanced, st->text);
+        rr->cls = st->code >= 200 && st->code < 300   ? DELIVER_OK
+                  : st->code >= 500 && st->code < 600 ? DELIVER_PERM
+                                                       : DELIVER_TEMP;
+    }
+    if (!res) {
+        out.upstream_fault = true;
+        out.hold = a->tried_any && a->all_misconfig;
+        snprintf(out.fault, sizeof out.fault, "%s", a->fault);
+    }
+    if (out.rcpt)
+        a->done(a->arg, a->id, &out);
+    free(out.rcpt);
+    attempt_free(a);
+}
+
+static void try_next(struct attempt *a);
+
+static void on_job_done(struct upstream_job *job, const struct upstream_outcome *o)
+{
+    struct attempt *a = (struct attempt *)((char *)job - offsetof(struct attempt, job));
+    struct deliver *d = a->d;
+    const char *name = a->next_slot > 0 && a->next_slot - 1 < d->n_slots
+                           ? d->slots[a->next_slot - 1].name
+                           : "";
+    if (o->conn_fault) {
+        note_fault(a, name, o->reason, is_misconfig(o->category));
+        try_next(a);
+        return;
+    }
+    /* a refusal of us (not of the message) at MAIL, or of every recipient
+     * for the same reason, is the upstream's trouble: fail over, never bounce */
+    const struct smtp_client_result *res = o->res;
+    bool upstream_refused = (res->stage == SMTP_CLIENT_STAGE_MAIL ||
+                             res->stage == SMTP_CLIENT_STAGE_RCPT ||
+                             res->stage == SMTP_CLIENT_STAGE_DATA) &&
+                            reply_is_upstream_fault(&res->status);
+    if (upstream_refused) {
+        char why[300];
+        snprintf(why, sizeof why, "refused us: %d %.16s %.200s", res->status.code, res->status.enhanced,
+                 res->status.text);
+        note_fault(a, name, why, res->status.code >= 500);
+        try_next(a);
+        return;
+    }
+    finish(a, name, res);
+}
+
+static void try_next(struct attempt *a)
+{
+    struct deliver *d = a->d;
+    while (a->next_slot < d->n_slots) {
+        struct slot *sl = &d->slots[a->next_slot++];
+        if (sl->capture) {
+            /* capture in the failover chain: hand over to it */
+            const struct spool_msg *m = spool_get(d->r->spool, a->id);
+            const struct config_upstream *u = config_upstream_find(d->r->cfg, sl->name);
+            if (m && u && capture_submit(d, u, m, a->done, a->arg) == 0) {
+                attempt_free(a);
+                return;
+            }
+            continue;
+        }
+        if (!sl->up) {
+            note_fault(a, sl->name, sl->setup_error, true);
+            a->tried_any = true;
+            continue;
+        }
+        if (!upstream_available(sl->up)) {
+            note_fault(a, sl->name, upstream_last_error(sl->up),
+                       is_misconfig(upstream_last_category(sl->up)));
+            a->tried_any = true;
+            continue;
+        }
+        a->tried_any = true;
+        upstream_submit(sl->up, &a->job);
+        return;
+    }
+    if (!a->fault[0])
+        snprintf(a->fault, sizeof a->fault, "no upstream available");
+    finish(a, NULL, NULL);
+}
+
+static int smtp_start(struct deliver *d, const struct spool_msg *m, deliver_done_fn done,
+                      void *arg)
+{
+    struct attempt *a = calloc(1, sizeof *a);
+    if (!a)
+        return -ENOMEM;
+    int r = spool_read(d->r->spool, m->id, &a->data, &a->len);
+    if (r < 0) {
+        free(a);
+        return r;
+    }
+    a->d = d;
+    a->id = m->id;
+    a->done = done;
+    a->arg = arg;
+    a->n_all = m->n_rcpts;
+    a->all_misconfig = true;
+    a->sender = strdup(m->sender);
+    a->rcpts = calloc(m->n_rcpts, sizeof *a->rcpts);
+    a->index = calloc(m->n_rcpts, sizeof *a->index);
+    for (uint32_t i = 0; i < m->n_rcpts; i++)
+        if (m->rcpt_state[i] == SPOOL_RCPT_PENDING) {
+            a->rcpts[a->n] = strdup(m->rcpts[i]);
+            a->index[a->n++] = i;
+        }
+    a->job.msg = (struct smtp_client_msg){
+        .sender = a->sender,
+        .rcpts = (const char *const *)a->rcpts,
+        .n_rcpts = a->n,
+        .data = a->data,
+        .len = a->len,
+        .flags = ((m->flags & SPOOL_F_SMTPUTF8) ? SMTP_CLIENT_MSG_SMTPUTF8 : 0) |
+                 ((m->flags & SPOOL_F_8BIT) ? SMTP_CLIENT_MSG_8BIT : 0),
+    };
+    a->job.done = on_job_done;
+    try_next(a);
+    return 0;
+}
+
+static void slots_clear(struct deliver *d)
+{
+    for (size_t i = 0; i < d->n_slots; i++)
+        upstream_retire(d->slots[i].up);
+    free(d->slots);
+    d->slots = NULL;
+    d->n_slots = 0;
+}
+
 struct deliver *deliver_new(struct relay *r, char *err, unsigned long errlen)
 {
     struct deliver *d = calloc(1, sizeof *d);
@@ -259,6 +477,25 @@ int deliver_reload(struct deliver *d, char *err, unsigned long errlen)
             return -1;
         }
     }
+    struct slot *slots = calloc(cfg->n_upstreams ? cfg->n_upstreams : 1, sizeof *slots);
+    if (!slots) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        const struct config_upstream *u = &cfg->upstreams[i];
+        snprintf(slots[i].name, sizeof slots[i].name, "%s", u->name);
+        slots[i].capture = u->capture;
+        if (u->capture)
+            continue;
+        slots[i].up = upstream_new(d->r, u, slots[i].setup_error, sizeof slots[i].setup_error);
+        if (!slots[i].up)
+            log_event(LOG_ERROR, "upstream.setup_failed", "upstream", "%s", u->name, "error",
+                      "%s", slots[i].setup_error, NULL);
+    }
+    slots_clear(d);
+    d->slots = slots;
+    d->n_slots = cfg->n_upstreams;
     return 0;
 }
 
@@ -266,6 +503,7 @@ void deliver_free(struct deliver *d)
 {
     if (!d)
         return;
+    slots_clear(d);
     if (d->cap_dir_fd >= 0)
         close(d->cap_dir_fd);
     free(d);
@@ -273,11 +511,10 @@ void deliver_free(struct deliver *d)
 
 int deliver_start(struct deliver *d, const struct spool_msg *m, deliver_done_fn done, void *arg)
 {
-    const struct config *cfg = d->r->cfg;
-    for (size_t i = 0; i < cfg->n_upstreams; i++) {
-        const struct config_upstream *u = &cfg->upstreams[i];
-        if (u->capture)
+    if (d->n_slots && d->slots[0].capture) {
+        const struct config_upstream *u = config_upstream_find(d->r->cfg, d->slots[0].name);
+        if (u)
             return capture_submit(d, u, m, done, arg);
     }
-    return -ENOSYS;
+    return smtp_start(d, m, done, arg);
 }

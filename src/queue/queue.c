@@ -266,9 +266,13 @@ static void on_attempt_done(void *arg, uint64_t id, struct deliver_result *res)
     if (pending == 0) {
         spool_mark(r->spool, id, SPOOL_OP_DEAD, -1, now, "failed permanently", NULL, NULL);
         log_event(LOG_WARN, "queue.dead", "id", "%s", ids, "failed", "#%d", failed_now, NULL);
-    } else if (expired && res->upstream_fault) {
-        spool_mark(r->spool, id, SPOOL_OP_HOLD, -1, now, res->fault, NULL, NULL);
-        log_event(LOG_WARN, "queue.held", "id", "%s", ids, "reason", "%s", res->fault, NULL);
+    } else if (res->upstream_fault && (res->hold || expired)) {
+        /* misconfigured upstreams (TLS, AUTH) hold mail until fixed; it is
+         * released on SIGHUP or when a probe finds the upstream healthy */
+        char why[320];
+        snprintf(why, sizeof why, "%s%s", QUEUE_AUTO_HOLD_PREFIX, res->fault);
+        spool_mark(r->spool, id, SPOOL_OP_HOLD, -1, now, why, NULL, NULL);
+        log_event(LOG_WARN, "queue.held", "id", "%s", ids, "reason", "%s", why, NULL);
     } else {
         uint64_t rnd;
         if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
@@ -374,7 +378,7 @@ int queue_delete(struct queue *q, uint64_t id)
 
 struct flush_ctx {
     struct queue *q;
-    bool dead_too;
+    bool dead_too, auto_held_only;
     uint64_t *ids;
     size_t n, cap;
 };
@@ -382,8 +386,13 @@ struct flush_ctx {
 static void collect(void *arg, const struct spool_msg *m)
 {
     struct flush_ctx *c = arg;
-    if (m->state == SPOOL_MSG_HELD || (m->state == SPOOL_MSG_DEAD && !c->dead_too))
+    if (c->auto_held_only) {
+        if (m->state != SPOOL_MSG_HELD || !m->last_reply ||
+            strncmp(m->last_reply, QUEUE_AUTO_HOLD_PREFIX, strlen(QUEUE_AUTO_HOLD_PREFIX)) != 0)
+            return;
+    } else if (m->state == SPOOL_MSG_HELD || (m->state == SPOOL_MSG_DEAD && !c->dead_too)) {
         return;
+    }
     if (c->n == c->cap) {
         c->cap = c->cap ? c->cap * 2 : 256;
         c->ids = realloc(c->ids, c->cap * sizeof *c->ids);
@@ -405,6 +414,18 @@ static void flush(struct queue *q, bool dead_too)
 void queue_flush(struct queue *q)
 {
     flush(q, false);
+}
+
+void queue_release_auto(struct queue *q)
+{
+    struct flush_ctx c = {.q = q, .auto_held_only = true};
+    spool_foreach(q->r->spool, collect, &c);
+    for (size_t i = 0; i < c.n; i++)
+        queue_retry(q, c.ids[i]);
+    if (c.n)
+        log_event(LOG_INFO, "queue.released_auto", "messages", "#%zu", c.n, NULL);
+    free(c.ids);
+    dispatch(q);
 }
 
 void queue_retry_all(struct queue *q)

@@ -29,6 +29,14 @@ int queue_delete(struct queue *q, uint64_t id);
 void queue_flush(struct queue *q);             /* every active message due now */
 void queue_retry_all(struct queue *q);         /* flush + revive dead */
 
+/* Releases messages held automatically because of upstream trouble (their
+ * hold reason starts with "upstream"); operator holds stay. */
+void queue_release_auto(struct queue *q);
+
+/* Text that marks an automatic hold. */
+#define QUEUE_AUTO_HOLD_PREFIX "upstream: "
+
+
 /* Stops starting new attempts (shutdown); returns attempts still running. */
 size_t queue_quiesce(struct queue *q);
 size_t queue_inflight(const struct queue *q);
