@@ -191,7 +191,9 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
     config_free(old);
     log_event(LOG_INFO, "server.reloaded", "users", "#%zu", users_count(users), "upstreams",
               "#%zu", cfg->n_upstreams, NULL);
-    queue_flush(r->queue); /* fixed upstream settings deserve a prompt retry */
+    /* fixed upstream settings deserve a prompt retry, held mail included */
+    queue_release_auto(r->queue);
+    queue_flush(r->queue);
 }
 
 static void usage(void)

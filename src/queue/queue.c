@@ -178,6 +178,12 @@ static void schedule(struct queue *q, uint64_t id, int64_t when)
 
 /* ---- outcomes ---- */
 
+static void bounce_committed(void *arg, int err, uint64_t id)
+{
+    if (!err)
+        queue_add(arg, id);
+}
+
 static void bounce(struct queue *q, const struct spool_msg *m, const struct deliver_result *res,
                    const char *why)
 {
@@ -198,9 +204,8 @@ static void bounce(struct queue *q, const struct spool_msg *m, const struct deli
     uint64_t id = spool_new_id(q->r->spool);
     struct iovec iov = {dsn, len};
     char ids[17], oid[17];
-    if (spool_put(q->r->spool, id, &env, &iov, 1, NULL, NULL) == 0) {
+    if (spool_put(q->r->spool, id, &env, &iov, 1, bounce_committed, q) == 0) {
         q->r->n.bounces++;
-        schedule(q, id, now_s() + 1);
         log_event(LOG_INFO, "queue.bounce", "id", "%s", spool_id_str(id, ids), "original", "%s",
                   spool_id_str(m->id, oid), NULL);
     }

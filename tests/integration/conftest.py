@@ -190,3 +190,74 @@ def shared_sluice(tmp_path_factory):
     s.start()
     yield s
     s.stop(signal.SIGKILL)
+
+
+# ---- upstream servers (tests/support/upstream.py on aiosmtpd) ----
+
+SUPPORT = ROOT / "tests" / "support"
+
+
+class Upstream:
+    def __init__(self, workdir: Path, *args):
+        self.dir = workdir
+        self.store = workdir / "store"
+        self.control = workdir / "control"
+        self.control.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["/usr/bin/python3", str(SUPPORT / "upstream.py"), "--port", "0",
+             "--store", str(self.store), "--control", str(self.control), *args],
+            stdout=subprocess.PIPE, stderr=open(workdir / "upstream.err", "w"), text=True)
+        line = self.proc.stdout.readline()
+        assert line.startswith("READY"), f"upstream did not start: {line!r} " + \
+            (workdir / "upstream.err").read_text()
+        self.port = int(line.split()[1])
+
+    def messages(self):
+        out = []
+        if self.store.exists():
+            for j in sorted(self.store.glob("*.json")):
+                meta = json.loads(j.read_text())
+                meta["data"] = j.with_suffix(".eml").read_bytes()
+                out.append(meta)
+        return out
+
+    def events(self):
+        p = self.store / "events.jsonl"
+        if not p.exists():
+            return []
+        return [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
+
+    def set(self, name, content=""):
+        (self.control / name).write_text(content)
+
+    def clear(self, name):
+        (self.control / name).unlink(missing_ok=True)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("certs")
+    subprocess.run(["sh", str(SUPPORT / "certs.sh"), str(d)], check=True, capture_output=True)
+    return d
+
+
+@pytest.fixture
+def make_upstream(tmp_path):
+    ups = []
+
+    def make(*args, name=None):
+        u = Upstream(tmp_path / (name or f"upstream{len(ups)}"), *args)
+        ups.append(u)
+        return u
+
+    yield make
+    for u in ups:
+        u.stop()

@@ -9,9 +9,9 @@ from email import policy
 
 import pytest
 
-from conftest import PASSWORD
-from support_smtp import (Conn, body_of, captured_with, client_tls_context, header_block,
-                          message, new_msgid, queued_id, wait_captured_id)
+from conftest import PASSWORD, wait_for
+from support_smtp import (Conn, body_of, client_tls_context, header_block, message, new_msgid,
+                          queued_id, wait_captured_id)
 
 SWAKS = "/usr/bin/swaks"
 
@@ -249,7 +249,6 @@ def test_message_id_and_date_kept_when_present(relay):
 
 
 def wait_for_queue_id(relay, qid):
-    from conftest import wait_for
     return wait_for(lambda: next((m for m in relay.captured()
                                   if m["envelope"]["queue_id"] == qid), None),
                     10, f"capture of {qid}")

@@ -1,15 +1,15 @@
 """Message content over SMTP: the end-of-data rules and the smuggling defence
 (RFC 5321 2.3.8, 4.1.1.4, 4.5.2), dot transparency, 8-bit bodies, BDAT
 (RFC 3030) and pipelining (RFC 2920)."""
+import base64
 import re
 
 import pytest
 
 from conftest import PASSWORD, RELAY_NET_SOURCE
-from support_smtp import (CRLF, CaptureWatch, Conn, body_of, captured_with, count_captured,
+from support_smtp import (CaptureWatch, Conn, body_of, captured_with, count_captured,
                           dot_stuff, header_block, message, new_msgid, open_session,
                           wait_captured_id)
-import base64
 
 
 @pytest.fixture

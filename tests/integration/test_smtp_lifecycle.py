@@ -2,9 +2,7 @@
 contract of "250 queued as ID", stopping on SIGTERM (drain, finish DATA in
 flight), reloading on SIGHUP, configuration errors, and a full disk."""
 import errno
-import os
 import signal
-import socket
 import subprocess
 import time
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import RELAY_NET_SOURCE, Sluice
+from conftest import RELAY_NET_SOURCE, Sluice, wait_for
 from support_smtp import (CaptureWatch, Conn, dot_stuff, message, new_msgid, open_session,
                           wait_captured_id)
 
@@ -232,7 +232,6 @@ def test_connection_caps(make_sluice):
                 return True
             c.close()
             return False
-        from conftest import wait_for
         wait_for(try_again, 5, "a freed connection slot")
     finally:
         for c in held:

@@ -181,7 +181,7 @@ def test_unauthenticated_mail_is_refused(relay):
     watch = CaptureWatch(relay)
     with Conn(relay.port) as c:
         c.ehlo()
-        r = c.expect("MAIL FROM:<app@sender.test>", 530, "5.7.0")
+        c.expect("MAIL FROM:<app@sender.test>", 530, "5.7.0")
         c.expect("RCPT TO:<victim@example.net>", 503, "5.5.1")
         c.expect("DATA", 503, "5.5.1")
     assert watch.sluice.events("policy.rejected")

@@ -294,6 +294,8 @@ static void on_error(struct smtp_client *c, const struct smtp_client_error *err,
     smtp_client_free(c);
     r->c = NULL;
     event_del(r->guard);
+    /* The resolver may keep probing a dead name server: stop here. */
+    event_base_loopexit(r->base, NULL);
 }
 
 static void on_guard(evutil_socket_t fd, short what, void *arg)
