@@ -24,6 +24,10 @@ enum section {
     SEC_LIMITS,
     SEC_QUEUE,
     SEC_LOG,
+    SEC_DKIM,
+    SEC_HTTP,
+    SEC_AUDIT,
+    SEC_WEBHOOK,
     SEC_UPSTREAM,
     SEC_COUNT
 };
@@ -31,8 +35,8 @@ enum section {
 #define SEC_NONE (-1)    /* before the first header */
 #define SEC_IGNORED (-2) /* inside a header already reported as wrong */
 
-static const char *const section_names[SEC_COUNT] = {"server", "tls", "auth",    "limits",
-                                                     "queue",  "log", "upstream"};
+static const char *const section_names[SEC_COUNT] = {
+    "server", "tls", "auth", "limits", "queue", "log", "dkim", "http", "audit", "webhook", "upstream"};
 
 enum value_type {
     T_STRING,   /* free text */
@@ -82,6 +86,9 @@ static const char *const kinds[] = {"smtp", "capture", NULL};
 static const char *const tls_modes[] = {"starttls", "implicit", "none", NULL};
 static const char *const verify_modes[] = {"peer", "none", NULL};
 static const char *const auth_mechs[] = {"none", "plain", "login", "xoauth2", NULL};
+static const char *const canons[] = {"relaxed/relaxed", "relaxed/simple", "simple/relaxed",
+                                     "simple/simple", NULL};
+static const char *const sign_failures[] = {"defer", "unsigned", NULL};
 
 _Static_assert(sizeof(enum config_tls_mode) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(enum config_tls_verify) == sizeof(int), "enums are stored as int");
@@ -166,6 +173,40 @@ static const struct config_key keys[] = {
      .doc = "Log file; empty: standard output."},
     {SEC_LOG, "level", "log_level", T_CHOICE, S(log_level), "info", .choices = log_levels,
      .doc = "Least severe level logged: debug, info, warn or error."},
+
+    {SEC_AUTH, "creds_db", NULL, T_PATH, S(creds_db), "${var_dir}/sluice.db",
+     .doc = "SQLite credential and accounting store."},
+
+    {SEC_LOG, "privacy", NULL, T_BOOL, S(log_privacy), "true",
+     .doc = "Pseudonymise recipient addresses in logs with a keyed hash (HMAC-SHA-256)."},
+    {SEC_LOG, "privacy_key_file", NULL, T_PATH, S(log_privacy_key_file),
+     "${var_dir}/privacy.key", .doc = "Key for the recipient pseudonyms; made on first start."},
+
+    {SEC_DKIM, "key_dir", NULL, T_PATH, S(dkim_key_dir), "${var_dir}/dkim",
+     .doc = "Private keys named SELECTOR._domainkey.DOMAIN.key (as 'sluice dkim keygen' writes)."},
+    {SEC_DKIM, "selectors", NULL, T_STRING, S(dkim_selectors), "", .empty_ok = true,
+     .list_sep = ',',
+     .doc = "Active keys as SELECTOR._domainkey.DOMAIN, comma-separated; empty: every key in "
+            "key_dir. Change and SIGHUP to rotate."},
+    {SEC_DKIM, "canonicalization", NULL, T_CHOICE, S(dkim_canon), "relaxed/relaxed",
+     .choices = canons, .doc = "Header/body canonicalisation (RFC 6376 3.4)."},
+    {SEC_DKIM, "expire", NULL, T_DURATION, S(dkim_expire), "0", 0, 365 * DAY,
+     .doc = "Signature lifetime written as x= (0: no x= tag)."},
+    {SEC_DKIM, "on_failure", NULL, T_CHOICE, S(dkim_on_failure), "defer", .choices = sign_failures,
+     .doc = "When signing fails: defer (answer 451, the client retries) or unsigned (accept)."},
+
+    {SEC_HTTP, "listen", NULL, T_LISTEN, S(http_listen), "127.0.0.1:9025", .empty_ok = true,
+     .doc = "Metrics (/metrics), /healthz and /readyz; empty disables."},
+
+    {SEC_AUDIT, "file", NULL, T_PATH, S(audit_file), "${var_dir}/audit.log", .empty_ok = true,
+     .doc = "Append-only, hash-chained audit log of security events; empty disables."},
+    {SEC_AUDIT, "key_file", NULL, T_PATH, S(audit_key_file), "", .empty_ok = true,
+     .doc = "Optional key: the chain becomes an HMAC chain that needs it to verify."},
+
+    {SEC_WEBHOOK, "urls", NULL, T_STRING, S(webhook_urls), "", .empty_ok = true, .list_sep = ',',
+     .doc = "Delivery events are POSTed as signed JSON to these URLs; empty disables."},
+    {SEC_WEBHOOK, "secret_file", NULL, T_PATH, S(webhook_secret_file), "", .empty_ok = true,
+     .doc = "HMAC-SHA-256 key for the X-Sluice-Signature header."},
 
     {SEC_UPSTREAM, "kind", NULL, T_KIND, U(capture), "smtp", .choices = kinds,
      .doc = "smtp: relay to host; capture: write .eml files to capture_dir."},

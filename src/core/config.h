@@ -82,6 +82,31 @@ struct config {
     char *log_file;              /* "" = stdout */
     char *log_level;             /* "debug" | "info" | "warn" | "error" */
 
+    /* [auth] (continued) */
+    char *creds_db;              /* SQLite store, default <var_dir>/sluice.db */
+
+    /* [log] (continued) */
+    bool log_privacy;            /* pseudonymise recipients; default true */
+    char *log_privacy_key_file;  /* default <var_dir>/privacy.key */
+
+    /* [dkim] */
+    char *dkim_key_dir;          /* default <var_dir>/dkim */
+    char *dkim_selectors;        /* "sel._domainkey.dom, ..."; "" = all keys in key_dir */
+    char *dkim_canon;            /* "relaxed/relaxed" ... */
+    int dkim_expire;             /* seconds, 0 = no x= */
+    char *dkim_on_failure;       /* "defer" | "unsigned" */
+
+    /* [http] */
+    char *http_listen;           /* "127.0.0.1:9025"; "" disables */
+
+    /* [audit] */
+    char *audit_file;            /* default <var_dir>/audit.log; "" disables */
+    char *audit_key_file;        /* "" = plain hash chain */
+
+    /* [webhook] */
+    char *webhook_urls;          /* comma list; "" disables */
+    char *webhook_secret_file;
+
     struct config_upstream *upstreams; /* sorted by priority; at least one */
     size_t n_upstreams;
 };
