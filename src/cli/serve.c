@@ -14,6 +14,7 @@
 #include "queue/control.h"
 #include "queue/queue.h"
 #include "smtp/session.h"
+#include "smtp/signing.h"
 #include "spool/spool.h"
 
 #include <errno.h>
@@ -160,11 +161,17 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
     char err[512];
     struct users *users = users_load(cfg->users_file, err, sizeof err);
     struct cidr_list *nets = load_nets(cfg);
-    if (!ctx || !users || !nets) {
+    char serr[512] = "";
+    struct signing *signing = signing_load(cfg, serr, sizeof serr);
+    if (!signing)
+        log_event(LOG_ERROR, "dkim.load_failed", "error", "%s", serr, NULL);
+    if (!ctx || !users || !nets || !signing) {
+        signing_free(signing);
         if (!users)
             log_event(LOG_ERROR, "users.load_failed", "error", "%s", err, NULL);
         log_event(LOG_ERROR, "server.reload_failed", "reason", "%s",
-                  "TLS, users or relay networks failed to load; keeping the running ones", NULL);
+                  "TLS, users, DKIM keys or relay networks failed to load; keeping the running ones",
+                  NULL);
         SSL_CTX_free(ctx);
         users_free(users);
         if (nets)
@@ -184,6 +191,8 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
     cidr_list_free(r->relay_nets);
     free(r->relay_nets);
     r->relay_nets = nets;
+    signing_free(r->signing);
+    r->signing = signing;
     struct config *old = r->cfg;
     r->cfg = cfg;
     if (deliver_reload(r->deliver, err, sizeof err) < 0)
@@ -264,6 +273,11 @@ int cli_serve(int argc, char **argv)
     r->relay_nets = load_nets(cfg);
     if (!r->relay_nets)
         goto out;
+    r->signing = signing_load(cfg, err, sizeof err);
+    if (!r->signing) {
+        fprintf(stderr, "sluice: %s\n", err);
+        goto out;
+    }
     if (spool_open(cfg->spool_dir, r->base, &r->spool, err, sizeof err) < 0) {
         fprintf(stderr, "sluice: %s\n", err);
         goto out;
@@ -326,6 +340,7 @@ out:
     if (sv.drain_timer)
         event_free(sv.drain_timer);
     users_free(r->users);
+    signing_free(r->signing);
     if (r->relay_nets)
         cidr_list_free(r->relay_nets);
     free(r->relay_nets);

@@ -18,6 +18,7 @@ struct worker;
 struct listener_set;
 struct control;
 struct cidr_list;
+struct signing;
 
 struct relay_counters {
     uint64_t connections, accepted, rejected, bytes_accepted;
@@ -33,6 +34,7 @@ struct relay {
     struct queue *queue;
     struct deliver *deliver;
     struct users *users;
+    struct signing *signing; /* DKIM keys; replaced on SIGHUP */
     struct worker *worker;
     struct listener_set *listeners;
     struct control *control;

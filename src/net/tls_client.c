@@ -221,8 +221,8 @@ static bool cert_matches(X509 *cert, const struct tls_client_pins *pins)
     return false;
 }
 
-int tls_client_check_pins(SSL *ssl, bool verified, const struct tls_client_pins *pins,
-                          char *reason, size_t reason_len)
+int tls_client_check_pins(SSL *ssl, bool verified, const struct tls_client_pins *pins, char *reason,
+                          size_t reason_len)
 {
     X509 *leaf = SSL_get0_peer_certificate(ssl);
     if (leaf == NULL) {
@@ -267,6 +267,7 @@ void tls_client_describe_failure(SSL *ssl, unsigned long err, char *reason, size
 
 const char *tls_client_describe(SSL *ssl, char *buf, size_t len)
 {
-    snprintf(buf, len, "%s %s", SSL_get_version(ssl), SSL_get_cipher_name(ssl));
+    snprintf(buf, len, "%s %s%s", SSL_get_version(ssl), SSL_get_cipher_name(ssl),
+             SSL_session_reused(ssl) ? " resumed" : "");
     return buf;
 }

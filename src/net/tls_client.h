@@ -50,15 +50,15 @@ int tls_client_spki_sha256(X509 *cert, unsigned char out[TLS_CLIENT_PIN_LEN]);
 /* After a completed handshake: accepts when one pin matches the leaf
  * certificate or, when the chain was verified, any certificate of the
  * verified chain. Returns 0, or -1 with a reason. */
-int tls_client_check_pins(SSL *ssl, bool verified, const struct tls_client_pins *pins,
-                          char *reason, size_t reason_len);
+int tls_client_check_pins(SSL *ssl, bool verified, const struct tls_client_pins *pins, char *reason,
+                          size_t reason_len);
 
 /* Explains a failed handshake: the certificate verification error when
  * there is one ("certificate verify failed: hostname mismatch"), otherwise
  * the OpenSSL error err (0: none known). */
 void tls_client_describe_failure(SSL *ssl, unsigned long err, char *reason, size_t reason_len);
 
-/* "TLSv1.3 TLS_AES_256_GCM_SHA384" for logs; into buf. */
+/* "TLSv1.3 TLS_AES_256_GCM_SHA384" (plus " resumed") for logs; into buf. */
 const char *tls_client_describe(SSL *ssl, char *buf, size_t len);
 
 #endif

@@ -581,7 +581,9 @@ static addr_err apply_mail_param(const struct esmtp_param *prm, unsigned *seen,
         bit = MAIL_P_AUTH;
     else
         return SMTP_ADDR_BAD_PARAM;
-    if (*seen & bit)
+    /* A repeated SMTPUTF8 carries no conflicting value; common clients
+     * (Python's smtplib) send it twice, so it is tolerated. */
+    if ((*seen & bit) && !(bit == MAIL_P_SMTPUTF8 && v == NULL))
         return SMTP_ADDR_DUP_PARAM;
     *seen |= bit;
 

@@ -29,11 +29,11 @@
 #include "net/tls_client.h"
 
 /* RFC 5321 4.5.3.2 minimum timeouts, in milliseconds. */
-#define TIMEOUT_INITIAL_MS (5 * 60 * 1000)    /* 4.5.3.2.1 */
-#define TIMEOUT_MAIL_MS (5 * 60 * 1000)       /* 4.5.3.2.2 */
-#define TIMEOUT_RCPT_MS (5 * 60 * 1000)       /* 4.5.3.2.3 */
-#define TIMEOUT_DATA_INIT_MS (2 * 60 * 1000)  /* 4.5.3.2.4 */
-#define TIMEOUT_DATA_BLOCK_MS (3 * 60 * 1000) /* 4.5.3.2.5 */
+#define TIMEOUT_INITIAL_MS (5 * 60 * 1000)     /* 4.5.3.2.1 */
+#define TIMEOUT_MAIL_MS (5 * 60 * 1000)        /* 4.5.3.2.2 */
+#define TIMEOUT_RCPT_MS (5 * 60 * 1000)        /* 4.5.3.2.3 */
+#define TIMEOUT_DATA_INIT_MS (2 * 60 * 1000)   /* 4.5.3.2.4 */
+#define TIMEOUT_DATA_BLOCK_MS (3 * 60 * 1000)  /* 4.5.3.2.5 */
 #define TIMEOUT_DATA_FINAL_MS (10 * 60 * 1000) /* 4.5.3.2.6 */
 #define TIMEOUT_COMMAND_MS (5 * 60 * 1000)
 #define TIMEOUT_CONNECT_MS (30 * 1000)
@@ -48,27 +48,27 @@
 #define SMTP_PATH_MAX 256
 
 enum client_state {
-    ST_START,          /* deferred start pending */
-    ST_RESOLVING,      /* DNS */
-    ST_CONNECTING,     /* TCP, one address after the other */
-    ST_TLS_IMPLICIT,   /* handshake on connect (port 465) */
-    ST_GREETING,       /* waiting for 220 */
-    ST_EHLO,           /* EHLO sent (in clear for STARTTLS) */
-    ST_HELO,           /* fallback when EHLO is refused */
-    ST_STARTTLS,       /* STARTTLS sent, waiting for 220 */
-    ST_TLS_STARTTLS,   /* handshake after STARTTLS */
-    ST_EHLO_TLS,       /* EHLO again inside TLS (RFC 3207 4.2) */
-    ST_AUTH,           /* waiting for 235 (or an XOAUTH2 334 error) */
-    ST_AUTH_LOGIN,     /* waiting for the 334 user name prompt */
-    ST_AUTH_LOGIN_USER,/* user name sent, waiting for the password prompt */
-    ST_AUTH_XOAUTH2,   /* answered an XOAUTH2 error challenge, waiting */
-    ST_READY,          /* idle, between transactions */
-    ST_LOCAL_REJECT,   /* message refused here, result being delivered */
+    ST_START,           /* deferred start pending */
+    ST_RESOLVING,       /* DNS */
+    ST_CONNECTING,      /* TCP, one address after the other */
+    ST_TLS_IMPLICIT,    /* handshake on connect (port 465) */
+    ST_GREETING,        /* waiting for 220 */
+    ST_EHLO,            /* EHLO sent (in clear for STARTTLS) */
+    ST_HELO,            /* fallback when EHLO is refused */
+    ST_STARTTLS,        /* STARTTLS sent, waiting for 220 */
+    ST_TLS_STARTTLS,    /* handshake after STARTTLS */
+    ST_EHLO_TLS,        /* EHLO again inside TLS (RFC 3207 4.2) */
+    ST_AUTH,            /* waiting for 235 (or an XOAUTH2 334 error) */
+    ST_AUTH_LOGIN,      /* waiting for the 334 user name prompt */
+    ST_AUTH_LOGIN_USER, /* user name sent, waiting for the password prompt */
+    ST_AUTH_XOAUTH2,    /* answered an XOAUTH2 error challenge, waiting */
+    ST_READY,           /* idle, between transactions */
+    ST_LOCAL_REJECT,    /* message refused here, result being delivered */
     ST_RSET,
     ST_MAIL,
     ST_RCPT,
     ST_DATA,
-    ST_DOT,            /* body and "." sent, waiting for the final reply */
+    ST_DOT, /* body and "." sent, waiting for the final reply */
     ST_QUIT,
     ST_DEAD,
 };
@@ -274,6 +274,20 @@ static void destroy(struct smtp_client *c)
     free(c->pin_text);
     free(c->rcpt_res);
     free(c);
+}
+
+/* After QUIT the session ended as SMTP intends; marking the TLS layer as
+ * shut down keeps its session resumable (OpenSSL discards sessions of
+ * connections freed mid-stream). No close_notify is written: the peer may
+ * already be gone. */
+static void quit_done(struct smtp_client *c)
+{
+    if (c->tls_active && c->bev != NULL) {
+        SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+        if (ssl != NULL)
+            SSL_set_shutdown(ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+    }
+    smtp_client_free(c);
 }
 
 static bool in_transaction(enum client_state st)
@@ -523,6 +537,10 @@ static void start_tls(struct smtp_client *c, enum client_state next)
         fail(c, SMTP_CLIENT_ERR_TLS, false, "%s", err);
         return;
     }
+    /* A pin is judged on the certificates of a full handshake; a resumed
+     * session does not carry the verified chain a CA pin needs. */
+    if (c->pins.n > 0)
+        SSL_set_session(ssl, NULL);
     bufferevent_disable(c->bev, EV_READ | EV_WRITE);
     bufferevent_free(c->bev);
     c->bev = bufferevent_openssl_socket_new(c->base, c->fd, ssl, BUFFEREVENT_SSL_CONNECTING,
@@ -561,8 +579,7 @@ static void tls_established(struct smtp_client *c)
         fail(c, SMTP_CLIENT_ERR_TLS, false, "%s", reason);
         return;
     }
-    if (c->pins.n > 0 &&
-        tls_client_check_pins(ssl, verify, &c->pins, reason, sizeof(reason)) < 0) {
+    if (c->pins.n > 0 && tls_client_check_pins(ssl, verify, &c->pins, reason, sizeof(reason)) < 0) {
         fail(c, SMTP_CLIENT_ERR_TLS, false, "%s", reason);
         return;
     }
@@ -583,8 +600,7 @@ static void tls_failed(struct smtp_client *c)
     while ((e = bufferevent_get_openssl_error(c->bev)) != 0)
         if (first == 0)
             first = e;
-    tls_client_describe_failure(bufferevent_openssl_get_ssl(c->bev), first, reason,
-                                sizeof(reason));
+    tls_client_describe_failure(bufferevent_openssl_get_ssl(c->bev), first, reason, sizeof(reason));
     fail(c, SMTP_CLIENT_ERR_TLS, false, "%s (%s port %d)", reason, c->host, c->port);
 }
 
@@ -595,7 +611,10 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 
     enter(c);
     if (c->state == ST_QUIT && (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))) {
-        smtp_client_free(c);
+        if (what & BEV_EVENT_EOF)
+            quit_done(c);
+        else
+            smtp_client_free(c);
     } else if (what & BEV_EVENT_CONNECTED) {
         if (c->state == ST_CONNECTING) {
             evutil_freeaddrinfo(c->addrs);
@@ -1081,8 +1100,7 @@ static void handle_transaction_reply(struct smtp_client *c)
         return;
     case ST_DOT:
         if (c->discard_dot) {
-            finish_message(c, c->mail_ok ? SMTP_CLIENT_STAGE_RCPT : SMTP_CLIENT_STAGE_MAIL,
-                           false);
+            finish_message(c, c->mail_ok ? SMTP_CLIENT_STAGE_RCPT : SMTP_CLIENT_STAGE_MAIL, false);
             return;
         }
         set_status(&c->result.status, r);
@@ -1115,7 +1133,7 @@ static void handle_reply(struct smtp_client *c)
         handle_transaction_reply(c);
         return;
     case ST_QUIT:
-        smtp_client_free(c);
+        quit_done(c);
         return;
     case ST_READY:
     case ST_LOCAL_REJECT:
@@ -1159,8 +1177,8 @@ struct smtp_client *smtp_client_new(struct event_base *base, struct evdns_base *
                                     const struct smtp_client_opts *opts,
                                     const struct smtp_client_cb *cb, void *cb_arg)
 {
-    if (base == NULL || opts == NULL || cb == NULL || opts->host == NULL ||
-        opts->host[0] == '\0' || opts->port <= 0 || opts->port > 65535)
+    if (base == NULL || opts == NULL || cb == NULL || opts->host == NULL || opts->host[0] == '\0' ||
+        opts->port <= 0 || opts->port > 65535)
         return NULL;
     struct smtp_client *c = calloc(1, sizeof(*c));
     if (c == NULL)
@@ -1173,14 +1191,11 @@ struct smtp_client *smtp_client_new(struct event_base *base, struct evdns_base *
     c->fd = -1;
     c->state = ST_START;
     c->host = dup_opt(opts->host, &ok);
-    c->server_name = dup_opt(opts->server_name != NULL && opts->server_name[0] != '\0'
-                                 ? opts->server_name
-                                 : opts->host,
-                             &ok);
-    c->helo_name = dup_opt(opts->helo_name != NULL && opts->helo_name[0] != '\0'
-                               ? opts->helo_name
-                               : "localhost",
-                           &ok);
+    c->server_name = dup_opt(
+        opts->server_name != NULL && opts->server_name[0] != '\0' ? opts->server_name : opts->host,
+        &ok);
+    c->helo_name = dup_opt(
+        opts->helo_name != NULL && opts->helo_name[0] != '\0' ? opts->helo_name : "localhost", &ok);
     c->ca_file = dup_opt(opts->ca_file, &ok);
     c->username = dup_opt(opts->username, &ok);
     c->secret = dup_opt(opts->secret, &ok);
@@ -1274,8 +1289,8 @@ int smtp_client_send(struct smtp_client *c, const struct smtp_client_msg *msg)
         set_local_status(st, 554, "5.6.3", "upstream %s lacks 8BITMIME, message has 8-bit data",
                          c->host);
     else if (c->ehlo.size && c->ehlo.size_max > 0 && size > c->ehlo.size_max)
-        set_local_status(st, 552, "5.3.4", "message size %zu exceeds upstream %s limit %llu",
-                         size, c->host, c->ehlo.size_max);
+        set_local_status(st, 552, "5.3.4", "message size %zu exceeds upstream %s limit %llu", size,
+                         c->host, c->ehlo.size_max);
     else
         refused = false;
     if (refused) {

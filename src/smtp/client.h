@@ -57,7 +57,7 @@ enum smtp_client_errcat {
     SMTP_CLIENT_ERR_AUTH,        /* AUTH rejected or mechanism not offered */
     SMTP_CLIENT_ERR_PROTOCOL,    /* bad greeting, 421, unparseable reply */
     SMTP_CLIENT_ERR_TIMEOUT,
-    SMTP_CLIENT_ERR_CLOSED,      /* peer closed the connection */
+    SMTP_CLIENT_ERR_CLOSED, /* peer closed the connection */
 };
 
 struct smtp_client_error {
@@ -119,8 +119,8 @@ struct smtp_client_msg {
      * unchanged until on_sent or on_error. */
     const char *data;
     size_t len;
-    unsigned flags;     /* enum smtp_client_msg_flag */
-    size_t size;        /* announced with SIZE=; 0: len */
+    unsigned flags; /* enum smtp_client_msg_flag */
+    size_t size;    /* announced with SIZE=; 0: len */
 };
 
 struct smtp_client_cb {

@@ -73,14 +73,14 @@ enum smtp_auth_mech_bit {
 
 /* Service extensions announced in an EHLO reply. */
 struct smtp_ehlo {
-    bool pipelining;          /* RFC 2920 */
-    bool eightbitmime;        /* RFC 6152 */
-    bool smtputf8;            /* RFC 6531 */
-    bool starttls;            /* RFC 3207 */
-    bool enhancedstatuscodes; /* RFC 2034 */
-    bool dsn;                 /* RFC 3461 */
-    bool chunking;            /* RFC 3030 */
-    bool size;                /* RFC 1870 */
+    bool pipelining;             /* RFC 2920 */
+    bool eightbitmime;           /* RFC 6152 */
+    bool smtputf8;               /* RFC 6531 */
+    bool starttls;               /* RFC 3207 */
+    bool enhancedstatuscodes;    /* RFC 2034 */
+    bool dsn;                    /* RFC 3461 */
+    bool chunking;               /* RFC 3030 */
+    bool size;                   /* RFC 1870 */
     unsigned long long size_max; /* 0: SIZE without a (non-zero) limit */
     unsigned auth;               /* enum smtp_auth_mech_bit */
 };

@@ -19,6 +19,8 @@
 #include "smtp/data.h"
 #include "smtp/intake.h"
 #include "smtp/sasl.h"
+#include "smtp/signing.h"
+#include "mailauth/dkim.h"
 #include "spool/spool.h"
 
 #include <arpa/inet.h>
@@ -101,6 +103,11 @@ struct session {
     struct smtp_data_decoder dec;
     size_t data_total;
     bool too_big, bdat_used, bdat_last, bdat_failed;
+    /* DKIM: the body hash runs while the content streams in */
+    bool hdr_found;
+    size_t hdr_scan, body_start, dkim_hdr_len;
+    struct dkim_sign_state *dkim;
+    struct signing *dkim_set;
     const char *bdat_error; /* reply for a BDAT chunk that is read but refused */
     uint64_t bdat_left;
 
@@ -133,7 +140,9 @@ static void close_when_flushed(struct session *s);
 static void on_write(struct bufferevent *bev, void *arg)
 {
     struct session *s = arg;
-    if (s->st != ST_CLOSING)
+    /* the TLS bufferevent runs this callback deferred: a reply queued since
+     * then may still be waiting, so look before closing */
+    if (s->st != ST_CLOSING || evbuffer_get_length(bufferevent_get_output(bev)) > 0)
         return;
     struct bufferevent *under = bufferevent_get_underlying(bev);
     if (under && evbuffer_get_length(bufferevent_get_output(under)) > 0) {
@@ -175,8 +184,20 @@ static void close_when_flushed(struct session *s)
 
 /* ---- transaction ---- */
 
+static void dkim_drop(struct session *s)
+{
+    if (s->dkim)
+        dkim_sign_abort(s->dkim);
+    s->dkim = NULL;
+    signing_free(s->dkim_set);
+    s->dkim_set = NULL;
+}
+
 static void transaction_reset(struct session *s)
 {
+    dkim_drop(s);
+    s->hdr_found = false;
+    s->hdr_scan = s->body_start = s->dkim_hdr_len = 0;
     for (size_t i = 0; i < s->n_rcpts; i++)
         free(s->rcpts[i]);
     s->n_rcpts = 0;
@@ -801,6 +822,38 @@ static void content_done(struct session *s)
                                .now = time(NULL)};
     struct intake_result ir;
     intake_build(s->msg.p, s->msg.len, &info, &ir);
+    char *sigs = NULL;
+    if (s->dkim) {
+        int sr = -1;
+        if (ir.header_end == s->dkim_hdr_len) {
+            /* the signed header block includes the fields intake adds */
+            char *hdr = malloc(ir.header_end + ir.append_len + 1);
+            if (hdr) {
+                memcpy(hdr, s->msg.p, ir.header_end);
+                memcpy(hdr + ir.header_end, ir.append, ir.append_len);
+                sr = dkim_sign_finish(s->dkim, hdr, ir.header_end + ir.append_len, info.now,
+                                      &sigs);
+                free(hdr);
+            } else {
+                dkim_sign_abort(s->dkim);
+            }
+        } else {
+            dkim_sign_abort(s->dkim);
+        }
+        s->dkim = NULL;
+        if (sr < 0) {
+            free(sigs);
+            sigs = NULL;
+            log_event(LOG_ERROR, "dkim.sign_failed", "id", "%s", ids, "error", "%s",
+                      sr == -1 ? "header block not understood" : dkim_strerror(sr), NULL);
+            if (strcmp(cfg->dkim_on_failure, "unsigned") != 0) {
+                reply(s, "451 4.3.0 The message could not be DKIM-signed; try again later");
+                s->r->n.rejected++;
+                after_transaction(s);
+                return;
+            }
+        }
+    }
     char meta[1024];
     build_meta(s, ir.message_id, meta, sizeof meta);
     struct spool_envelope env = {.sender = s->from.addr,
@@ -810,11 +863,13 @@ static void content_done(struct session *s)
                                           (s->dec.eight_bit ? SPOOL_F_8BIT : 0),
                                  .received = info.now,
                                  .meta = meta};
-    struct iovec iov[4] = {{ir.prepend, ir.prepend_len},
+    struct iovec iov[5] = {{sigs ? sigs : "", sigs ? strlen(sigs) : 0},
+                           {ir.prepend, ir.prepend_len},
                            {s->msg.p, ir.header_end},
                            {ir.append, ir.append_len},
                            {s->msg.p + ir.header_end, s->msg.len - ir.header_end}};
-    int r = spool_put(sp, id, &env, iov, 4, commit_done, s);
+    int r = spool_put(sp, id, &env, iov, 5, commit_done, s);
+    free(sigs);
     if (r < 0) {
         if (r == -ENOSPC || r == -EDQUOT)
             reply(s, "452 4.3.1 Insufficient system storage, try again later");
@@ -834,6 +889,45 @@ static void content_done(struct session *s)
               "#%zu", s->n_rcpts, "size", "#%zu", s->msg.len, NULL);
     s->st = ST_COMMIT;
     s->busy++;
+}
+
+/* Called after new content landed in msg at [from, len): finds the end of
+ * the header block once, picks the signers for the From domain, and feeds
+ * the body hash. */
+static void dkim_stream(struct session *s, size_t from)
+{
+    if (s->too_big || s->bdat_error) {
+        dkim_drop(s);
+        return;
+    }
+    if (s->hdr_found) {
+        if (s->dkim && s->msg.len > from)
+            dkim_sign_update(s->dkim, s->msg.p + from, s->msg.len - from);
+        return;
+    }
+    size_t start = s->hdr_scan > 3 ? s->hdr_scan - 3 : 0;
+    const char *p = s->msg.len > start ? memmem(s->msg.p + start, s->msg.len - start, "\r\n\r\n", 4)
+                                       : NULL;
+    if (!p) {
+        s->hdr_scan = s->msg.len;
+        return;
+    }
+    size_t pos = (size_t)(p - s->msg.p);
+    s->hdr_found = true;
+    s->body_start = pos + 4;
+    struct signing *set = s->r->signing;
+    char dom[256];
+    if (!signing_count(set) || signing_from_domain(s->msg.p, pos + 2, dom, sizeof dom) < 0)
+        return;
+    struct dkim_signer *sg[8];
+    size_t n = signing_for_domain(set, dom, sg, 8);
+    if (!n)
+        return;
+    s->dkim_set = signing_ref(set);
+    s->dkim = dkim_sign_begin(sg, n);
+    s->dkim_hdr_len = pos + 2;
+    if (s->dkim && s->msg.len > s->body_start)
+        dkim_sign_update(s->dkim, s->msg.p + s->body_start, s->msg.len - s->body_start);
 }
 
 static void bdat_chunk_done(struct session *s)
@@ -880,12 +974,15 @@ static bool consume_content(struct session *s, struct evbuffer *in)
         }
         size_t out_len = 0;
         bool done = false;
+        size_t before = s->msg.len;
         size_t used = smtp_data_decode(&s->dec, v.iov_base, avail, s->msg.p + s->msg.len,
                                        &out_len, &done);
         s->msg.len += out_len;
         s->data_total += out_len;
         if ((long long)s->data_total > limit)
             s->too_big = true;
+        if (out_len || s->too_big)
+            dkim_stream(s, before);
         evbuffer_drain(in, used);
         if (s->st == ST_BDAT) {
             s->bdat_left -= used;
@@ -1051,10 +1148,33 @@ static void unlink_session(struct session *s)
     s->prev = s->next = NULL;
 }
 
+/* Before the socket closes: a TLS session says close_notify (RFC 8446 6.1),
+ * and whatever the TLS layer left for the socket under a STARTTLS filter (that
+ * alert, or a handshake failure alert) is written out now instead of lost. */
+static void tls_goodbye(struct session *s)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
+    if (ssl && s->tls && SSL_is_init_finished(ssl))
+        SSL_shutdown(ssl);
+    struct bufferevent *under = bufferevent_get_underlying(s->bev);
+    if (under) {
+        struct evbuffer *out = bufferevent_get_output(under);
+        evutil_socket_t fd = bufferevent_getfd(under);
+        if (fd >= 0 && evbuffer_get_length(out) > 0) {
+            /* the bufferevent freezes its buffer's start; it is about to be
+             * freed, so write the rest straight to the socket */
+            evbuffer_unfreeze(out, 1);
+            evbuffer_write(out, fd);
+        }
+    }
+}
+
 static void session_close(struct session *s)
 {
     if (!s->dead) {
         s->dead = true;
+        if (s->bev)
+            tls_goodbye(s);
         if (s->bev)
             bufferevent_free(s->bev);
         s->bev = NULL;

@@ -667,7 +667,7 @@ int spool_mark(struct spool *s, uint64_t id, enum spool_op op, int rcpt, int64_t
 int spool_put(struct spool *s, uint64_t id, const struct spool_envelope *env,
               const struct iovec *data, int n_data, spool_done_fn cb, void *arg)
 {
-    if (n_data > 5 || env->n_rcpts == 0)
+    if (n_data > 8 || env->n_rcpts == 0)
         return -EINVAL;
     char stackbuf[4096];
     size_t esz = envelope_size(env);
@@ -686,7 +686,7 @@ int spool_put(struct spool *s, uint64_t id, const struct spool_envelope *env,
     unsigned char h[REC_HDR_LEN], el[4];
     rec_header(h, REC_MSG, (uint32_t)(4 + elen + dlen), id);
     put32(el, (uint32_t)elen);
-    struct iovec iov[8] = {{h, sizeof h}, {el, 4}, {envbuf, elen}};
+    struct iovec iov[11] = {{h, sizeof h}, {el, 4}, {envbuf, elen}};
     for (int i = 0; i < n_data; i++)
         iov[3 + i] = data[i];
 

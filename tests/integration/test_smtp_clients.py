@@ -163,9 +163,6 @@ def test_smtplib_sendmail_with_smtputf8_option(relay):
     assert wait_captured_id(relay, msgid)["envelope"]["rcpt_to"] == ["josé@example.net"]
 
 
-@pytest.mark.xfail(strict=True, reason="smtplib.send_message(mail_options=['SMTPUTF8']) with a "
-                   "UTF-8 address sends 'SMTPUTF8 SMTPUTF8 BODY=8BITMIME'; address.c "
-                   "apply_mail_param refuses the repeated keyword with 555 5.5.4")
 def test_smtplib_send_message_with_explicit_smtputf8(relay):
     msgid = new_msgid()
     with smtplib.SMTP("127.0.0.1", relay.port, local_hostname="client.test", timeout=10) as s:

@@ -216,6 +216,8 @@ def test_connection_caps(make_sluice):
         extra = connect(s.port, "127.0.0.4")
         assert first_line(extra).startswith(b"421 4.7.0 ")
         extra.close()
+        # the refusal is logged just after its 421 is written: poll
+        wait_for(lambda: len(s.events("connection.refused")) == 2, 5, "two refusals logged")
         reasons = [e.get("reason") for e in s.events("connection.refused")]
         assert reasons == ["max_connections_per_ip", "max_connections"], reasons
         # the sessions still held keep working

@@ -29,7 +29,8 @@ Authentication (offered as PLAIN, LOGIN and XOAUTH2 once a user exists)
   --auth-required                  MAIL before AUTH gets 530 5.7.0
   --auth-plaintext                 offer AUTH without TLS too
 
-Scripted replies (REPLY is "CODE text", e.g. '451 4.3.0 try later')
+Scripted replies (REPLY is "CODE text", e.g. '451 4.3.0 try later'; a literal
+\\n separates the lines of a multiline reply: '550-5.1.1 a\\n550 5.1.1 b')
   --greeting-reply REPLY   greet with REPLY instead of 220 and close (e.g. 421)
   --mail-reply [ADDR=]REPLY        reply to MAIL (for one sender, or all)
   --rcpt-reply ADDR=REPLY          reply to RCPT for ADDR ('*' for all; repeatable)
@@ -58,7 +59,8 @@ Run-time control (for "provider down, then back" scenarios)
     DIR/down         greeting "421 4.3.2 service down" and close
     DIR/refuse       close new connections without a greeting
     DIR/reject-auth  every AUTH gets 535 5.7.8
-    DIR/mail-reply   its content is the reply to every MAIL
+    DIR/mail-reply   its content is the reply to every MAIL (one line per
+                     line of a multiline reply)
     DIR/rcpt-reply   its content is the reply to every RCPT
     DIR/data-reply   its content is the reply to every final "."
     DIR/stall        its content (seconds) delays the reply to the final "."
@@ -91,10 +93,13 @@ class NullPath(str):
 
 
 def parse_reply(value, what):
-    value = value.strip()
-    if not REPLY_RE.match(value):
-        raise SystemExit(f"upstream.py: {what}: not an SMTP reply: {value!r}")
-    return value
+    """Validates a scripted reply; a literal backslash-n separates the lines
+    of a multiline reply ('550-5.1.1 a\\n550 5.1.1 b')."""
+    lines = [line.strip() for line in value.strip().split("\\n")]
+    for line in lines:
+        if not REPLY_RE.match(line):
+            raise SystemExit(f"upstream.py: {what}: not an SMTP reply: {value!r}")
+    return "\r\n".join(lines)
 
 
 def split_addr_reply(value, what, need_addr):
@@ -143,6 +148,15 @@ class Config:
                 return f.read().strip()
         except FileNotFoundError:
             return None
+
+
+    def control_reply(self, name):
+        """A reply from control file name (lines of a multiline reply on
+        lines of the file), or None when absent or empty."""
+        content = self.control(name)
+        if not content:
+            return None
+        return "\r\n".join(line.strip() for line in content.splitlines() if line.strip())
 
 
 class State:
@@ -226,7 +240,7 @@ class Handler:
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         if address == NULL_SENDER_PLACEHOLDER:
             address = NullPath("")
-        reply = self.cfg.control("mail-reply")
+        reply = self.cfg.control_reply("mail-reply")
         if reply is None:
             reply = self.cfg.mail_replies.get(str(address).lower(), self.cfg.mail_replies.get("*"))
         if reply is None:
@@ -237,7 +251,7 @@ class Handler:
         return reply
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        reply = self.cfg.control("rcpt-reply")
+        reply = self.cfg.control_reply("rcpt-reply")
         if reply is None:
             reply = self.cfg.rcpt_replies.get(address.lower(), self.cfg.rcpt_replies.get("*"))
         if reply is None:
@@ -256,7 +270,7 @@ class Handler:
             await asyncio.sleep(args.stall)
         if args.drop_on and args.drop_on.upper() == "DOT":
             await server.drop("DOT")
-        reply = self.cfg.control("data-reply") or self.cfg.data_reply or None
+        reply = self.cfg.control_reply("data-reply") or self.cfg.data_reply or None
         if reply is not None and not reply.startswith("2"):
             self.state.log(event="message-rejected", conn=server.conn_id, reply=reply)
             return reply

@@ -133,10 +133,10 @@ static void feed_ehlo(struct smtp_ehlo *e, const char *const *lines)
 static void test_ehlo(void **state)
 {
     struct smtp_ehlo e;
-    const char *const lines[] = {"SIZE 35882577", "8BITMIME", "STARTTLS",
-                                 "ENHANCEDSTATUSCODES", "pipelining", "CHUNKING",
-                                 "SMTPUTF8", "AUTH LOGIN PLAIN XOAUTH2 OAUTHBEARER", "DSN",
-                                 NULL};
+    const char *const lines[] = {
+        "SIZE 35882577", "8BITMIME", "STARTTLS", "ENHANCEDSTATUSCODES",
+        "pipelining",    "CHUNKING", "SMTPUTF8", "AUTH LOGIN PLAIN XOAUTH2 OAUTHBEARER",
+        "DSN",           NULL};
     feed_ehlo(&e, lines);
     assert_true(e.size);
     assert_int_equal(e.size_max, 35882577ULL);

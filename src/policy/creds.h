@@ -1,0 +1,181 @@
+/* The credential store: one credential per sending application, kept in
+ * SQLite (<var_dir>/sluice.db). AUTH (PLAIN/LOGIN, SCRAM-SHA-256), API keys
+ * and client certificates resolve to a struct cred, whose rules (allowed
+ * senders and recipients, rate, quota, size) the policy checks then apply.
+ * All functions are thread-safe; password and key checks run argon2id outside
+ * the store's lock, so they belong on worker threads, not the event loop. */
+#ifndef SLUICE_POLICY_CREDS_H
+#define SLUICE_POLICY_CREDS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct sqlite3;
+struct creds;
+
+/* Return codes (0 is success). */
+#define CREDS_EDB (-1)       /* database or system error */
+#define CREDS_ENOTFOUND (-2) /* no such credential, or it lacks that kind */
+#define CREDS_EDENIED (-3)   /* wrong secret, or the credential is revoked */
+#define CREDS_EEXIST (-4)    /* name, key id or fingerprint already taken */
+#define CREDS_EINVAL (-5)    /* invalid argument (bad pattern, name, ...) */
+
+/* Kinds a credential may hold, any number at once. */
+#define CRED_KIND_PASSWORD 0x1u /* argon2id hash, for AUTH PLAIN / LOGIN */
+#define CRED_KIND_SCRAM 0x2u    /* SCRAM-SHA-256 keys (RFC 5802, RFC 7677) */
+#define CRED_KIND_API_KEY 0x4u  /* "sk_<id>_<secret>" for the HTTP API */
+#define CRED_KIND_CERT 0x8u     /* TLS client certificate SHA-256 fingerprint */
+
+#define CRED_NAME_MAX 64
+#define CRED_SHA256_HEX 65       /* 64 hex digits and the NUL */
+#define CRED_API_KEY_ID_LEN 12   /* hex digits of the public key id */
+#define CRED_API_KEY_MAX 80      /* "sk_" id "_" 43 base64url, NUL: room to spare */
+#define CRED_SCRAM_SALT_LEN 16
+#define CRED_SCRAM_KEY_LEN 32    /* SHA-256 output */
+#define CRED_SCRAM_ITERATIONS 4096 /* RFC 7677 section 4: at least 4096 */
+
+enum cred_period { CRED_PER_NONE = 0, CRED_PER_SECOND, CRED_PER_MINUTE, CRED_PER_HOUR,
+                   CRED_PER_DAY, CRED_PER_MONTH };
+
+/* "100/min": count messages per period; count 0 means unlimited. */
+struct cred_limit {
+    long long count;
+    enum cred_period per;
+};
+
+/* A credential as the daemon sees it: no secrets. Allocated by the store;
+ * release with creds_free_cred. */
+struct cred {
+    long long id;
+    char *name;
+    unsigned kinds;                      /* CRED_KIND_* */
+    char api_key_id[CRED_API_KEY_ID_LEN + 1]; /* "" without an API key */
+    char cert_sha256[CRED_SHA256_HEX];   /* lower-case hex, "" without a cert */
+    char **allow_from;                   /* patterns (policy/pattern.h); none = any */
+    size_t n_allow_from;
+    char **allow_rcpt;
+    size_t n_allow_rcpt;
+    struct cred_limit rate;              /* per second..day; count 0 = none */
+    struct cred_limit quota;             /* per day or month; count 0 = none */
+    long long max_size;                  /* bytes; 0 = the relay's limit */
+    bool revoked;
+    long long created;                   /* unix seconds */
+    long long rotated;                   /* unix seconds; 0 = never */
+};
+
+/* What `creds add` stores. Secrets are hashed before they reach the file. */
+struct cred_spec {
+    const char *name;
+    const char *password;      /* NULL: no password / SCRAM keys */
+    bool api_key;              /* generate an API key, returned once */
+    const char *cert_sha256;   /* 64 hex digits (':' allowed), or NULL */
+    const char *const *allow_from;
+    size_t n_allow_from;
+    const char *const *allow_rcpt;
+    size_t n_allow_rcpt;
+    struct cred_limit rate;
+    struct cred_limit quota;
+    long long max_size;
+};
+
+/* Opens (creating if needed) the store at path: WAL mode, a busy timeout,
+ * schema migrated to the latest version. Returns NULL with err set. */
+struct creds *creds_open(const char *path, char *err, size_t errlen);
+void creds_close(struct creds *db);
+
+/* Opens one more connection to the store file with the same settings and
+ * migrations, for modules that keep their tables there (accounting). The
+ * caller closes it with sqlite3_close. Returns NULL with err set. */
+struct sqlite3 *creds_connect(const char *path, char *err, size_t errlen);
+
+/* The schema version this build migrates to. */
+int creds_schema_version(void);
+
+/* Changes whenever any credential is added, changed, revoked or deleted, by
+ * this process or another (the CLI). Cheap: compare and reload on change.
+ * Returns 0 on error. */
+uint64_t creds_generation(struct creds *db);
+
+/* Looks a credential up by name; *out is allocated (creds_free_cred). */
+int creds_lookup(struct creds *db, const char *name, struct cred **out);
+void creds_free_cred(struct cred *c);
+
+/* Checks a password (AUTH PLAIN / LOGIN). 0 and *out (may be NULL) on
+ * success; CREDS_EDENIED for a wrong password, an unknown name, a revoked
+ * credential or one without a password. Unknown names cost the same argon2id
+ * run, so timing does not reveal which exist. */
+int creds_verify_password(struct creds *db, const char *name, const char *password,
+                          struct cred **out);
+
+/* Checks an API key "sk_<id>_<secret>". Same results as above. A key that
+ * verified once is remembered (as a SHA-256) until the store changes, so a
+ * busy HTTP client does not pay argon2id on every request. */
+int creds_verify_api_key(struct creds *db, const char *key, struct cred **out);
+
+/* Finds the credential for a client certificate fingerprint (64 hex digits,
+ * ':' allowed, any case). CREDS_ENOTFOUND or CREDS_EDENIED (revoked). */
+int creds_by_cert_fingerprint(struct creds *db, const char *sha256_hex, struct cred **out);
+
+/* SCRAM-SHA-256 server data for name (RFC 5802 section 3): salt (up to
+ * *salt_len bytes in, actual length out), iteration count, StoredKey and
+ * ServerKey. CREDS_ENOTFOUND if the name is unknown or has no SCRAM keys;
+ * CREDS_EDENIED if revoked. */
+int creds_scram_lookup(struct creds *db, const char *name, unsigned char *salt, size_t *salt_len,
+                       int *iterations, unsigned char stored_key[CRED_SCRAM_KEY_LEN],
+                       unsigned char server_key[CRED_SCRAM_KEY_LEN]);
+
+/* A stable fake salt and iteration count for an unknown name (RFC 5802
+ * section 5.1 "e=unknown-user" is optional; a fake exchange that fails at the
+ * proof does not reveal which names exist). Keyed by a secret made at open. */
+void creds_scram_mock(struct creds *db, const char *name, unsigned char salt[CRED_SCRAM_SALT_LEN],
+                      int *iterations);
+
+/* Computes SCRAM-SHA-256 StoredKey and ServerKey from a password (RFC 5802
+ * section 3: SaltedPassword = Hi(password, salt, i), ClientKey = HMAC(SP,
+ * "Client Key"), StoredKey = H(ClientKey), ServerKey = HMAC(SP, "Server
+ * Key")). The password is used as given (ASCII passwords need no SASLprep). */
+int creds_scram_keys(const char *password, const unsigned char *salt, size_t salt_len,
+                     int iterations, unsigned char stored_key[CRED_SCRAM_KEY_LEN],
+                     unsigned char server_key[CRED_SCRAM_KEY_LEN]);
+
+/* --- administration (the CLI) --- */
+
+/* Adds a credential. With spec->api_key, the new key is written to api_key
+ * (CRED_API_KEY_MAX bytes): it is shown once and never stored in clear.
+ * err explains CREDS_EINVAL / CREDS_EEXIST. */
+int creds_add(struct creds *db, const struct cred_spec *spec, char *api_key, size_t api_key_size,
+              char *err, size_t errlen);
+
+/* All credentials, by name; *out is an allocated array of *n allocated creds,
+ * release with creds_free_list. */
+int creds_list(struct creds *db, struct cred ***out, size_t *n);
+void creds_free_list(struct cred **v, size_t n);
+
+int creds_revoke(struct creds *db, const char *name);
+int creds_delete(struct creds *db, const char *name);
+/* Replaces the password (and SCRAM keys) or the API key; sets rotated. */
+int creds_rotate_password(struct creds *db, const char *name, const char *password);
+int creds_rotate_api_key(struct creds *db, const char *name, char *api_key, size_t api_key_size);
+
+/* --- pure parsers for the rule syntax --- */
+
+/* "100/min", "5/s", "1000/hour", "10000/day", "0" or "none" (no limit).
+ * Periods: s|sec|second, min|minute, h|hour, d|day, month. */
+int cred_limit_parse(const char *s, struct cred_limit *out);
+/* Formats a limit as "100/min" or "none". */
+const char *cred_limit_format(const struct cred_limit *l, char *buf, size_t size);
+/* Seconds in a period (month: 31 days, the longest). */
+long long cred_period_seconds(enum cred_period p);
+/* "10M", "512k", "1G", "1048576" (binary multiples). Returns 0 or -1. */
+int cred_size_parse(const char *s, long long *out);
+/* Normalises a SHA-256 fingerprint (hex, ':' allowed) to 64 lower-case hex
+ * digits. Returns 0 or -1. */
+int cred_fingerprint_normalise(const char *in, char out[CRED_SHA256_HEX]);
+/* SHA-256 fingerprint of the first certificate in a PEM file. */
+int cred_fingerprint_pem_file(const char *path, char out[CRED_SHA256_HEX], char *err,
+                              size_t errlen);
+/* Names: 1..64 of [A-Za-z0-9._-], starting with a letter or digit. */
+bool cred_name_valid(const char *name);
+
+#endif
