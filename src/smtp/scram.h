@@ -135,6 +135,8 @@ struct scram_client *scram_client_new(enum scram_mech mech, const char *authcid,
                                       const char *authzid, const char *password,
                                       scram_random_fn random, void *random_arg);
 void scram_client_free(struct scram_client *c);
+/* Characters of client nonce (default 24); for reproducing published examples. */
+void scram_client_set_nonce_len(struct scram_client *c, size_t len);
 /* client-first-message ("n,,n=user,r=..."); *out malloc'd. Returns 0 or -1. */
 int scram_client_first(struct scram_client *c, char **out);
 /* Takes server-first, answers client-final; *out malloc'd. Returns 0, or -1

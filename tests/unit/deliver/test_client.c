@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -44,6 +45,12 @@ struct upstream {
     char dir[PATH_MAX]; /* --store */
     char ctl[PATH_MAX]; /* --control */
 };
+
+/* Peers still running when an assertion ends a test early; the per-test
+ * teardown stops them. */
+#define LIVE_MAX 8
+static struct upstream *live[LIVE_MAX];
+static pid_t sink_pid;
 
 static void rm_rf(const char *dir)
 {
@@ -115,6 +122,8 @@ static void upstream_start(struct upstream *u, const char *const *args)
     u->pid = fork();
     assert_true(u->pid >= 0);
     if (u->pid == 0) {
+        /* Never outlive the test binary, even when it is killed. */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
         dup2(pipefd[1], 1);
         int fd = open(errlog, O_WRONLY | O_CREAT | O_TRUNC, 0600);
         if (fd >= 0)
@@ -124,6 +133,12 @@ static void upstream_start(struct upstream *u, const char *const *args)
         _exit(127);
     }
     close(pipefd[1]);
+    for (size_t i = 0; i < LIVE_MAX; i++) {
+        if (live[i] == NULL) {
+            live[i] = u;
+            break;
+        }
+    }
     char line[128];
     size_t got = 0;
     u->port = 0;
@@ -143,6 +158,9 @@ static void upstream_start(struct upstream *u, const char *const *args)
     }
     close(pipefd[0]);
     if (u->port <= 0) {
+        for (size_t i = 0; i < LIVE_MAX; i++)
+            if (live[i] == u)
+                live[i] = NULL;
         kill(u->pid, SIGKILL);
         waitpid(u->pid, NULL, 0);
         fail_msg("upstream.py did not start (see %s): is python3-aiosmtpd installed?", errlog);
@@ -151,6 +169,9 @@ static void upstream_start(struct upstream *u, const char *const *args)
 
 static void upstream_stop(struct upstream *u)
 {
+    for (size_t i = 0; i < LIVE_MAX; i++)
+        if (live[i] == u)
+            live[i] = NULL;
     kill(u->pid, SIGTERM);
     waitpid(u->pid, NULL, 0);
     char *slash = strrchr(u->dir, '/');
@@ -1294,6 +1315,7 @@ static void test_smtp_sink_throughput(void **state)
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
         int devnull = open("/dev/null", O_WRONLY);
         dup2(devnull, 1);
         dup2(devnull, 2);
@@ -1303,11 +1325,9 @@ static void test_smtp_sink_throughput(void **state)
             execl(SMTP_SINK, SMTP_SINK, addr, "256", (char *)NULL);
         _exit(127);
     }
-    if (!wait_listening(port)) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
+    sink_pid = pid;
+    if (!wait_listening(port))
         fail_msg("smtp-sink did not start");
-    }
 
     static const char *const rcpt[] = {"sink@example.org"};
     struct bench b;
@@ -1339,6 +1359,7 @@ static void test_smtp_sink_throughput(void **state)
            BENCH_CONNECTIONS, secs, b.done / secs);
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);
+    sink_pid = 0;
     assert_int_equal(b.failed, 0);
     assert_int_equal(b.done, total);
 }
@@ -1364,6 +1385,19 @@ static int setup_certs(void **state)
     return 0;
 }
 
+static int stop_leftovers(void **state)
+{
+    for (size_t i = 0; i < LIVE_MAX; i++)
+        if (live[i] != NULL)
+            upstream_stop(live[i]);
+    if (sink_pid > 0) {
+        kill(sink_pid, SIGTERM);
+        waitpid(sink_pid, NULL, 0);
+        sink_pid = 0;
+    }
+    return 0;
+}
+
 static int teardown_certs(void **state)
 {
     rm_rf(certs_dir);
@@ -1373,36 +1407,36 @@ static int teardown_certs(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_plain_delivery),
-        cmocka_unit_test(test_starttls_verified),
-        cmocka_unit_test(test_implicit_tls),
-        cmocka_unit_test(test_shared_context_resumes),
-        cmocka_unit_test(test_wrong_hostname),
-        cmocka_unit_test(test_untrusted_certificate),
-        cmocka_unit_test(test_pin_match),
-        cmocka_unit_test(test_pin_mismatch),
-        cmocka_unit_test(test_pin_without_verification),
-        cmocka_unit_test(test_starttls_not_offered),
-        cmocka_unit_test(test_starttls_rejected_and_injection),
-        cmocka_unit_test(test_auth_success),
-        cmocka_unit_test(test_auth_rejected),
-        cmocka_unit_test(test_auth_control_file_and_mech_missing),
-        cmocka_unit_test(test_rcpt_partial_failure),
-        cmocka_unit_test(test_all_rcpts_rejected_then_rset),
-        cmocka_unit_test(test_mail_451),
-        cmocka_unit_test(test_data_452),
-        cmocka_unit_test(test_greeting_421),
-        cmocka_unit_test(test_connection_drop),
-        cmocka_unit_test(test_stall_timeout),
-        cmocka_unit_test(test_connection_reuse),
-        cmocka_unit_test(test_dot_stuffing),
-        cmocka_unit_test(test_smtputf8_and_8bit),
-        cmocka_unit_test(test_size_limit),
-        cmocka_unit_test(test_helo_fallback_and_no_pipelining),
-        cmocka_unit_test(test_connect_failures),
-        cmocka_unit_test(test_hostname_resolution),
-        cmocka_unit_test(test_invalid_use),
-        cmocka_unit_test(test_smtp_sink_throughput),
+        cmocka_unit_test_teardown(test_plain_delivery, stop_leftovers),
+        cmocka_unit_test_teardown(test_starttls_verified, stop_leftovers),
+        cmocka_unit_test_teardown(test_implicit_tls, stop_leftovers),
+        cmocka_unit_test_teardown(test_shared_context_resumes, stop_leftovers),
+        cmocka_unit_test_teardown(test_wrong_hostname, stop_leftovers),
+        cmocka_unit_test_teardown(test_untrusted_certificate, stop_leftovers),
+        cmocka_unit_test_teardown(test_pin_match, stop_leftovers),
+        cmocka_unit_test_teardown(test_pin_mismatch, stop_leftovers),
+        cmocka_unit_test_teardown(test_pin_without_verification, stop_leftovers),
+        cmocka_unit_test_teardown(test_starttls_not_offered, stop_leftovers),
+        cmocka_unit_test_teardown(test_starttls_rejected_and_injection, stop_leftovers),
+        cmocka_unit_test_teardown(test_auth_success, stop_leftovers),
+        cmocka_unit_test_teardown(test_auth_rejected, stop_leftovers),
+        cmocka_unit_test_teardown(test_auth_control_file_and_mech_missing, stop_leftovers),
+        cmocka_unit_test_teardown(test_rcpt_partial_failure, stop_leftovers),
+        cmocka_unit_test_teardown(test_all_rcpts_rejected_then_rset, stop_leftovers),
+        cmocka_unit_test_teardown(test_mail_451, stop_leftovers),
+        cmocka_unit_test_teardown(test_data_452, stop_leftovers),
+        cmocka_unit_test_teardown(test_greeting_421, stop_leftovers),
+        cmocka_unit_test_teardown(test_connection_drop, stop_leftovers),
+        cmocka_unit_test_teardown(test_stall_timeout, stop_leftovers),
+        cmocka_unit_test_teardown(test_connection_reuse, stop_leftovers),
+        cmocka_unit_test_teardown(test_dot_stuffing, stop_leftovers),
+        cmocka_unit_test_teardown(test_smtputf8_and_8bit, stop_leftovers),
+        cmocka_unit_test_teardown(test_size_limit, stop_leftovers),
+        cmocka_unit_test_teardown(test_helo_fallback_and_no_pipelining, stop_leftovers),
+        cmocka_unit_test_teardown(test_connect_failures, stop_leftovers),
+        cmocka_unit_test_teardown(test_hostname_resolution, stop_leftovers),
+        cmocka_unit_test_teardown(test_invalid_use, stop_leftovers),
+        cmocka_unit_test_teardown(test_smtp_sink_throughput, stop_leftovers),
     };
     return cmocka_run_group_tests(tests, setup_certs, teardown_certs);
 }
