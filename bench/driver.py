@@ -363,7 +363,13 @@ def machine_info(tmp, sluice_bin):
         "postfix": sh("postconf -d -h mail_version"),
         "sluice": f"{rev}{' (src modified)' if dirty else ''}, binary {sluice_bin}",
         "python": platform.python_version(),
+        "load_start": loadavg(),
     }
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return ", ".join(f.read().split()[:3])
 
 
 # ------------------------------------------------------------------ report
@@ -403,6 +409,9 @@ def report(args, info, cells, fsync, idle, started, elapsed):
              f"kernel {info['kernel']}")
     L.append(f"- temp dir: `{info['tmp']}` on {info['filesystem']}; disk {info['disk']}")
     L.append(f"- Postfix {info['postfix']}; Sluice {info['sluice']}; Python {info['python']}")
+    L.append(f"- load average (1, 5, 15 min) at the start: {info['load_start']}; at the end: "
+             f"{info.get('load_end', '?')} (2 CPUs host the clients, both relays and the sink; "
+             f"anything above that is other work on the machine)")
     L.append(f"- matrix: sizes {args.sizes} KiB, concurrency {args.concs}, "
              f"{args.count} messages per smtp-source run, {args.lat_count} per latency run, "
              f"{args.repeat} passes (medians shown, lowest–highest pass in brackets)\n")
@@ -603,6 +612,7 @@ def main():
         if not sl[0].alive():
             idle = f"Sluice died during the idle-connection test: {idle}"
 
+    info["load_end"] = loadavg()
     md = report(args, info, cells, fsync, idle, started, time.monotonic() - t_start)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(md)

@@ -314,7 +314,8 @@ static void fail(struct smtp_client *c, enum smtp_client_errcat cat, bool with_r
     memset(&err, 0, sizeof(err));
     err.category = cat;
     err.in_transaction = in_transaction(c->state);
-    err.outcome_unknown = c->state == ST_DOT && !c->discard_dot;
+    /* A reply to "." (even 421) settles the outcome: not accepted. */
+    err.outcome_unknown = c->state == ST_DOT && !c->discard_dot && !with_reply;
     if (with_reply) {
         err.code = c->reply.code;
         memcpy(err.enhanced, c->reply.enhanced, sizeof(err.enhanced));

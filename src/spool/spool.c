@@ -945,9 +945,13 @@ int spool_open(const char *dir, struct event_base *base, struct spool **out, cha
     }
     if (recover(s, err, errlen) < 0)
         goto fail;
-    /* ids: time in the high bits keeps them unique even if the spool was
-     * emptied; the recovered maximum keeps them increasing */
-    uint64_t t = (uint64_t)time(NULL) << 24;
+    /* ids: milliseconds in the high bits keep them unique across restarts
+     * even when the spool was emptied (4096 ids per millisecond before the
+     * counter runs ahead of the clock); the recovered maximum keeps them
+     * increasing */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    uint64_t t = ((uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000) << 12;
     if (s->next_id < t)
         s->next_id = t;
     /* always append to a fresh segment: an old tail may sit after a cut */
