@@ -15,12 +15,17 @@ count_meson() { # dir label
     local dir=$1 label=$2 log
     log=$(mktemp)
     meson test -C "$dir" --suite unit --print-errorlogs >"$log" 2>&1
-    local ok fail
+    local ok fail cases_ok cases_fail testlog=$dir/meson-logs/testlog.txt
     ok=$(grep -E '^Ok:' "$log" | awk '{print $2}')
     fail=$(( $(grep -E '^Fail:' "$log" | awk '{print $2}') + $(grep -E '^Timeout:' "$log" | awk '{print $2}') ))
     ok=${ok:-0}
-    passed=$((passed + ok)); failed=$((failed + fail))
-    echo "$label: $ok passed, $fail failed"
+    # count test cases (cmocka prints "[  PASSED  ] N test(s)." per program);
+    # a failing program counts at least once even if it died before printing
+    cases_ok=$(grep -hoE '^\[  PASSED  \] [0-9]+ test' "$testlog" | awk '{s+=$4} END {print s+0}')
+    cases_fail=$(grep -hoE '^\[  FAILED  \] [0-9]+ test' "$testlog" | awk '{s+=$4} END {print s+0}')
+    [ "$cases_fail" -lt "$fail" ] && cases_fail=$fail
+    passed=$((passed + cases_ok)); failed=$((failed + cases_fail))
+    echo "$label: $ok programs passed, $fail failed ($cases_ok test cases passed, $cases_fail failed)"
     if [ "$fail" -ne 0 ] || [ "$ok" -eq 0 ]; then
         grep -E 'FAIL|TIMEOUT' "$log" | head -20
         failures+=("$label")

@@ -137,8 +137,7 @@ static void dispatch(struct queue *q)
     while (!q->quiesced && q->n && q->heap[0].when <= now && q->inflight < MAX_INFLIGHT) {
         struct due d = heap_pop(q);
         const struct spool_msg *m = spool_get(q->r->spool, d.id);
-        if (!m || m->state != SPOOL_MSG_ACTIVE || m->next_attempt != d.when ||
-            busy_has(q, d.id))
+        if (!m || m->state != SPOOL_MSG_ACTIVE || m->next_attempt != d.when || busy_has(q, d.id))
             continue; /* stale entry */
         busy_add(q, d.id);
         q->inflight++;
@@ -178,10 +177,18 @@ static void schedule(struct queue *q, uint64_t id, int64_t when)
 
 /* ---- outcomes ---- */
 
+struct bounce_put {
+    struct queue *q;
+    char *dsn; /* the spool borrows it until the put completes */
+};
+
 static void bounce_committed(void *arg, int err, uint64_t id)
 {
+    struct bounce_put *b = arg;
     if (!err)
-        queue_add(arg, id);
+        queue_add(b->q, id);
+    free(b->dsn);
+    free(b);
 }
 
 static void bounce(struct queue *q, const struct spool_msg *m, const struct deliver_result *res,
@@ -204,12 +211,20 @@ static void bounce(struct queue *q, const struct spool_msg *m, const struct deli
     uint64_t id = spool_new_id(q->r->spool);
     struct iovec iov = {dsn, len};
     char ids[17], oid[17];
-    if (spool_put(q->r->spool, id, &env, &iov, 1, bounce_committed, q) == 0) {
+    struct bounce_put *b = malloc(sizeof *b);
+    if (!b) {
+        free(dsn);
+        return;
+    }
+    *b = (struct bounce_put){q, dsn};
+    if (spool_put(q->r->spool, id, &env, &iov, 1, bounce_committed, b) == 0) {
         q->r->n.bounces++;
         log_event(LOG_INFO, "queue.bounce", "id", "%s", spool_id_str(id, ids), "original", "%s",
                   spool_id_str(m->id, oid), NULL);
+    } else {
+        free(dsn);
+        free(b);
     }
-    free(dsn);
 }
 
 static void on_attempt_done(void *arg, uint64_t id, struct deliver_result *res)
@@ -235,8 +250,8 @@ static void on_attempt_done(void *arg, uint64_t id, struct deliver_result *res)
         if (rr->cls == DELIVER_TEMP && expired && !res->upstream_fault) {
             rr->cls = DELIVER_PERM;
             snprintf(rr->reply, sizeof rr->reply,
-                     "delivery time expired after %d s; last reply: %.180s",
-                     r->cfg->max_lifetime, m->last_reply ? m->last_reply : "none");
+                     "delivery time expired after %d s; last reply: %.180s", r->cfg->max_lifetime,
+                     m->last_reply ? m->last_reply : "none");
         }
     }
     /* the bounce is put first: a crash after it and before the marks may
@@ -282,8 +297,8 @@ static void on_attempt_done(void *arg, uint64_t id, struct deliver_result *res)
         uint64_t rnd;
         if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
             rnd = (uint64_t)now;
-        int64_t when = now + queue_backoff(r->cfg->retry_base, r->cfg->retry_cap,
-                                           m->attempts + 1, rnd);
+        int64_t when =
+            now + queue_backoff(r->cfg->retry_base, r->cfg->retry_cap, m->attempts + 1, rnd);
         const char *why = res->upstream_fault ? res->fault : NULL;
         for (uint32_t i = 0; !why && i < res->n_rcpts; i++)
             if (res->rcpt[i].cls == DELIVER_TEMP)
@@ -359,8 +374,7 @@ int queue_hold(struct queue *q, uint64_t id)
         return -ENOENT;
     if (m->state != SPOOL_MSG_ACTIVE)
         return -EINVAL;
-    return spool_mark(q->r->spool, id, SPOOL_OP_HOLD, -1, now_s(), "held by operator", NULL,
-                      NULL);
+    return spool_mark(q->r->spool, id, SPOOL_OP_HOLD, -1, now_s(), "held by operator", NULL, NULL);
 }
 
 int queue_release(struct queue *q, uint64_t id)

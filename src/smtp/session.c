@@ -89,8 +89,8 @@ struct session {
     char helo[256];
     char auth_user[SASL_FIELD_MAX + 1];
     int bad_commands;
-    int busy;     /* callbacks outstanding (worker job, spool commit) */
-    bool dead;    /* connection gone; free when busy drops to 0 */
+    int busy;        /* callbacks outstanding (worker job, spool commit) */
+    bool dead;       /* connection gone; free when busy drops to 0 */
     bool discarding; /* dropping an over-long line up to its end */
     struct users *auth_users;
 
@@ -108,6 +108,9 @@ struct session {
     size_t hdr_scan, body_start, dkim_hdr_len;
     struct dkim_sign_state *dkim;
     struct signing *dkim_set;
+    /* what the spool borrows until the commit completes */
+    struct intake_result ir;
+    char *sigs;
     const char *bdat_error; /* reply for a BDAT chunk that is read but refused */
     uint64_t bdat_left;
 
@@ -196,6 +199,8 @@ static void dkim_drop(struct session *s)
 static void transaction_reset(struct session *s)
 {
     dkim_drop(s);
+    free(s->sigs);
+    s->sigs = NULL;
     s->hdr_found = false;
     s->hdr_scan = s->body_start = s->dkim_hdr_len = 0;
     for (size_t i = 0; i < s->n_rcpts; i++)
@@ -577,8 +582,8 @@ static void auth_done(void *arg)
                   "method", "%s", "password", NULL);
     } else {
         s->r->n.auth_failures++;
-        log_event(LOG_WARN, "auth.failure", "client_ip", "%s", s->ip, "user", "%s",
-                  s->login_user, NULL);
+        log_event(LOG_WARN, "auth.failure", "client_ip", "%s", s->ip, "user", "%s", s->login_user,
+                  NULL);
         /* RFC 4954 6: 535 for bad credentials; the text never says which part was wrong */
         reply(s, "535 5.7.8 Authentication credentials invalid");
         if (bad_command(s))
@@ -743,12 +748,20 @@ static void commit_done(void *arg, int err, uint64_t id)
         session_close(s);
         return;
     }
-    if (err) {
+    if (err == -ENOSPC || err == -EDQUOT) {
+        reply(s, "452 4.3.1 Insufficient system storage, try again later");
+        log_event(LOG_ERROR, "spool.write_failed", "id", "%s", ids, "error", "%s", strerror(-err),
+                  NULL);
+    } else if (err) {
         reply(s, "451 4.3.0 Could not store the message safely, try again later");
-        log_event(LOG_ERROR, "spool.commit_failed", "id", "%s", ids, "error", "%s",
-                  strerror(-err), NULL);
+        log_event(LOG_ERROR, "spool.commit_failed", "id", "%s", ids, "error", "%s", strerror(-err),
+                  NULL);
     } else {
         reply(s, "250 2.0.0 Ok: queued as %s", ids);
+        log_event(LOG_INFO, "smtp.accepted", "id", "%s", ids, "message_id", "%s",
+                  s->ir.message_id, "client_ip", "%s", s->ip, "auth", "%s",
+                  s->authed ? s->auth_user : "", "rcpts", "#%zu", s->n_rcpts, "size", "#%zu",
+                  s->msg.len, NULL);
     }
     after_transaction(s);
     set_timeout(s, s->r->cfg->command_timeout);
@@ -781,8 +794,8 @@ static void content_done(struct session *s)
         /* the SMTP smuggling defence: a lone CR or LF could hide a second
          * end-of-data for a downstream server that reads lines differently */
         s->r->n.smuggling_attempts++;
-        log_event(LOG_WARN, "security.bare_line_ending", "client_ip", "%s", s->ip, "bare_lf",
-                  "#%d", (int)s->dec.bare_lf, "bare_cr", "#%d", (int)s->dec.bare_cr, NULL);
+        log_event(LOG_WARN, "security.bare_line_ending", "client_ip", "%s", s->ip, "bare_lf", "#%d",
+                  (int)s->dec.bare_lf, "bare_cr", "#%d", (int)s->dec.bare_cr, NULL);
         refusal = s->dec.bare_lf
                       ? "550 5.5.2 Message refused: bare LF in message data; lines must end with "
                         "CRLF (RFC 5321 2.3.8)"
@@ -820,18 +833,18 @@ static void content_done(struct session *s)
                                .esmtp = s->esmtp,
                                .smtputf8 = s->mp.smtputf8,
                                .now = time(NULL)};
-    struct intake_result ir;
-    intake_build(s->msg.p, s->msg.len, &info, &ir);
+    struct intake_result *ir = &s->ir;
+    intake_build(s->msg.p, s->msg.len, &info, ir);
     char *sigs = NULL;
     if (s->dkim) {
         int sr = -1;
-        if (ir.header_end == s->dkim_hdr_len) {
+        if (ir->header_end == s->dkim_hdr_len) {
             /* the signed header block includes the fields intake adds */
-            char *hdr = malloc(ir.header_end + ir.append_len + 1);
+            char *hdr = malloc(ir->header_end + ir->append_len + 1);
             if (hdr) {
-                memcpy(hdr, s->msg.p, ir.header_end);
-                memcpy(hdr + ir.header_end, ir.append, ir.append_len);
-                sr = dkim_sign_finish(s->dkim, hdr, ir.header_end + ir.append_len, info.now,
+                memcpy(hdr, s->msg.p, ir->header_end);
+                memcpy(hdr + ir->header_end, ir->append, ir->append_len);
+                sr = dkim_sign_finish(s->dkim, hdr, ir->header_end + ir->append_len, info.now,
                                       &sigs);
                 free(hdr);
             } else {
@@ -855,7 +868,7 @@ static void content_done(struct session *s)
         }
     }
     char meta[1024];
-    build_meta(s, ir.message_id, meta, sizeof meta);
+    build_meta(s, ir->message_id, meta, sizeof meta);
     struct spool_envelope env = {.sender = s->from.addr,
                                  .rcpts = (const char *const *)s->rcpts,
                                  .n_rcpts = s->n_rcpts,
@@ -864,12 +877,12 @@ static void content_done(struct session *s)
                                  .received = info.now,
                                  .meta = meta};
     struct iovec iov[5] = {{sigs ? sigs : "", sigs ? strlen(sigs) : 0},
-                           {ir.prepend, ir.prepend_len},
-                           {s->msg.p, ir.header_end},
-                           {ir.append, ir.append_len},
-                           {s->msg.p + ir.header_end, s->msg.len - ir.header_end}};
+                           {ir->prepend, ir->prepend_len},
+                           {s->msg.p, ir->header_end},
+                           {ir->append, ir->append_len},
+                           {s->msg.p + ir->header_end, s->msg.len - ir->header_end}};
     int r = spool_put(sp, id, &env, iov, 5, commit_done, s);
-    free(sigs);
+    s->sigs = sigs; /* freed with the transaction, after the commit */
     if (r < 0) {
         if (r == -ENOSPC || r == -EDQUOT)
             reply(s, "452 4.3.1 Insufficient system storage, try again later");
@@ -884,9 +897,7 @@ static void content_done(struct session *s)
         return;
     }
     s->r->n.bytes_accepted += s->msg.len;
-    log_event(LOG_INFO, "smtp.accepted", "id", "%s", ids, "message_id", "%s", ir.message_id,
-              "client_ip", "%s", s->ip, "auth", "%s", s->authed ? s->auth_user : "", "rcpts",
-              "#%zu", s->n_rcpts, "size", "#%zu", s->msg.len, NULL);
+
     s->st = ST_COMMIT;
     s->busy++;
 }
@@ -906,8 +917,8 @@ static void dkim_stream(struct session *s, size_t from)
         return;
     }
     size_t start = s->hdr_scan > 3 ? s->hdr_scan - 3 : 0;
-    const char *p = s->msg.len > start ? memmem(s->msg.p + start, s->msg.len - start, "\r\n\r\n", 4)
-                                       : NULL;
+    const char *p =
+        s->msg.len > start ? memmem(s->msg.p + start, s->msg.len - start, "\r\n\r\n", 4) : NULL;
     if (!p) {
         s->hdr_scan = s->msg.len;
         return;
@@ -975,8 +986,8 @@ static bool consume_content(struct session *s, struct evbuffer *in)
         size_t out_len = 0;
         bool done = false;
         size_t before = s->msg.len;
-        size_t used = smtp_data_decode(&s->dec, v.iov_base, avail, s->msg.p + s->msg.len,
-                                       &out_len, &done);
+        size_t used =
+            smtp_data_decode(&s->dec, v.iov_base, avail, s->msg.p + s->msg.len, &out_len, &done);
         s->msg.len += out_len;
         s->data_total += out_len;
         if ((long long)s->data_total > limit)
@@ -1022,10 +1033,10 @@ static void process_input(struct session *s)
                 break;
             continue;
         }
-        size_t limit = (s->st == ST_AUTH_PLAIN || s->st == ST_AUTH_LOGIN_USER ||
-                        s->st == ST_AUTH_LOGIN_PASS)
-                           ? AUTH_LINE_MAX
-                           : max_line;
+        size_t limit =
+            (s->st == ST_AUTH_PLAIN || s->st == ST_AUTH_LOGIN_USER || s->st == ST_AUTH_LOGIN_PASS)
+                ? AUTH_LINE_MAX
+                : max_line;
         size_t eol_len;
         struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
         if (p.pos < 0) {
@@ -1075,8 +1086,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
             tls_describe(ssl, s->tls_desc, sizeof s->tls_desc);
         s->tls = true;
         s->st = ST_INIT;
-        log_event(LOG_INFO, "tls.established", "client_ip", "%s", s->ip, "tls", "%s",
-                  s->tls_desc, NULL);
+        log_event(LOG_INFO, "tls.established", "client_ip", "%s", s->ip, "tls", "%s", s->tls_desc,
+                  NULL);
         process_input(s);
         return;
     }
@@ -1221,7 +1232,7 @@ void session_start(struct relay *r, evutil_socket_t fd, const struct sockaddr *s
     if (implicit_tls) {
         SSL *ssl = SSL_new(r->tls);
         bev = ssl ? bufferevent_openssl_socket_new(r->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                                    BEV_OPT_CLOSE_ON_FREE)
+                                                   BEV_OPT_CLOSE_ON_FREE)
                   : NULL;
         if (bev)
             bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);

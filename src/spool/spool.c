@@ -32,45 +32,59 @@
 struct segment {
     uint32_t seq;
     int fd;
-    uint64_t size;        /* bytes appended */
-    uint64_t synced;      /* bytes known durable */
-    uint32_t live;        /* messages whose current copy lives here */
+    uint64_t size;           /* bytes appended */
+    uint64_t synced;         /* bytes known durable */
+    uint32_t live;           /* messages whose current copy lives here */
     uint64_t release_ticket; /* deletable once this ticket is durable */
     bool deleted;
 };
 
-struct waiter {
+/* One record on its way to disk. The loop thread builds it; the writer
+ * thread writes it, and the loop finishes it once durable. */
+struct pending {
+    struct pending *next;
+    struct iovec iov[12];
+    int n;
+    size_t total;
+    void *own[2]; /* buffers freed once written */
     uint64_t ticket;
     uint64_t id;
+    int kind;         /* PENDING_MSG, PENDING_STATE, PENDING_COPY */
+    size_t data_skip; /* message data's offset inside the record */
+    int err;          /* set by the writer */
+    uint32_t seg;     /* set by the writer: where it landed */
+    uint64_t off;
     spool_done_fn cb;
     void *arg;
 };
+
+enum { PENDING_MSG = 1, PENDING_STATE, PENDING_COPY };
 
 struct spool {
     char *dir;
     int dir_fd;
     struct event_base *base;
 
-    /* shared with the commit thread, under mu */
+    /* shared with the writer thread, under mu */
     pthread_mutex_t mu;
     pthread_cond_t cond;
     pthread_t thread;
     bool stop;
-    uint64_t appended; /* ticket of the last append */
-    uint64_t durable;  /* highest ticket known durable */
-    uint64_t failed;   /* highest ticket whose commit failed */
-    int commit_err;
+    struct pending *q_head, *q_tail; /* waiting to be written */
+    struct pending *d_head, *d_tail; /* written and synced (or failed) */
     bool dir_dirty;
-    struct segment *segs; /* grows; index is stable (never shrinks) */
+    struct segment *segs; /* grows (under mu); index is stable */
     size_t n_segs, cap_segs;
-    size_t cur; /* index of the segment being appended to */
+    size_t cur; /* index of the segment being appended to (writer's) */
     uint64_t commits;
 
     int efd;
     struct event *wake_ev;
 
-    struct waiter *waiters; /* ring of pending completions, ticket order */
-    size_t w_head, w_len, w_cap;
+    /* loop thread only */
+    uint64_t appended; /* ticket of the last record handed to the writer */
+    uint64_t durable;  /* highest ticket finished */
+    size_t inflight;   /* records handed over and not yet finished */
 
     struct spool_msg **buckets;
     size_t n_buckets, n_msgs;
@@ -200,7 +214,7 @@ static void index_remove(struct spool *s, struct spool_msg *m)
         *pp = m->hash_next;
         s->n_msgs--;
     }
-    if (s->segs[m->seg_index].live)
+    if (m->committed && s->segs[m->seg_index].live)
         s->segs[m->seg_index].live--;
     msg_free(m);
 }
@@ -336,6 +350,7 @@ static int seg_open(struct spool *s, uint32_t seq, bool create, int *fd_out)
     return 0;
 }
 
+/* Called with mu held (or before the writer starts). */
 static int seg_add(struct spool *s, uint32_t seq, int fd, uint64_t size)
 {
     if (s->n_segs == s->cap_segs) {
@@ -350,63 +365,88 @@ static int seg_add(struct spool *s, uint32_t seq, int fd, uint64_t size)
     return 0;
 }
 
-/* Called with mu held. Starts a new segment when the current one is full. */
-static int seg_rotate_locked(struct spool *s)
+/* The fd of segment i, read under the lock because the writer may grow the
+ * array; segments are closed only by the loop thread, which calls this. */
+static int seg_fd(struct spool *s, uint32_t i)
 {
-    uint32_t seq = s->segs[s->cur].seq + 1;
-    int fd = -1;
-    int r = seg_open(s, seq, true, &fd);
-    if (r < 0)
-        return r;
-    r = seg_add(s, seq, fd, 0);
-    if (r < 0) {
-        close(fd);
-        return r;
-    }
-    s->cur = s->n_segs - 1;
-    s->dir_dirty = true;
-    return 0;
+    pthread_mutex_lock(&s->mu);
+    int fd = s->segs[i].fd;
+    pthread_mutex_unlock(&s->mu);
+    return fd;
 }
 
-/* Appends one record (iov[0] is its header, without magic/CRC filled).
- * Returns the ticket (> 0) or a negative errno; nothing is left on error. */
-static int64_t rec_append(struct spool *s, struct iovec *iov, int n, uint32_t *seg_index,
-                          uint64_t *off)
+/* Hands a record to the writer. Takes ownership of p. */
+static void enqueue(struct spool *s, struct pending *p)
 {
-    unsigned char *h = iov[0].iov_base;
-    put32(h + 4, iov_crc(iov, n));
-    size_t total = 0;
-    for (int i = 0; i < n; i++)
-        total += iov[i].iov_len;
-
+    unsigned char *h = p->iov[0].iov_base;
+    put32(h + 4, iov_crc(p->iov, p->n));
+    p->total = 0;
+    for (int i = 0; i < p->n; i++)
+        p->total += p->iov[i].iov_len;
+    p->ticket = ++s->appended;
+    s->inflight++;
+    s->records++;
     pthread_mutex_lock(&s->mu);
-    if (s->segs[s->cur].size + total > SEG_TARGET_SIZE && s->segs[s->cur].size > 0) {
-        int r = seg_rotate_locked(s);
+    if (s->q_tail)
+        s->q_tail->next = p;
+    else
+        s->q_head = p;
+    s->q_tail = p;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void pending_free(struct pending *p)
+{
+    free(p->own[0]);
+    free(p->own[1]);
+    free(p);
+}
+
+/* ---- the writer thread ---- */
+
+/* Writes one record at the tail of the current segment (starting a new
+ * segment when it is full). Returns 0 or a negative errno; on error the
+ * segment is cut back so it stays a valid prefix. mu is not held. */
+static int write_record(struct spool *s, struct pending *p, bool *rotated)
+{
+    pthread_mutex_lock(&s->mu);
+    if (s->segs[s->cur].size + p->total > SEG_TARGET_SIZE && s->segs[s->cur].size > 0) {
+        uint32_t seq = s->segs[s->cur].seq + 1;
+        int fd = -1;
+        int r = seg_open(s, seq, true, &fd);
+        if (r == 0 && (r = seg_add(s, seq, fd, 0)) < 0)
+            close(fd);
         if (r < 0) {
             pthread_mutex_unlock(&s->mu);
             return r;
         }
+        s->cur = s->n_segs - 1;
+        s->dir_dirty = true;
+        *rotated = true;
     }
-    struct segment *g = &s->segs[s->cur];
-    uint64_t start = g->size;
+    uint32_t si = (uint32_t)s->cur;
+    int fd = s->segs[si].fd;
+    uint64_t start = s->segs[si].size;
+    pthread_mutex_unlock(&s->mu);
+
     size_t done = 0;
     int err = 0;
-    /* pwritev may write partially (disk full); continue until done or error */
-    while (done < total) {
-        struct iovec tmp[8];
+    while (done < p->total) {
+        struct iovec tmp[12];
         int tn = 0;
         size_t skip = done;
-        for (int i = 0; i < n && tn < 8; i++) {
-            if (skip >= iov[i].iov_len) {
-                skip -= iov[i].iov_len;
+        for (int i = 0; i < p->n; i++) {
+            if (skip >= p->iov[i].iov_len) {
+                skip -= p->iov[i].iov_len;
                 continue;
             }
-            tmp[tn].iov_base = (char *)iov[i].iov_base + skip;
-            tmp[tn].iov_len = iov[i].iov_len - skip;
+            tmp[tn].iov_base = (char *)p->iov[i].iov_base + skip;
+            tmp[tn].iov_len = p->iov[i].iov_len - skip;
             skip = 0;
             tn++;
         }
-        ssize_t w = pwritev(g->fd, tmp, tn, (off_t)(start + done));
+        ssize_t w = pwritev(fd, tmp, tn, (off_t)(start + done));
         if (w < 0) {
             if (errno == EINTR)
                 continue;
@@ -420,75 +460,51 @@ static int64_t rec_append(struct spool *s, struct iovec *iov, int n, uint32_t *s
         done += (size_t)w;
     }
     if (err) {
-        /* cut the partial record so the segment stays a valid prefix */
-        if (ftruncate(g->fd, (off_t)start) < 0) {
-            /* the record's bad CRC will end recovery's scan here anyway */
+        if (ftruncate(fd, (off_t)start) < 0) {
+            /* the torn record's CRC ends recovery's scan here anyway */
         }
-        pthread_mutex_unlock(&s->mu);
         return err;
     }
-    g->size += total;
-    uint64_t ticket = ++s->appended;
-    *seg_index = (uint32_t)s->cur;
-    *off = start;
-    pthread_cond_signal(&s->cond);
+    p->seg = si;
+    p->off = start;
+    pthread_mutex_lock(&s->mu);
+    s->segs[si].size = start + p->total;
     pthread_mutex_unlock(&s->mu);
-    s->records++;
-    return (int64_t)ticket;
-}
-
-static int waiter_push(struct spool *s, uint64_t ticket, uint64_t id, spool_done_fn cb, void *arg)
-{
-    if (s->w_len == s->w_cap) {
-        size_t nc = s->w_cap ? s->w_cap * 2 : 256;
-        struct waiter *w = malloc(nc * sizeof *w);
-        if (!w)
-            return -ENOMEM;
-        for (size_t i = 0; i < s->w_len; i++)
-            w[i] = s->waiters[(s->w_head + i) % s->w_cap];
-        free(s->waiters);
-        s->waiters = w;
-        s->w_cap = nc;
-        s->w_head = 0;
-    }
-    s->waiters[(s->w_head + s->w_len) % s->w_cap] =
-        (struct waiter){.ticket = ticket, .id = id, .cb = cb, .arg = arg};
-    s->w_len++;
     return 0;
 }
 
-/* ---- the commit thread ---- */
-
-static void *commit_main(void *arg)
+static void *writer_main(void *arg)
 {
     struct spool *s = arg;
     int *fds = NULL;
-    uint64_t *sizes = NULL;
-    size_t *idx = NULL, cap = 0;
+    size_t cap = 0;
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        while (!s->stop && s->durable == s->appended && !s->dir_dirty)
+        while (!s->stop && !s->q_head && !s->dir_dirty)
             pthread_cond_wait(&s->cond, &s->mu);
-        if (s->stop && s->durable == s->appended && !s->dir_dirty)
+        if (s->stop && !s->q_head && !s->dir_dirty)
             break;
-        uint64_t target = s->appended;
-        bool dir = s->dir_dirty;
-        s->dir_dirty = false;
+        struct pending *batch = s->q_head;
+        s->q_head = s->q_tail = NULL;
+        size_t first_seg = s->cur;
+        pthread_mutex_unlock(&s->mu);
+
+        /* write everything that queued up, then one sync for all of it */
+        bool rotated = false;
+        for (struct pending *p = batch; p; p = p->next)
+            p->err = write_record(s, p, &rotated);
+
+        pthread_mutex_lock(&s->mu);
         size_t n = 0;
         if (cap < s->n_segs) {
             cap = s->n_segs * 2;
             fds = realloc(fds, cap * sizeof *fds);
-            sizes = realloc(sizes, cap * sizeof *sizes);
-            idx = realloc(idx, cap * sizeof *idx);
         }
-        for (size_t i = 0; i < s->n_segs; i++) {
-            struct segment *g = &s->segs[i];
-            if (!g->deleted && g->size > g->synced) {
-                fds[n] = g->fd;
-                sizes[n] = g->size;
-                idx[n++] = i;
-            }
-        }
+        for (size_t i = first_seg; i < s->n_segs; i++)
+            if (!s->segs[i].deleted && s->segs[i].size > s->segs[i].synced)
+                fds[n++] = s->segs[i].fd;
+        bool dir = s->dir_dirty;
+        s->dir_dirty = false;
         pthread_mutex_unlock(&s->mu);
 
         int err = 0;
@@ -501,16 +517,24 @@ static void *commit_main(void *arg)
         pthread_mutex_lock(&s->mu);
         s->commits++;
         if (err) {
-            /* Linux may drop dirty pages after a failed fsync: nothing
-             * appended so far can be trusted, so every waiter is failed. */
-            s->failed = target;
-            s->commit_err = err;
-            s->durable = target;
+            /* Linux may drop dirty pages after a failed fsync: nothing in
+             * this round can be trusted */
+            for (struct pending *p = batch; p; p = p->next)
+                if (!p->err)
+                    p->err = err;
         } else {
-            for (size_t i = 0; i < n; i++)
-                if (s->segs[idx[i]].synced < sizes[i])
-                    s->segs[idx[i]].synced = sizes[i];
-            s->durable = target;
+            for (size_t i = first_seg; i < s->n_segs; i++)
+                s->segs[i].synced = s->segs[i].size;
+        }
+        if (batch) {
+            struct pending *last = batch;
+            while (last->next)
+                last = last->next;
+            if (s->d_tail)
+                s->d_tail->next = batch;
+            else
+                s->d_head = batch;
+            s->d_tail = last;
         }
         pthread_mutex_unlock(&s->mu);
         uint64_t one = 1;
@@ -520,31 +544,55 @@ static void *commit_main(void *arg)
     }
     pthread_mutex_unlock(&s->mu);
     free(fds);
-    free(sizes);
-    free(idx);
     return NULL;
+}
+
+/* ---- completions (loop thread) ---- */
+
+static void finish(struct spool *s, struct pending *p)
+{
+    struct spool_msg *m = index_find(s, p->id);
+    if (p->kind == PENDING_MSG && m && !m->committed) {
+        if (p->err) {
+            index_remove(s, m);
+        } else {
+            m->seg_index = p->seg;
+            m->rec_off = p->off;
+            m->data_off = p->off + p->data_skip;
+            m->committed = true;
+            s->segs[p->seg].live++;
+        }
+    } else if (p->kind == PENDING_COPY && m && m->copying) {
+        m->copying = false;
+        if (!p->err) {
+            struct segment *old = &s->segs[m->seg_index];
+            if (old->release_ticket < m->copy_release)
+                old->release_ticket = m->copy_release;
+            if (old->live)
+                old->live--;
+            m->seg_index = p->seg;
+            m->rec_off = p->off;
+            m->data_off = p->off + p->data_skip;
+            s->segs[p->seg].live++;
+        }
+    }
+    s->durable = p->ticket;
+    s->inflight--;
+    if (p->cb)
+        p->cb(p->arg, p->err, p->id);
+    pending_free(p);
 }
 
 static void run_completions(struct spool *s)
 {
     pthread_mutex_lock(&s->mu);
-    uint64_t durable = s->durable, failed = s->failed;
-    int cerr = s->commit_err;
+    struct pending *p = s->d_head;
+    s->d_head = s->d_tail = NULL;
     pthread_mutex_unlock(&s->mu);
-    while (s->w_len) {
-        struct waiter w = s->waiters[s->w_head];
-        if (w.ticket > durable)
-            break;
-        s->w_head = (s->w_head + 1) % s->w_cap;
-        s->w_len--;
-        int err = w.ticket <= failed ? (cerr ? cerr : -EIO) : 0;
-        struct spool_msg *m = index_find(s, w.id);
-        if (m && !m->committed && !err)
-            m->committed = true;
-        if (m && !m->committed && err)
-            index_remove(s, m);
-        if (w.cb)
-            w.cb(w.arg, err, w.id);
+    while (p) {
+        struct pending *next = p->next;
+        finish(s, p);
+        p = next;
     }
 }
 
@@ -624,13 +672,21 @@ static bool apply_state(struct spool_msg *m, int op, int32_t rcpt, int64_t when,
     }
 }
 
-static int64_t append_state(struct spool *s, uint64_t id, int op, int32_t rcpt, int64_t when,
-                            uint8_t extra, const char *reply, uint32_t *seg, uint64_t *off)
+/* Queues a state record; returns its ticket. */
+static uint64_t append_state(struct spool *s, uint64_t id, int op, int32_t rcpt, int64_t when,
+                             uint8_t extra, const char *reply, spool_done_fn cb, void *arg)
 {
     size_t rl = reply ? strlen(reply) : 0;
     if (rl > 1000)
         rl = 1000;
-    unsigned char h[REC_HDR_LEN], st[STATE_FIXED_LEN];
+    struct pending *p = calloc(1, sizeof *p);
+    unsigned char *buf = malloc(REC_HDR_LEN + STATE_FIXED_LEN + rl);
+    if (!p || !buf) {
+        free(p);
+        free(buf);
+        return 0;
+    }
+    unsigned char *h = buf, *st = buf + REC_HDR_LEN;
     rec_header(h, REC_STATE, (uint32_t)(STATE_FIXED_LEN + rl), id);
     st[0] = (uint8_t)op;
     st[1] = extra;
@@ -638,8 +694,17 @@ static int64_t append_state(struct spool *s, uint64_t id, int op, int32_t rcpt, 
     st[3] = (unsigned char)(rl >> 8);
     put32(st + 4, (uint32_t)rcpt);
     put64(st + 8, (uint64_t)when);
-    struct iovec iov[3] = {{h, sizeof h}, {st, sizeof st}, {(void *)reply, rl}};
-    return rec_append(s, iov, rl ? 3 : 2, seg, off);
+    memcpy(st + STATE_FIXED_LEN, reply, rl);
+    p->iov[0] = (struct iovec){h, REC_HDR_LEN};
+    p->iov[1] = (struct iovec){st, STATE_FIXED_LEN + rl};
+    p->n = 2;
+    p->own[0] = buf;
+    p->id = id;
+    p->kind = PENDING_STATE;
+    p->cb = cb;
+    p->arg = arg;
+    enqueue(s, p);
+    return p->ticket;
 }
 
 int spool_mark(struct spool *s, uint64_t id, enum spool_op op, int rcpt, int64_t when,
@@ -648,18 +713,15 @@ int spool_mark(struct spool *s, uint64_t id, enum spool_op op, int rcpt, int64_t
     struct spool_msg *m = index_find(s, id);
     if (!m || !m->committed)
         return -ENOENT;
-    uint32_t seg;
-    uint64_t off;
-    int64_t t = append_state(s, id, op, rcpt, when, 0, reply, &seg, &off);
-    if (t < 0)
-        return (int)t;
+    uint64_t t = append_state(s, id, op, rcpt, when, 0, reply, cb, arg);
+    if (!t)
+        return -ENOMEM;
     struct segment *home = &s->segs[m->seg_index];
-    if (home->release_ticket < (uint64_t)t)
-        home->release_ticket = (uint64_t)t;
+    if (home->release_ticket < t)
+        home->release_ticket = t;
     if (apply_state(m, op, rcpt, when, 0, reply, reply ? strlen(reply) : 0))
         index_remove(s, m);
-    int r = waiter_push(s, (uint64_t)t, id, cb, arg);
-    return r;
+    return 0;
 }
 
 /* ---- put ---- */
@@ -669,53 +731,49 @@ int spool_put(struct spool *s, uint64_t id, const struct spool_envelope *env,
 {
     if (n_data > 8 || env->n_rcpts == 0)
         return -EINVAL;
-    char stackbuf[4096];
     size_t esz = envelope_size(env);
-    char *envbuf = esz <= sizeof stackbuf ? stackbuf : malloc(esz);
-    if (!envbuf)
+    char *buf = malloc(REC_HDR_LEN + 4 + esz);
+    struct pending *p = calloc(1, sizeof *p);
+    if (!buf || !p) {
+        free(buf);
+        free(p);
         return -ENOMEM;
+    }
+    char *envbuf = buf + REC_HDR_LEN + 4;
     size_t elen = envelope_write(env, envbuf);
     size_t dlen = 0;
     for (int i = 0; i < n_data; i++)
         dlen += data[i].iov_len;
     if (4 + elen + dlen > REC_MAX_LEN) {
-        if (envbuf != stackbuf)
-            free(envbuf);
+        free(buf);
+        free(p);
         return -EFBIG;
     }
-    unsigned char h[REC_HDR_LEN], el[4];
-    rec_header(h, REC_MSG, (uint32_t)(4 + elen + dlen), id);
-    put32(el, (uint32_t)elen);
-    struct iovec iov[11] = {{h, sizeof h}, {el, 4}, {envbuf, elen}};
-    for (int i = 0; i < n_data; i++)
-        iov[3 + i] = data[i];
-
     struct spool_msg *m = envelope_parse(id, envbuf, elen);
     if (!m) {
-        if (envbuf != stackbuf)
-            free(envbuf);
+        free(buf);
+        free(p);
         return -ENOMEM;
     }
-    uint32_t seg;
-    uint64_t off;
-    int64_t t = rec_append(s, iov, 3 + n_data, &seg, &off);
-    if (envbuf != stackbuf)
-        free(envbuf);
-    if (t < 0) {
-        msg_free(m);
-        return (int)t;
-    }
-    m->seg_index = seg;
-    m->rec_off = off;
+    rec_header((unsigned char *)buf, REC_MSG, (uint32_t)(4 + elen + dlen), id);
+    put32((unsigned char *)buf + REC_HDR_LEN, (uint32_t)elen);
+    p->iov[0] = (struct iovec){buf, REC_HDR_LEN};
+    p->iov[1] = (struct iovec){buf + REC_HDR_LEN, 4 + elen};
+    for (int i = 0; i < n_data; i++)
+        p->iov[2 + i] = data[i];
+    p->n = 2 + n_data;
+    p->own[0] = buf;
+    p->id = id;
+    p->kind = PENDING_MSG;
+    p->data_skip = REC_HDR_LEN + 4 + elen;
+    p->cb = cb;
+    p->arg = arg;
     m->rec_len = (uint32_t)(REC_HDR_LEN + 4 + elen + dlen);
-    m->data_off = off + REC_HDR_LEN + 4 + elen;
     m->data_len = (uint32_t)dlen;
     m->next_attempt = m->received;
-    s->segs[seg].live++;
-    if (s->segs[seg].release_ticket < (uint64_t)t)
-        s->segs[seg].release_ticket = (uint64_t)t;
     index_add(s, m);
-    return waiter_push(s, (uint64_t)t, id, cb, arg);
+    enqueue(s, p);
+    return 0;
 }
 
 /* ---- reading ---- */
@@ -742,13 +800,15 @@ int spool_read(struct spool *s, uint64_t id, char **data, size_t *len)
     struct spool_msg *m = index_find(s, id);
     if (!m)
         return -ENOENT;
+    if (!m->committed)
+        return -EAGAIN;
     char *buf = malloc(m->data_len + 1);
     if (!buf)
         return -ENOMEM;
+    int fd = seg_fd(s, m->seg_index);
     size_t got = 0;
     while (got < m->data_len) {
-        ssize_t r = pread(s->segs[m->seg_index].fd, buf + got, m->data_len - got,
-                          (off_t)(m->data_off + got));
+        ssize_t r = pread(fd, buf + got, m->data_len - got, (off_t)(m->data_off + got));
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0) {
@@ -979,7 +1039,7 @@ int spool_open(const char *dir, struct event_base *base, struct spool **out, cha
         s->wake_ev = event_new(base, s->efd, EV_READ | EV_PERSIST, on_wake, s);
         event_add(s->wake_ev, NULL);
     }
-    if (pthread_create(&s->thread, NULL, commit_main, s) != 0) {
+    if (pthread_create(&s->thread, NULL, writer_main, s) != 0) {
         snprintf(err, errlen, "cannot start commit thread");
         goto fail;
     }
@@ -1006,6 +1066,13 @@ void spool_close(struct spool *s)
 {
     if (!s)
         return;
+    /* finish what is in flight; completions may queue more (state records),
+     * so drain until nothing is left, for at most ten seconds */
+    for (int i = 0; i < 10000 && s->inflight > 0; i++) {
+        run_completions(s);
+        if (s->inflight > 0)
+            usleep(1000);
+    }
     pthread_mutex_lock(&s->mu);
     s->stop = true;
     pthread_cond_signal(&s->cond);
@@ -1027,7 +1094,6 @@ void spool_close(struct spool *s)
     close(s->dir_fd);
     free(s->buckets);
     free(s->segs);
-    free(s->waiters);
     free(s->dir);
     free(s);
 }
@@ -1040,53 +1106,51 @@ uint64_t spool_new_id(struct spool *s)
 /* ---- compaction ---- */
 
 /* Copies a live message forward into the current segment, with a snapshot
- * of its state, so that its old segment can go. */
+ * of its state, so that its old segment can go once the copy is durable. */
 static int copy_forward(struct spool *s, struct spool_msg *m)
 {
     unsigned char *rec = malloc(m->rec_len);
-    if (!rec)
+    struct pending *p = calloc(1, sizeof *p);
+    if (!rec || !p) {
+        free(rec);
+        free(p);
         return -ENOMEM;
-    struct segment *old = &s->segs[m->seg_index];
-    ssize_t r = pread(old->fd, rec, m->rec_len, (off_t)m->rec_off);
+    }
+    ssize_t r = pread(seg_fd(s, m->seg_index), rec, m->rec_len, (off_t)m->rec_off);
     if (r != (ssize_t)m->rec_len) {
         free(rec);
+        free(p);
         return -EIO;
     }
     /* the record is self-contained: rewrite it as is (header, CRC and all) */
-    struct iovec iov[2] = {{rec, REC_HDR_LEN}, {rec + REC_HDR_LEN, m->rec_len - REC_HDR_LEN}};
-    uint32_t seg;
-    uint64_t off;
-    int64_t t = rec_append(s, iov, 2, &seg, &off);
-    free(rec);
-    if (t < 0)
-        return (int)t;
-    uint64_t data_delta = m->data_off - m->rec_off;
-    for (uint32_t i = 0; i < m->n_rcpts && t >= 0; i++)
+    p->iov[0] = (struct iovec){rec, REC_HDR_LEN};
+    p->iov[1] = (struct iovec){rec + REC_HDR_LEN, m->rec_len - REC_HDR_LEN};
+    p->n = 2;
+    p->own[0] = rec;
+    p->id = m->id;
+    p->kind = PENDING_COPY;
+    p->data_skip = m->data_off - m->rec_off;
+    enqueue(s, p);
+    uint64_t t = p->ticket;
+    for (uint32_t i = 0; i < m->n_rcpts && t; i++)
         if (m->rcpt_state[i] != SPOOL_RCPT_PENDING)
             t = append_state(s, m->id,
                              m->rcpt_state[i] == SPOOL_RCPT_DELIVERED ? SPOOL_OP_RCPT_DELIVERED
-                                                                       : SPOOL_OP_RCPT_FAILED,
-                             (int32_t)i, 0, 0, NULL, &(uint32_t){0}, &(uint64_t){0});
-    if (t >= 0)
+                                                                      : SPOOL_OP_RCPT_FAILED,
+                             (int32_t)i, 0, 0, NULL, NULL, NULL);
+    if (t)
         t = append_state(s, m->id, SPOOL_OP_RESTORE, (int32_t)m->attempts, m->next_attempt,
-                         (uint8_t)m->state, m->last_reply, &(uint32_t){0}, &(uint64_t){0});
-    if (t < 0)
-        return (int)t;
-    old = &s->segs[m->seg_index]; /* appends may have grown the array */
-    if (old->release_ticket < (uint64_t)t)
-        old->release_ticket = (uint64_t)t;
-    old->live--;
-    m->seg_index = seg;
-    m->rec_off = off;
-    m->data_off = off + data_delta;
-    s->segs[seg].live++;
-    return 0;
+                         (uint8_t)m->state, m->last_reply, NULL, NULL);
+    m->copying = true;
+    m->copy_release = t;
+    return t ? 0 : -ENOMEM;
 }
 
 void spool_compact(struct spool *s)
 {
-    pthread_mutex_lock(&s->mu);
     uint64_t durable = s->durable;
+    pthread_mutex_lock(&s->mu);
+    size_t cur = s->cur;
     pthread_mutex_unlock(&s->mu);
     size_t active_segs = 0;
     for (size_t i = 0; i < s->n_segs; i++)
@@ -1097,13 +1161,13 @@ void spool_compact(struct spool *s)
         struct segment *g = &s->segs[i];
         if (g->deleted)
             continue;
-        if (i == s->cur)
+        if (i == cur)
             break;
         if (g->live > 0 && active_segs > 3) {
             /* the oldest segment pins the disk: move its messages on */
             for (size_t b = 0; b < s->n_buckets; b++)
                 for (struct spool_msg *m = s->buckets[b]; m; m = m->hash_next)
-                    if (m->committed && m->seg_index == i)
+                    if (m->committed && !m->copying && m->seg_index == i)
                         if (copy_forward(s, m) < 0)
                             return;
             g = &s->segs[i];

@@ -65,7 +65,8 @@ struct spool_msg {
     /* private */
     uint32_t seg_index, rec_len;
     uint64_t rec_off, data_off;
-    bool committed;
+    bool committed, copying;
+    uint64_t copy_release; /* ticket after which the old copy's segment may go */
     struct spool_msg *hash_next;
 };
 
@@ -89,10 +90,11 @@ void spool_close(struct spool *s);
 /* A fresh message id, unique across restarts. */
 uint64_t spool_new_id(struct spool *s);
 
-/* Appends a message. `data` is the full message (headers + body, CRLF).
- * Returns 0 when appended (cb runs once it is durable, or with an error if
- * the commit fails), or a negative errno when it could not be written at all
- * (disk full: -ENOSPC); then nothing is kept and cb never runs. */
+/* Queues a message for the writer thread. `data` is the full message
+ * (headers + body, CRLF); its buffers are borrowed and must stay unchanged
+ * until cb runs. Returns 0 (cb then runs exactly once: err 0 when durable,
+ * or a negative errno — -ENOSPC when the disk is full — and then nothing is
+ * kept), or a negative errno at once for bad arguments or lack of memory. */
 int spool_put(struct spool *s, uint64_t id, const struct spool_envelope *env,
               const struct iovec *data, int n_data, spool_done_fn cb, void *arg);
 
