@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import threading
@@ -208,6 +209,40 @@ class Relay:
             pass
         return out
 
+    def last_lines(self, n=4):
+        """The end of the log: how the relay stopped (a Sluice stop logs
+        server.stopping with the signal; a crash leaves no such line)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(max(0, os.path.getsize(self.log_path) - 4096))
+                return [x.decode(errors="replace")[:400] for x in f.read().splitlines()[-n:]]
+        except OSError:
+            return []
+
+    # What counts as trouble in each relay's log, for the end-of-run summary.
+    LOG_PATTERNS = {
+        "sluice": {"warn": '"level":"warn"', "error": '"level":"error"',
+                   "deferred": '"event":"queue.deferred"', "held": '"event":"queue.held"',
+                   "dead": '"event":"queue.dead"', "delivered": '"event":"queue.delivered"'},
+        "postfix": {"warning": "warning:", "error": "error:", "fatal": "fatal:", "panic": "panic:",
+                    "deferred": "status=deferred", "bounced": "status=bounced",
+                    "sent": "status=sent"},
+    }
+
+    def log_summary(self):
+        """Counts of notable lines in the whole log, and the first few that
+        are not routine (grep keeps this fast on a log of 100 MB)."""
+        counts, first = {}, []
+        for key, pat in self.LOG_PATTERNS.get(self.name, {}).items():
+            r = subprocess.run(["grep", "-cF", pat, self.log_path], capture_output=True,
+                               text=True, timeout=120)
+            counts[key] = int(r.stdout.strip() or 0)
+            if key not in ("delivered", "sent") and counts[key] and len(first) < 5:
+                r = subprocess.run(["grep", "-m", "3", "-F", pat, self.log_path],
+                                   capture_output=True, text=True, timeout=120)
+                first += [x[:400] for x in r.stdout.splitlines()]
+        return {"counts": ", ".join(f"{k} {v:,}" for k, v in counts.items()), "first": first}
+
     def log_size(self):
         try:
             return os.path.getsize(self.log_path)
@@ -228,6 +263,7 @@ def run_cell(relay, sink, size_kib, conc, count, lat_count, timeout):
            "problems": []}
     if not relay.alive():
         res["problems"].append("relay process not running before the cell")
+        res["log_lines"] = relay.last_lines()
         return res
     log0 = relay.log_size()
     base = sink.settle()
@@ -295,6 +331,7 @@ def run_cell(relay, sink, size_kib, conc, count, lat_count, timeout):
         res["problems"].append(f"latency pass: sink received {sink.count() - base} of {sent}")
     if not relay.alive():
         res["problems"].append("relay process died during the cell")
+        res["log_lines"] = relay.log_tail_problems(log0) + relay.last_lines()
     if res["problems"]:
         res["log_lines"] = relay.log_tail_problems(log0)
     return res
@@ -304,7 +341,6 @@ def combine(runs):
     """Folds the passes of each cell into one row: medians of rates, latency
     and CPU, the min and max of the rates, the largest memory peak, and every
     problem with the pass it happened in."""
-    import statistics
     groups = {}
     for r in runs:
         groups.setdefault((r["relay"], r["size_kib"], r["conc"]), []).append(r)
@@ -316,14 +352,41 @@ def combine(runs):
             v = [r[key] for r in rs if r.get(key) is not None]
             c[key] = statistics.median(v) if v else None
             c[key + "_min"], c[key + "_max"] = (min(v), max(v)) if v else (None, None)
+        # Memory from the first pass: later passes start with what the
+        # previous 100 KiB / concurrency 200 cells left (Postfix's idle
+        # daemons, memory kept by Sluice's allocator), which would hide how
+        # each load differs.
         for key in ("peak_rss_kib", "peak_pss_kib"):
-            c[key] = max((r.get(key) or 0) for r in rs) or None
+            c[key] = next((r.get(key) for r in rs if r.get(key)), None)
+            c[key + "_all_passes"] = max((r.get(key) or 0) for r in rs) or None
         for r in rs:
             c["problems"] += [f"pass {r['pass']}: {p}" for p in r["problems"]]
             if r.get("log_lines") and "log_lines" not in c:
                 c["log_lines"] = r["log_lines"]
         cells.append(c)
     return cells
+
+
+def sink_baseline(args, sink):
+    """smtp-source straight into the sink, no relay: what the client and the
+    sink alone can do on this machine, the roof over every relay figure."""
+    if not args.sink_port:
+        return None
+    out = {}
+    for conc in sorted({c for c in args.concs if c in (1, 50)} or {args.concs[0]}):
+        size = 10 if 10 in args.sizes else args.sizes[0]
+        base = sink.settle()
+        t0 = time.monotonic()
+        p = subprocess.run(smtp_source_cmd(args.sink_port, size * 1024, args.count, conc),
+                           capture_output=True, timeout=args.cell_timeout)
+        dt = time.monotonic() - t0
+        got = sink.settle() - base
+        out[f"{size} KiB, concurrency {conc}"] = (
+            args.count / dt if p.returncode == 0 and got == args.count
+            else f"failed: exit {p.returncode}, sink got {got}")
+        print(f"== baseline smtp-source -> smtp-sink {size} KiB conc {conc}: "
+              f"{out[f'{size} KiB, concurrency {conc}']}", flush=True)
+    return out
 
 
 # ------------------------------------------------------------------ machine
@@ -397,7 +460,7 @@ def spread(cell, key):
     return f"{v:,.0f}"
 
 
-def report(args, info, cells, fsync, idle, started, elapsed):
+def report(args, info, cells, fsync, idle, started, elapsed, baseline=None, logs=None):
     by = {(c["relay"], c["size_kib"], c["conc"]): c for c in cells}
     relays = args.relays
     both = "postfix" in relays and "sluice" in relays
@@ -410,8 +473,8 @@ def report(args, info, cells, fsync, idle, started, elapsed):
     L.append(f"- temp dir: `{info['tmp']}` on {info['filesystem']}; disk {info['disk']}")
     L.append(f"- Postfix {info['postfix']}; Sluice {info['sluice']}; Python {info['python']}")
     L.append(f"- load average (1, 5, 15 min) at the start: {info['load_start']}; at the end: "
-             f"{info.get('load_end', '?')} (2 CPUs host the clients, both relays and the sink; "
-             f"anything above that is other work on the machine)")
+             f"{info.get('load_end', '?')} (this counts the benchmark's own processes too; well above "
+             f"the number of CPUs means other work competed for the machine)")
     L.append(f"- matrix: sizes {args.sizes} KiB, concurrency {args.concs}, "
              f"{args.count} messages per smtp-source run, {args.lat_count} per latency run, "
              f"{args.repeat} passes (medians shown, lowest–highest pass in brackets)\n")
@@ -439,7 +502,7 @@ def report(args, info, cells, fsync, idle, started, elapsed):
                      f"{ratio(q.get('p50_ms'), p.get('p50_ms'))} | {fmt(p.get('lat_rate'))} | "
                      f"{fmt(q.get('lat_rate'))} |")
     L.append("\n## Cost (CPU seconds per 1000 messages, accept through delivery; peak memory "
-             "in MiB)\n")
+             "in MiB, first pass)\n")
     L.append("| size | conc | Postfix CPU | Sluice CPU | ratio (Sluice/Postfix) | Postfix peak RSS | "
              "Postfix peak PSS | Sluice peak RSS | Sluice peak PSS |")
     L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -452,6 +515,14 @@ def report(args, info, cells, fsync, idle, started, elapsed):
                      f"{ratio(q.get('cpu_per_1000'), p.get('cpu_per_1000'))} | "
                      f"{mib(p.get('peak_rss_kib'))} | {mib(p.get('peak_pss_kib'))} | "
                      f"{mib(q.get('peak_rss_kib'))} | {mib(q.get('peak_pss_kib'))} |")
+
+    peak = {r: max((c.get("peak_rss_kib_all_passes") or 0 for c in cells if c["relay"] == r),
+                   default=0) for r in relays}
+    pss = {r: max((c.get("peak_pss_kib_all_passes") or 0 for c in cells if c["relay"] == r),
+                  default=0) for r in relays}
+    L.append("\nWhole run, highest of any cell and pass: "
+             + "; ".join(f"{r} RSS {peak[r] / 1024:,.1f} MiB, PSS {pss[r] / 1024:,.1f} MiB"
+                         for r in relays if peak[r]) + ".")
 
     if both:
         L.append("\n## Goal: Sluice ≥ 3× Postfix at concurrency 50, 10 KiB\n")
@@ -467,6 +538,11 @@ def report(args, info, cells, fsync, idle, started, elapsed):
                     L.append(f"- {label}: no figure (see problems)")
         else:
             L.append("- the matrix of this run has no 10 KiB / concurrency 50 cell")
+
+    if baseline:
+        L.append("\n## Roof: smtp-source straight into smtp-sink, no relay (messages/s)\n")
+        for k, v in baseline.items():
+            L.append(f"- {k}: " + (f"{v:,.0f}" if isinstance(v, float) else v))
 
     L.append("\n## Group-commit ceiling of this disk (10 KiB records appended, fdatasync every N)\n")
     probes = [(k, v) for k, v in (fsync or {}).items() if isinstance(v, list)]
@@ -484,6 +560,7 @@ def report(args, info, cells, fsync, idle, started, elapsed):
 
     L.append("\n## Sluice memory with idle connections\n")
     if idle and "opened" in idle:
+        L.append(f"- measured on {idle.get('instance', 'Sluice')}")
         L.append(f"- {idle['opened']:,} of {idle['requested']:,} connections open (each greeted "
                  f"with 220) in {idle['open_seconds']:.1f}s from 127.0.0.2–127.0.0.{1 + args.idle_sources}")
         L.append(f"- Sluice RSS: {idle['rss_before_kib']:,} KiB before, {idle['rss_open_kib']:,} KiB "
@@ -493,6 +570,12 @@ def report(args, info, cells, fsync, idle, started, elapsed):
             L.append(f"- {idle['error_count']} connections failed, first: {idle['errors'][:3]}")
     else:
         L.append(f"not measured: {idle}")
+
+    L.append("\n## Relay logs over the whole run\n")
+    for name, summary in (logs or {}).items():
+        L.append(f"- {name}: {summary['counts']}")
+        for line in summary["first"][:5]:
+            L.append(f"  - `{line}`")
 
     problems = [c for c in cells if c.get("problems")]
     L.append("\n## Problems seen\n")
@@ -518,6 +601,7 @@ def int_list(s):
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sink-out", required=True)
+    ap.add_argument("--sink-port", type=int, default=0)
     ap.add_argument("--relay", action="append", default=[],
                     help="NAME:PORT:PID-or-pidfile:LOGFILE")
     ap.add_argument("--sizes", type=int_list, default=[1, 10, 100])
@@ -542,6 +626,10 @@ def main():
     for spec in args.relay:
         name, port, pid_source, log = spec.split(":", 3)
         relays.append(Relay(name, int(port), pid_source, log))
+    # "sluice-idle" is a second Sluice, untouched by the matrix, for the
+    # idle-connection test: its memory is not what the matrix left behind.
+    idle_relays = [r for r in relays if r.name == "sluice-idle"]
+    relays = [r for r in relays if r.name != "sluice-idle"]
     args.relays = [r.name for r in relays]
     sink = Sink(args.sink_out)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -561,6 +649,7 @@ def main():
         return out
 
     fsync = {"before the matrix": fsync_probe("before")}
+    baseline = sink_baseline(args, sink)
 
     for r in relays:
         # Warm-up: Postfix starts its daemons on demand and Sluice opens its
@@ -573,16 +662,24 @@ def main():
                 print(f"!! warm-up of {r.name}: sink received {sink.count() - base} of "
                       f"{args.warmup}", flush=True)
 
-    runs = []
+    runs, dead = [], set()
     for rep in range(1, args.repeat + 1):
         for s in args.sizes:
             for c in args.concs:
                 for r in relays:
+                    if r.name in dead:
+                        continue
                     print(f"== pass {rep}/{args.repeat}  {r.name:8s} {s:4d} KiB  concurrency {c:4d}"
                           f"  {args.count} messages", flush=True)
                     res = run_cell(r, sink, s, c, args.count, args.lat_count, args.cell_timeout)
                     res["pass"] = rep
                     runs.append(res)
+                    if not r.alive():
+                        dead.add(r.name)
+                        print(f"!! {r.name} is not running any more; its remaining cells are "
+                              f"skipped. Last log lines:", flush=True)
+                        for line in r.last_lines():
+                            print(f"!!   {line}", flush=True)
                     print(f"   accept {fmt(res.get('accept_rate'))}/s  end-to-end "
                           f"{fmt(res.get('e2e_rate'))}/s  p50 {fmt(res.get('p50_ms'), 1)} ms  "
                           f"p99 {fmt(res.get('p99_ms'), 1)} ms  CPU "
@@ -597,7 +694,7 @@ def main():
     fsync["after the matrix"] = fsync_probe("after")
 
     idle = None
-    sl = [r for r in relays if r.name == "sluice"]
+    sl = idle_relays or [r for r in relays if r.name == "sluice"]
     if sl and args.idle_conns > 0:
         print(f"== Sluice memory with {args.idle_conns} idle connections", flush=True)
         p = subprocess.run([PY, str(HERE / "idle_conns.py"), "--port", str(sl[0].port),
@@ -608,17 +705,24 @@ def main():
             idle = json.loads(p.stdout.strip().splitlines()[-1])
         except (json.JSONDecodeError, IndexError):
             idle = f"idle_conns.py exit {p.returncode}: {p.stderr.strip()[-400:]}"
+        if isinstance(idle, dict):
+            idle["instance"] = ("a second Sluice with the same config that took no mail before"
+                                if sl[0].name == "sluice-idle"
+                                else "the Sluice of the matrix, after the matrix")
         print(f"   {idle}", flush=True)
         if not sl[0].alive():
             idle = f"Sluice died during the idle-connection test: {idle}"
 
     info["load_end"] = loadavg()
-    md = report(args, info, cells, fsync, idle, started, time.monotonic() - t_start)
+    logs = {r.name: r.log_summary() for r in relays}
+    md = report(args, info, cells, fsync, idle, started, time.monotonic() - t_start, baseline,
+                logs)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(md)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(
-            {"info": info, "cells": cells, "fsync": fsync, "idle": idle}, indent=1))
+            {"info": info, "cells": cells, "runs": runs, "fsync": fsync, "idle": idle,
+             "baseline": baseline}, indent=1))
     print("\n" + md)
     print(f"results written to {args.out}")
     return 1 if any(c.get("problems") for c in cells) else 0

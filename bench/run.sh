@@ -24,7 +24,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH="$ROOT/bench"
 PY=/usr/bin/python3
 SLUICE_BIN=${SLUICE_BIN:-$ROOT/build/sluice}
-CMDLINE="$(env | grep -E '^(QUICK|BENCH_[A-Z_]+|SLUICE_BIN)=' | sort | tr '\n' ' ')bench/run.sh${*:+ $*}"
+CMDLINE="$(env | { grep -E '^(QUICK|BENCH_[A-Z_]+|SLUICE_BIN)=' || true; } | sort | tr '\n' ' ')"
+CMDLINE="${CMDLINE}bench/run.sh${*:+ $*}"
 
 if [ "${QUICK:-0}" = 1 ]; then
     SIZES=${BENCH_SIZES:-10}
@@ -58,7 +59,7 @@ TMPBASE=${BENCH_TMPDIR:-/var/tmp}
 TMP=$(mktemp -d "$TMPBASE/sluice-bench.XXXXXX")
 chmod 755 "$TMP"   # Postfix daemons run as user postfix and must reach their queue
 PF="$TMP/postfix"
-SINK_PID= SLUICE_PID= PF_STARTED=
+SINK_PID= SLUICE_PID= SLUICE_IDLE_PID= PF_STARTED=
 
 cleanup() {
     local rc=$?
@@ -75,10 +76,21 @@ cleanup() {
             postfix -c "$PF/etc" abort >/dev/null 2>&1 || kill -KILL "$mpid" 2>/dev/null || true
         fi
     fi
-    if [ -n "$SLUICE_PID" ] && kill -0 "$SLUICE_PID" 2>/dev/null; then
+    if [ -n "$SLUICE_PID" ] && ! kill -0 "$SLUICE_PID" 2>/dev/null; then
+        local st=0
+        wait "$SLUICE_PID" 2>/dev/null || st=$?
+        echo "bench: Sluice had stopped before the end of the run (exit status $st;" \
+             "above 128 means killed by signal $((st > 128 ? st - 128 : 0)))" >&2
+        tail -n 3 "$SL/sluice.log" >&2 2>/dev/null || true
+    elif [ -n "$SLUICE_PID" ]; then
         kill -TERM "$SLUICE_PID" 2>/dev/null || true
         for _ in $(seq 50); do kill -0 "$SLUICE_PID" 2>/dev/null || break; sleep 0.2; done
         kill -KILL "$SLUICE_PID" 2>/dev/null || true
+    fi
+    if [ -n "$SLUICE_IDLE_PID" ]; then
+        kill -TERM "$SLUICE_IDLE_PID" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$SLUICE_IDLE_PID" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL "$SLUICE_IDLE_PID" 2>/dev/null || true
     fi
     [ -n "$SINK_PID" ] && kill -TERM "$SINK_PID" 2>/dev/null || true
     if [ "${BENCH_KEEP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then
@@ -187,16 +199,16 @@ EOF
 fi
 
 # 3. Sluice: relay from 127.0.0.1 without AUTH (as Postfix's mynetworks), one
-# upstream to the sink. Connection limits raised for the idle-connection test.
-if [[ " $RELAYS " == *" sluice "* ]]; then
-    SL="$TMP/sluice"
-    mkdir -p "$SL"
-    cat >"$SL/sluice.conf" <<EOF
+# upstream to the sink. Connection limits raised for the idle-connection test,
+# which uses a second, otherwise untouched instance (sluice-idle) so that the
+# memory it reads is not what the matrix left in the first one.
+write_sluice_conf() { # DIR PORT
+    cat >"$1/sluice.conf" <<EOF
 [server]
 hostname = sluice.bench.test
-listen_submission = 127.0.0.1:$SL_PORT
+listen_submission = 127.0.0.1:$2
 listen_smtps =
-var_dir = $SL/var
+var_dir = $1/var
 relay_networks = 127.0.0.1/32
 shutdown_grace = 5s
 
@@ -205,7 +217,7 @@ max_connections = 12000
 max_connections_per_ip = 2000
 
 [log]
-file = $SL/sluice.log
+file = $1/sluice.log
 
 [upstream sink]
 host = 127.0.0.1
@@ -215,23 +227,38 @@ verify = none
 max_connections = 20
 messages_per_connection = 1000
 EOF
-    "$SLUICE_BIN" config check "$SL/sluice.conf" >/dev/null || die "Sluice rejects the bench config"
+    "$SLUICE_BIN" config check "$1/sluice.conf" >/dev/null || die "Sluice rejects $1/sluice.conf"
+}
+if [[ " $RELAYS " == *" sluice "* ]]; then
+    SL="$TMP/sluice"
+    mkdir -p "$SL"
+    write_sluice_conf "$SL" "$SL_PORT"
     "$SLUICE_BIN" serve -c "$SL/sluice.conf" >"$SL/stdout.log" 2>&1 &
     SLUICE_PID=$!
     if ! wait_port "$SL_PORT"; then
         cat "$SL/stdout.log" "$SL/sluice.log" >&2 2>/dev/null || true
         die "Sluice did not start"
     fi
+    if [ "$IDLE_CONNS" -gt 0 ]; then
+        SLI="$TMP/sluice-idle"
+        SLI_PORT=$(free_port)
+        mkdir -p "$SLI"
+        write_sluice_conf "$SLI" "$SLI_PORT"
+        "$SLUICE_BIN" serve -c "$SLI/sluice.conf" >"$SLI/stdout.log" 2>&1 &
+        SLUICE_IDLE_PID=$!
+        wait_port "$SLI_PORT" || die "the second Sluice did not start: $(tail -3 "$SLI/sluice.log")"
+    fi
 fi
 
 # 4. The group-commit probe, built here so the run needs nothing prebuilt.
 cc -std=c17 -D_GNU_SOURCE -O2 -Wall -Wextra -o "$TMP/fsync_ceiling" "$BENCH/fsync_ceiling.c"
 
-args=(--sink-out "$TMP/sink.out" --tmp "$TMP" --out "$OUT" --json-out "$TMP/results.json"
+args=(--sink-out "$TMP/sink.out" --sink-port "$SINK_PORT" --tmp "$TMP" --out "$OUT" --json-out "$TMP/results.json"
       --sizes "$SIZES" --concs "$CONCS" --count "$COUNT" --lat-count "$LAT_COUNT" --repeat "$REPEAT"
       --fsync-bin "$TMP/fsync_ceiling" --idle-conns "$IDLE_CONNS" --sluice-bin "$SLUICE_BIN"
       --command-line "$CMDLINE")
 [ -n "$PF_STARTED" ] && args+=(--relay "postfix:$PF_PORT:$PF/queue/pid/master.pid:$PF/maillog")
 [ -n "$SLUICE_PID" ] && args+=(--relay "sluice:$SL_PORT:$SLUICE_PID:$SL/sluice.log")
+[ -n "$SLUICE_IDLE_PID" ] && args+=(--relay "sluice-idle:$SLI_PORT:$SLUICE_IDLE_PID:$SLI/sluice.log")
 echo "bench: temp dir $TMP; sink :$SINK_PORT, Postfix :$PF_PORT, Sluice :$SL_PORT"
 "$PY" "$BENCH/driver.py" "${args[@]}"

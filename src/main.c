@@ -16,13 +16,18 @@ static const struct {
     {"dkim", cli_dkim, "keygen | sign: DKIM keys and signatures"},
     {"verify", cli_verify, "verify the DKIM signatures of a message"},
     {"spf", cli_spf, "check: evaluate SPF for an IP and sender"},
+    {"check-domain", cli_check_domain, "check SPF, DKIM, DMARC, MX, MTA-STS, TLS-RPT, DANE, rDNS"},
+    {"dns-records", cli_dns_records, "print the DNS records to publish"},
+    {"creds", cli_creds, "add | list | show | revoke | rotate | delete credentials"},
+    {"stats", cli_stats, "per-credential counters of accepted, delivered, bounced mail"},
+    {"audit", cli_audit, "verify: check the audit log's hash chain"},
 };
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: sluice COMMAND [ARGS]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
+        fprintf(f, "  %-13s %s\n", commands[i].name, commands[i].help);
 }
 
 int main(int argc, char **argv)

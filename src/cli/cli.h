@@ -13,5 +13,8 @@ int cli_verify(int argc, char **argv);       /* verify FILE.eml */
 int cli_check_domain(int argc, char **argv); /* check-domain DOMAIN */
 int cli_dns_records(int argc, char **argv);  /* dns-records */
 int cli_spf(int argc, char **argv);          /* spf check (debug tool) */
+int cli_audit(int argc, char **argv);        /* audit verify FILE... */
+int cli_creds(int argc, char **argv);        /* creds add|list|show|revoke|rotate|delete */
+int cli_stats(int argc, char **argv);        /* stats [--cred] [--since] */
 
 #endif

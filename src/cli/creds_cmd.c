@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <libgen.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,10 +86,13 @@ static json_t *json_error_obj(const char *msg)
 }
 
 /* Reports an error as text on stderr, or as {"error": ...} with --json. */
-static int fail(bool json, int code, const char *fmt, const char *arg)
+__attribute__((format(printf, 3, 4))) static int fail(bool json, int code, const char *fmt, ...)
 {
     char msg[512];
-    snprintf(msg, sizeof msg, fmt, arg ? arg : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
     if (json)
         print_json(json_error_obj(msg));
     fprintf(stderr, "sluice: %s\n", msg);
@@ -231,8 +235,8 @@ struct opts {
  * message. */
 static int parse_opts(int argc, char **argv, int start, struct opts *o)
 {
-    static const char *const valued[] = {"--cert",  "--rate", "--quota",      "--max-size",
-                                         "--cred",  "--since", "--allow-from", "--allow-rcpt"};
+    static const char *const valued[] = {"--cert", "--rate",  "--quota",      "--max-size",
+                                         "--cred", "--since", "--allow-from", "--allow-rcpt"};
     for (int i = start; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--json") == 0) {
@@ -303,13 +307,11 @@ static int cmd_add(struct creds *db, struct opts *o)
     char fp[CRED_SHA256_HEX], err[512], pass[PASSWORD_MAX], key[CRED_API_KEY_MAX] = "";
     spec.name = o->positional[1];
     if (!o->password && !o->api_key && !o->cert)
-        return fail(o->json, EXIT_ERROR, "say which kind: --password, --api-key or --cert%s",
-                    NULL);
+        return fail(o->json, EXIT_ERROR, "say which kind: --password, --api-key or --cert");
     if (o->cert) {
         if (cred_fingerprint_normalise(o->cert, fp) < 0 &&
             cred_fingerprint_pem_file(o->cert, fp, err, sizeof err) < 0)
-            return fail(o->json, EXIT_ERROR, "--cert: %s (give a PEM file or 64 hex digits)",
-                        err);
+            return fail(o->json, EXIT_ERROR, "--cert: %s (give a PEM file or 64 hex digits)", err);
         spec.cert_sha256 = fp;
     }
     if (o->rate && cred_limit_parse(o->rate, &spec.rate) < 0)
@@ -327,7 +329,7 @@ static int cmd_add(struct creds *db, struct opts *o)
     spec.api_key = o->api_key;
     if (o->password) {
         if (read_password(pass, sizeof pass) < 0)
-            return fail(o->json, EXIT_ERROR, "no password on stdin%s", NULL);
+            return fail(o->json, EXIT_ERROR, "no password on stdin");
         spec.password = pass;
     }
     int r = creds_add(db, &spec, key, sizeof key, err, sizeof err);
@@ -336,7 +338,7 @@ static int cmd_add(struct creds *db, struct opts *o)
         return fail(o->json, EXIT_ERROR, "%s", err);
     struct cred *c = NULL;
     if (creds_lookup(db, spec.name, &c) < 0)
-        return fail(o->json, EXIT_ERROR, "credential added but cannot be read back%s", NULL);
+        return fail(o->json, EXIT_ERROR, "credential added but cannot be read back");
     if (o->json) {
         json_t *j = cred_json(c);
         if (key[0])
@@ -348,8 +350,7 @@ static int cmd_add(struct creds *db, struct opts *o)
         if (key[0])
             printf("API key (shown once, store it now): %s\n", key);
         if (c->n_allow_from == 0)
-            fprintf(stderr, "note: no --allow-from given: %s may send as any address\n",
-                    c->name);
+            fprintf(stderr, "note: no --allow-from given: %s may send as any address\n", c->name);
     }
     explicit_bzero(key, sizeof key);
     creds_free_cred(c);
@@ -361,7 +362,7 @@ static int cmd_list(struct creds *db, struct opts *o)
     struct cred **v;
     size_t n;
     if (creds_list(db, &v, &n) < 0)
-        return fail(o->json, EXIT_ERROR, "cannot read the store%s", NULL);
+        return fail(o->json, EXIT_ERROR, "cannot read the store");
     if (o->json) {
         json_t *a = json_array();
         for (size_t i = 0; i < n; i++)
@@ -396,7 +397,7 @@ static int cmd_show(struct creds *db, struct opts *o)
     if (r == CREDS_ENOTFOUND)
         return fail(o->json, EXIT_NOTFOUND, "no credential named '%s'", o->positional[1]);
     if (r < 0)
-        return fail(o->json, EXIT_ERROR, "cannot read the store%s", NULL);
+        return fail(o->json, EXIT_ERROR, "cannot read the store");
     if (o->json)
         print_json(cred_json(c));
     else
@@ -412,12 +413,11 @@ static int cmd_revoke_delete(struct creds *db, struct opts *o, bool del)
     if (r == CREDS_ENOTFOUND)
         return fail(o->json, EXIT_NOTFOUND, "no credential named '%s'", name);
     if (r < 0)
-        return fail(o->json, EXIT_ERROR, "cannot write the store%s", NULL);
+        return fail(o->json, EXIT_ERROR, "cannot write the store");
     if (o->json)
         print_json(json_pack("{s:s, s:b}", "name", name, del ? "deleted" : "revoked", 1));
     else
-        printf("credential %s %s (running relays pick this up at once)\n", name,
-               del ? "deleted" : "revoked");
+        printf("credential %s %s\n", name, del ? "deleted" : "revoked");
     return EXIT_OK;
 }
 
@@ -429,7 +429,7 @@ static int cmd_rotate(struct creds *db, struct opts *o)
     if (r == CREDS_ENOTFOUND)
         return fail(o->json, EXIT_NOTFOUND, "no credential named '%s'", name);
     if (r < 0)
-        return fail(o->json, EXIT_ERROR, "cannot read the store%s", NULL);
+        return fail(o->json, EXIT_ERROR, "cannot read the store");
     bool has_pw = c->kinds & (CRED_KIND_PASSWORD | CRED_KIND_SCRAM);
     bool has_key = c->kinds & CRED_KIND_API_KEY;
     bool revoked = c->revoked;
@@ -451,12 +451,11 @@ static int cmd_rotate(struct creds *db, struct opts *o)
     if (pw) {
         char pass[PASSWORD_MAX];
         if (read_password(pass, sizeof pass) < 0)
-            return fail(o->json, EXIT_ERROR, "no password on stdin%s", NULL);
+            return fail(o->json, EXIT_ERROR, "no password on stdin");
         r = creds_rotate_password(db, name, pass);
         explicit_bzero(pass, sizeof pass);
         if (r == CREDS_EINVAL)
-            return fail(o->json, EXIT_ERROR, "password too short (at least 8 characters)%s",
-                        NULL);
+            return fail(o->json, EXIT_ERROR, "password too short (at least 8 characters)");
         if (r < 0)
             return fail(o->json, EXIT_ERROR, "cannot rotate the password of '%s'", name);
     }
@@ -606,15 +605,14 @@ int cli_stats(int argc, char **argv)
         fputs(stats_usage, stdout);
         return EXIT_OK;
     }
-    if (parse_opts(argc, argv, 1, &o) < 0 || o.n_positional || o.password || o.api_key ||
-        o.cert || o.rate || o.quota || o.max_size || o.n_from || o.n_rcpt) {
+    if (parse_opts(argc, argv, 1, &o) < 0 || o.n_positional || o.password || o.api_key || o.cert ||
+        o.rate || o.quota || o.max_size || o.n_from || o.n_rcpt) {
         fputs(stats_usage, stderr);
         return EXIT_ERROR;
     }
     time_t now = time(NULL), since;
     if (parse_since(o.since ? o.since : "7d", now, &since) < 0)
-        return fail(o.json, EXIT_ERROR, "--since '%s': expected Nd, today or YYYY-MM-DD",
-                    o.since);
+        return fail(o.json, EXIT_ERROR, "--since '%s': expected Nd, today or YYYY-MM-DD", o.since);
     struct config *cfg = load_config();
     if (!cfg)
         return EXIT_ERROR;
@@ -635,7 +633,7 @@ int cli_stats(int argc, char **argv)
             json_decref(t.v[i].days);
         }
         free(t.v);
-        return fail(o.json, EXIT_ERROR, "cannot read the accounting counters%s", NULL);
+        return fail(o.json, EXIT_ERROR, "cannot read the accounting counters");
     }
     char since_day[16];
     struct tm tm;
@@ -654,8 +652,7 @@ int cli_stats(int argc, char **argv)
             json_object_set_new(j, "bytes_delivered", json_integer(s->bytes[ACCT_DELIVERED]));
             json_array_append_new(arr, j);
         }
-        print_json(json_pack("{s:s, s:s?, s:o}", "since", since_day, "cred", o.cred, "creds",
-                             arr));
+        print_json(json_pack("{s:s, s:s?, s:o}", "since", since_day, "cred", o.cred, "creds", arr));
     } else {
         printf("since %s (UTC days)\n", since_day);
         if (t.n == 0)

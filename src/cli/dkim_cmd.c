@@ -1,10 +1,18 @@
 /* `sluice dkim keygen|sign` and `sluice verify`: the operator's side of DKIM.
  * keygen makes a key pair and prints the TXT record to publish; sign signs a
  * message on stdin the way intake does; verify checks every signature of a
- * message file against DNS, a local zone file or a given key. */
+ * message file against DNS, a local zone file or a given key, and with
+ * --client-ip also SPF and DMARC, as a receiver would. */
 #include "cli/cli.h"
 #include "mailauth/dkim.h"
+#include "mailauth/dmarc.h"
 #include "mailauth/dns.h"
+#include "mailauth/psl.h"
+#include "mailauth/spf.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <stdbool.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -12,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -453,18 +462,230 @@ static void verify_usage(FILE *f)
 {
     fprintf(f, "usage: sluice verify FILE.eml [--json] [--key-file KEY] [--dns-zone ZONEFILE]\n"
                "                    [--authserv-id HOST]\n"
+               "                    [--client-ip IP --helo NAME [--mail-from ADDR]]\n"
                "Checks every DKIM signature. Keys come from --key-file (a TXT record value\n"
                "or PEM public key, used for every signature), --dns-zone (lines\n"
-               "`NAME TXT \"...\"`), or DNS. Exit 0: all pass, 1: no signature, 2: any other.\n");
+               "`NAME TXT \"...\"`), or DNS. Exit 0: all pass, 1: no signature, 2: any other.\n"
+               "With --client-ip (the connecting SMTP client) and --helo, SPF (MAIL FROM\n"
+               "domain, or HELO when --mail-from is absent or empty) and DMARC (From domain)\n"
+               "are evaluated too, and the exit status follows DMARC: 0 pass, 1 none, 2 other.\n");
+}
+
+/* The domain of the RFC5322.From address: the first From field, the address
+ * in <> when there is one, else the addr-spec; lower-cased, malloc'd. NULL
+ * when the field or its domain is missing. */
+static char *from_domain(const char *msg, size_t len)
+{
+    for (size_t i = 0; i < len;) {
+        const char *eol = memchr(msg + i, '\n', len - i);
+        size_t end = eol ? (size_t)(eol - msg) : len;
+        if (end == i || (end == i + 1 && msg[i] == '\r'))
+            return NULL; /* end of the header block */
+        if (end - i > 5 && strncasecmp(msg + i, "From:", 5) == 0) {
+            size_t a = i + 5, b = end; /* unfold continuation lines */
+            while (b + 1 < len && (msg[b + 1] == ' ' || msg[b + 1] == '\t')) {
+                const char *e2 = memchr(msg + b + 1, '\n', len - b - 1);
+                b = e2 ? (size_t)(e2 - msg) : len;
+            }
+            char *v = strndup(msg + a, b - a);
+            if (!v)
+                return NULL;
+            char *addr = v, *lt = strchr(v, '<');
+            if (lt) {
+                addr = lt + 1;
+                char *gt = strchr(addr, '>');
+                if (gt)
+                    *gt = '\0';
+            }
+            char *at = strrchr(addr, '@'), *dom = NULL;
+            if (at) {
+                at++;
+                size_t n = strcspn(at, " \t\r\n>(),;");
+                while (n && at[n - 1] == '.')
+                    n--;
+                if (n)
+                    dom = strndup(at, n);
+                for (char *p = dom; p && *p; p++)
+                    *p = (char)tolower((unsigned char)*p);
+            }
+            free(v);
+            return dom;
+        }
+        i = end + 1;
+    }
+    return NULL;
+}
+
+static enum dmarc_auth dkim_to_dmarc(enum dkim_status s)
+{
+    switch (s) {
+    case DKIM_STATUS_PASS:
+        return DMARC_AUTH_PASS;
+    case DKIM_STATUS_NEUTRAL:
+        return DMARC_AUTH_NEUTRAL;
+    case DKIM_STATUS_TEMPERROR:
+        return DMARC_AUTH_TEMPERROR;
+    case DKIM_STATUS_PERMERROR:
+        return DMARC_AUTH_PERMERROR;
+    case DKIM_STATUS_NONE:
+        return DMARC_AUTH_NONE;
+    default:
+        return DMARC_AUTH_FAIL;
+    }
+}
+
+static enum dmarc_auth spf_to_dmarc(enum spf_result r)
+{
+    switch (r) {
+    case SPF_PASS:
+        return DMARC_AUTH_PASS;
+    case SPF_FAIL:
+        return DMARC_AUTH_FAIL;
+    case SPF_SOFTFAIL:
+        return DMARC_AUTH_SOFTFAIL;
+    case SPF_NEUTRAL:
+        return DMARC_AUTH_NEUTRAL;
+    case SPF_TEMPERROR:
+        return DMARC_AUTH_TEMPERROR;
+    case SPF_PERMERROR:
+        return DMARC_AUTH_PERMERROR;
+    default:
+        return DMARC_AUTH_NONE;
+    }
+}
+
+/* What SPF and DMARC concluded for the message (verify --client-ip). */
+struct receiver_view {
+    struct spf_outcome spf;
+    const char *spf_identity; /* "mailfrom" or "helo" */
+    char spf_value[512];      /* the MAIL FROM address or the HELO name */
+    char spf_domain[256];     /* domain the SPF result speaks for (DMARC input) */
+    char *from;               /* RFC5322.From domain, NULL when none */
+    struct dmarc_discovery disc;
+    struct dmarc_verdict verdict;
+    const char *dmarc; /* RFC 8601 result: none, pass, fail, temperror, permerror */
+    char problem[160]; /* why DMARC gave none / permerror */
+};
+
+static int receiver_evaluate(struct dns_resolver *dns, const struct dkim_verify_result *res,
+                             const char *msg, size_t len, int family, const unsigned char *addr,
+                             const char *helo, const char *mail_from, struct receiver_view *v)
+{
+    memset(v, 0, sizeof(*v));
+    struct spf_request req = {.family = family, .sender = mail_from, .helo = helo};
+    memcpy(req.addr, addr, family == AF_INET ? 4 : 16);
+    if (spf_check(dns, &req, &v->spf) < 0)
+        return -1;
+    bool use_helo = !mail_from || !*mail_from;
+    v->spf_identity = use_helo ? "helo" : "mailfrom";
+    snprintf(v->spf_value, sizeof(v->spf_value), "%s", use_helo ? helo : mail_from);
+    const char *at = use_helo ? NULL : strrchr(mail_from, '@');
+    snprintf(v->spf_domain, sizeof(v->spf_domain), "%s", at ? at + 1 : use_helo ? helo : mail_from);
+
+    v->from = from_domain(msg, len);
+    v->dmarc = "none";
+    if (!v->from) {
+        snprintf(v->problem, sizeof(v->problem), "no From domain in the message");
+        return 0;
+    }
+    struct psl *psl = psl_new_from_file(NULL);
+    int rc = dmarc_discover(dns, psl, v->from, &v->disc);
+    if (rc == 0 && v->disc.status == DMARC_DISC_FOUND) {
+        struct dmarc_dkim_input *dk = calloc(res->count ? res->count : 1, sizeof(*dk));
+        if (!dk) {
+            psl_free(psl);
+            return -1;
+        }
+        for (size_t i = 0; i < res->count; i++)
+            dk[i] =
+                (struct dmarc_dkim_input){res->sig[i].domain, dkim_to_dmarc(res->sig[i].status)};
+        struct dmarc_input in = {.from_domain = v->from,
+                                 .spf_domain = v->spf_domain,
+                                 .spf = spf_to_dmarc(v->spf.result),
+                                 .dkim = dk,
+                                 .ndkim = res->count,
+                                 .sample = 0};
+        rc = dmarc_evaluate(psl, &v->disc, &in, &v->verdict);
+        free(dk);
+        v->dmarc = rc < 0 ? "permerror" : dmarc_result_name(v->verdict.result);
+    } else if (rc == 0) {
+        v->dmarc = v->disc.status == DMARC_DISC_TEMPFAIL    ? "temperror"
+                   : v->disc.status == DMARC_DISC_NO_POLICY ? "permerror"
+                                                            : "none";
+        snprintf(v->problem, sizeof(v->problem), "%s",
+                 v->disc.problem ? v->disc.problem : "no DMARC record");
+    }
+    psl_free(psl);
+    return rc < 0 ? -1 : 0;
+}
+
+static void receiver_clear(struct receiver_view *v)
+{
+    spf_outcome_clear(&v->spf);
+    dmarc_discovery_clear(&v->disc);
+    free(v->from);
+}
+
+/* "; spf=... smtp.mailfrom=...; dmarc=... (p=... dis=...) header.from=..." (RFC 8601 2.7.2,
+ * RFC 7489 11.2); malloc'd. */
+static char *receiver_auth_results(const struct receiver_view *v)
+{
+    char *out = NULL, dm[256] = "";
+    bool found = v->disc.status == DMARC_DISC_FOUND && v->from && strcmp(v->dmarc, "none");
+    if (found)
+        snprintf(dm, sizeof(dm), " (p=%s dis=%s)", dmarc_policy_name(v->verdict.policy),
+                 dmarc_policy_name(v->verdict.result == DMARC_RESULT_FAIL ? v->verdict.applied
+                                                                          : DMARC_POLICY_NONE));
+    if (asprintf(&out, "; spf=%s smtp.%s=%s; dmarc=%s%s header.from=%s",
+                 spf_result_name(v->spf.result), v->spf_identity, v->spf_value, v->dmarc, dm,
+                 v->from ? v->from : "") < 0)
+        return NULL;
+    return out;
+}
+
+static json_t *receiver_json_spf(const struct receiver_view *v)
+{
+    return json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:s?, s:I}", "result",
+                     spf_result_name(v->spf.result), "identity", v->spf_identity, "domain",
+                     v->spf_domain, "mechanism", v->spf.mechanism, "explanation",
+                     v->spf.explanation, "problem", v->spf.problem, "dns_lookups",
+                     (json_int_t)v->spf.dns_lookups);
+}
+
+static json_t *receiver_json_dmarc(const struct receiver_view *v)
+{
+    bool found = v->disc.status == DMARC_DISC_FOUND && v->from && strcmp(v->dmarc, "none");
+    json_t *o = json_pack("{s:s, s:s?, s:s?}", "result", v->dmarc, "from_domain", v->from, "record",
+                          found ? v->disc.record_name : NULL);
+    if (!o)
+        return NULL;
+    if (found) {
+        json_object_set_new(o, "policy", json_string(dmarc_policy_name(v->verdict.policy)));
+        json_object_set_new(o, "disposition",
+                            json_string(dmarc_policy_name(v->verdict.result == DMARC_RESULT_FAIL
+                                                              ? v->verdict.applied
+                                                              : DMARC_POLICY_NONE)));
+        json_object_set_new(o, "spf_aligned", json_boolean(v->verdict.spf_aligned));
+        json_object_set_new(o, "dkim_aligned", json_boolean(v->verdict.dkim_aligned));
+    } else if (v->problem[0]) {
+        json_object_set_new(o, "problem", json_string(v->problem));
+    }
+    return o;
 }
 
 int cli_verify(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"json", no_argument, NULL, 'j'},           {"key-file", required_argument, NULL, 'k'},
-        {"dns-zone", required_argument, NULL, 'z'}, {"authserv-id", required_argument, NULL, 'A'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+                                         {"key-file", required_argument, NULL, 'k'},
+                                         {"dns-zone", required_argument, NULL, 'z'},
+                                         {"authserv-id", required_argument, NULL, 'A'},
+                                         {"client-ip", required_argument, NULL, 'c'},
+                                         {"helo", required_argument, NULL, 'H'},
+                                         {"mail-from", required_argument, NULL, 'm'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     const char *key_file = NULL, *zone = NULL, *authserv = NULL;
+    const char *client_ip = NULL, *helo = NULL, *mail_from = NULL;
     int json = 0, c;
     optind = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -481,6 +702,15 @@ int cli_verify(int argc, char **argv)
         case 'A':
             authserv = optarg;
             break;
+        case 'c':
+            client_ip = optarg;
+            break;
+        case 'H':
+            helo = optarg;
+            break;
+        case 'm':
+            mail_from = optarg;
+            break;
         case 'h':
             verify_usage(stdout);
             return 0;
@@ -489,9 +719,28 @@ int cli_verify(int argc, char **argv)
             return 2;
         }
     }
-    if (optind != argc - 1 || (key_file && zone)) {
+    /* --key-file with --dns-zone only makes sense when SPF and DMARC need DNS */
+    if (optind != argc - 1 || (key_file && zone && !client_ip) ||
+        ((helo || mail_from) && !client_ip)) {
         verify_usage(stderr);
         return 2;
+    }
+    int family = 0;
+    unsigned char caddr[16];
+    if (client_ip) {
+        if (inet_pton(AF_INET, client_ip, caddr) == 1)
+            family = AF_INET;
+        else if (inet_pton(AF_INET6, client_ip, caddr) == 1)
+            family = AF_INET6;
+        if (!family || !helo || !*helo) {
+            fprintf(stderr, "sluice verify: --client-ip takes an IPv4 or IPv6 address and needs "
+                            "--helo NAME\n");
+            return 2;
+        }
+        if (mail_from && *mail_from == '<') {
+            fprintf(stderr, "sluice verify: give --mail-from without <>\n");
+            return 2;
+        }
     }
     const char *path = argv[optind];
     char host[256];
@@ -514,12 +763,7 @@ int cli_verify(int argc, char **argv)
     void *lctx;
     if (!(msg = to_crlf(raw, len, &clen)))
         goto out;
-    if (key_file) {
-        if (!(rec = key_file_record(key_file)))
-            goto out;
-        lookup = fixed_key_lookup;
-        lctx = rec;
-    } else {
+    if (!key_file || client_ip) {
         resolver = zone ? dns_resolver_new_zonefile(zone) : dns_resolver_new_system();
         if (!resolver) {
             if (zone)
@@ -528,6 +772,13 @@ int cli_verify(int argc, char **argv)
                 fprintf(stderr, "sluice verify: cannot set up the DNS resolver\n");
             goto out;
         }
+    }
+    if (key_file) {
+        if (!(rec = key_file_record(key_file)))
+            goto out;
+        lookup = fixed_key_lookup;
+        lctx = rec;
+    } else {
         lookup = dns_key_lookup;
         lctx = resolver;
     }
@@ -541,14 +792,38 @@ int cli_verify(int argc, char **argv)
     for (size_t i = 0; i < res.count; i++)
         pass += res.sig[i].status == DKIM_STATUS_PASS;
     rc = res.count == 0 ? 1 : pass == res.count ? 0 : 2;
+    const char *dkim_summary = rc == 0 ? "pass" : rc == 1 ? "none" : "fail";
     char *ar = dkim_auth_results(&res, authserv);
+    struct receiver_view view;
+    bool have_view = false;
+    if (client_ip) {
+        if (receiver_evaluate(resolver, &res, msg, clen, family, caddr, helo, mail_from, &view) <
+            0) {
+            fprintf(stderr, "sluice verify: out of memory\n");
+            rc = 2;
+            receiver_clear(&view);
+            free(ar);
+            dkim_verify_result_clear(&res);
+            goto out;
+        }
+        have_view = true;
+        char *more = receiver_auth_results(&view);
+        char *joined = NULL;
+        if (ar && more && asprintf(&joined, "%s%s", ar, more) > 0) {
+            free(ar);
+            ar = joined;
+        }
+        free(more);
+        rc = !strcmp(view.dmarc, "pass") ? 0 : !strcmp(view.dmarc, "none") ? 1 : 2;
+    }
     if (json) {
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s?, s:o}", "file", path, "result",
-                              rc == 0   ? "pass"
-                              : rc == 1 ? "none"
-                                        : "fail",
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s?, s:o}", "file", path, "result", dkim_summary,
                               "authserv_id", authserv, "authentication_results", ar, "signatures",
                               dkim_results_json(&res));
+        if (o && have_view) {
+            json_object_set_new(o, "spf", receiver_json_spf(&view));
+            json_object_set_new(o, "dmarc", receiver_json_dmarc(&view));
+        }
         char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
         if (text)
             puts(text);
@@ -557,6 +832,8 @@ int cli_verify(int argc, char **argv)
     } else {
         printf("Authentication-Results: %s\n", ar ? ar : "");
     }
+    if (have_view)
+        receiver_clear(&view);
     free(ar);
     dkim_verify_result_clear(&res);
 out:

@@ -179,7 +179,19 @@ int cli_queue(int argc, char **argv)
             const char *key;
             json_t *v;
             json_object_foreach(data, key, v)
-                printf("%-16s %lld\n", key, (long long)json_integer_value(v));
+            {
+                if (json_is_integer(v))
+                    printf("%-16s %lld\n", key, (long long)json_integer_value(v));
+            }
+            size_t k;
+            json_t *u;
+            json_array_foreach(json_object_get(data, "upstreams"), k, u)
+                printf("upstream %-12s %-9s conns %lld queued %lld %s\n",
+                       json_string_value(json_object_get(u, "name")),
+                       json_string_value(json_object_get(u, "health")),
+                       (long long)json_integer_value(json_object_get(u, "connections")),
+                       (long long)json_integer_value(json_object_get(u, "queued")),
+                       json_string_value(json_object_get(u, "last_error")));
         } else {
             printf("ok\n");
         }

@@ -313,7 +313,7 @@ int cli_serve(int argc, char **argv)
     event_add(sv.sig_int, NULL);
     event_add(sv.sig_hup, NULL);
     sv.compact_timer = event_new(r->base, -1, EV_PERSIST, on_compact, &sv);
-    struct timeval ctv = {10, 0};
+    struct timeval ctv = {2, 0};
     event_add(sv.compact_timer, &ctv);
     log_event(LOG_INFO, "server.ready", "hostname", "%s", cfg->hostname, "submission", "%s",
               cfg->listen_submission, "smtps", "%s", cfg->listen_smtps, "config", "%s",

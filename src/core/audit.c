@@ -42,12 +42,12 @@ struct audit {
     bool syncer_running, stop, dirty;
     int fd;
     char *path;
-    off_t size;                       /* bytes we know are in the file */
+    off_t size; /* bytes we know are in the file */
     unsigned char key[AUDIT_MAX_KEY];
     size_t keylen;
     uint64_t seq;
     char last_hash[AUDIT_HASH_HEX + 1];
-    char prev_file[256];              /* for the next record, when set */
+    char prev_file[256]; /* for the next record, when set */
     bool have_prev_file;
     int sync_error;
 };
@@ -182,8 +182,7 @@ static int read_tail(int fd, const char *path, off_t size, bool repair, const un
         end = keep;
         *newsize = start + (off_t)keep;
         if (repair && ftruncate(fd, *newsize) != 0) {
-            snprintf(err, errlen, "%s: cannot cut a torn last record: %s", path,
-                     strerror(errno));
+            snprintf(err, errlen, "%s: cannot cut a torn last record: %s", path, strerror(errno));
             free(buf);
             return -1;
         }
@@ -287,9 +286,8 @@ static int resume(struct audit *a, size_t *dropped, char *err, size_t errlen)
     char ohash[AUDIT_HASH_HEX + 1];
     size_t odropped = 0;
     char oerr[256];
-    if (fstat(ofd, &ost) == 0 &&
-        read_tail(ofd, old, ost.st_size, false, key, a->keylen, &oseq, ohash, &newsize, &odropped,
-                  oerr, sizeof oerr) == 1) {
+    if (fstat(ofd, &ost) == 0 && read_tail(ofd, old, ost.st_size, false, key, a->keylen, &oseq,
+                                           ohash, &newsize, &odropped, oerr, sizeof oerr) == 1) {
         a->seq = oseq;
         memcpy(a->last_hash, ohash, sizeof ohash);
         char tmp[4096];
@@ -309,8 +307,8 @@ static int follow_rotation(struct audit *a)
     struct stat cur, ours;
     if (fstat(a->fd, &ours) != 0)
         return -errno;
-    bool renamed = stat(a->path, &cur) != 0 || cur.st_ino != ours.st_ino ||
-                   cur.st_dev != ours.st_dev;
+    bool renamed =
+        stat(a->path, &cur) != 0 || cur.st_ino != ours.st_ino || cur.st_dev != ours.st_dev;
     if (!renamed) {
         if (ours.st_size < a->size) {
             /* Copied elsewhere and truncated: the copy's name is unknown. */
@@ -372,7 +370,10 @@ static int append_locked(struct audit *a, const char *event, json_t *fields)
         json_object_set_new(o, "prev_file", json_string(a->prev_file));
     const char *k;
     json_t *val;
-    json_object_foreach(fields, k, val) json_object_set(o, k, val);
+    json_object_foreach(fields, k, val)
+    {
+        json_object_set(o, k, val);
+    }
     char *body = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(o);
     if (!body)
@@ -431,10 +432,12 @@ int audit_append(struct audit *a, const char *event, json_t *fields)
     }
     const char *k;
     json_t *val;
-    json_object_foreach(fields, k, val) if (reserved(k))
+    json_object_foreach(fields, k, val)
     {
-        json_decref(fields);
-        return -EINVAL;
+        if (reserved(k)) {
+            json_decref(fields);
+            return -EINVAL;
+        }
     }
     pthread_mutex_lock(&a->mu);
     int rc = append_locked(a, event, fields);
@@ -455,9 +458,12 @@ int audit_sync(struct audit *a)
     return rc;
 }
 
-uint64_t audit_seq(const struct audit *a)
+uint64_t audit_seq(struct audit *a)
 {
-    return a->seq;
+    pthread_mutex_lock(&a->mu);
+    uint64_t seq = a->seq;
+    pthread_mutex_unlock(&a->mu);
+    return seq;
 }
 
 struct audit *audit_open(const char *path, const char *key_file, char *err, size_t errlen)
@@ -627,13 +633,13 @@ int audit_verify_buf(struct audit_verify *v, const char *name, const char *buf, 
         long long seq = jseq && json_is_integer(jseq) ? (long long)json_integer_value(jseq) : -1;
         const char *stored = NULL;
         size_t plen = split_hash(line, llen, &stored);
-        const char *missing = seq < 1                                     ? "seq"
-                              : !json_is_string(json_object_get(o, "ts")) ? "ts"
+        const char *missing = seq < 1                                        ? "seq"
+                              : !json_is_string(json_object_get(o, "ts"))    ? "ts"
                               : !json_is_string(json_object_get(o, "event")) ? "event"
-                              : !alg                                        ? "alg"
-                              : !prev || !is_hex64(prev, strlen(prev))      ? "prev"
-                              : !plen                                       ? "hash (last)"
-                                                                            : NULL;
+                              : !alg                                         ? "alg"
+                              : !prev || !is_hex64(prev, strlen(prev))       ? "prev"
+                              : !plen                                        ? "hash (last)"
+                                                                             : NULL;
         char prev_file[256] = "";
         if (json_is_string(pf))
             snprintf(prev_file, sizeof prev_file, "%s", json_string_value(pf));
@@ -674,8 +680,8 @@ int audit_verify_buf(struct audit_verify *v, const char *name, const char *buf, 
             long long next = peek_seq(p, end);
             if (seq > expected && next == expected)
                 return fail(v, AUDIT_REORDERED, name, lineno, seq,
-                            "seq %lld where %lld was expected; %lld follows: records swapped",
-                            seq, expected, next);
+                            "seq %lld where %lld was expected; %lld follows: records swapped", seq,
+                            expected, next);
             if (seq > expected && !v->started)
                 return fail(v, AUDIT_REMOVED, name, lineno, seq,
                             "the chain starts at seq %lld without naming an earlier file: "
@@ -687,8 +693,7 @@ int audit_verify_buf(struct audit_verify *v, const char *name, const char *buf, 
                             "this one",
                             seq, expected, seq - expected);
             return fail(v, AUDIT_REORDERED, name, lineno, seq,
-                        "seq %lld after %lld: records out of order or repeated", seq,
-                        expected - 1);
+                        "seq %lld after %lld: records out of order or repeated", seq, expected - 1);
         }
         if (!free_start && strcmp(prev_copy, v->last_hash) != 0) {
             if (!v->started)

@@ -42,7 +42,7 @@ int audit_append(struct audit *a, const char *event, json_t *fields);
 int audit_sync(struct audit *a);
 
 /* Last sequence number written (0 before the first record). */
-uint64_t audit_seq(const struct audit *a);
+uint64_t audit_seq(struct audit *a);
 
 /* Syncs and closes. NULL is accepted. */
 void audit_close(struct audit *a);
@@ -68,11 +68,11 @@ const char *audit_problem_name(enum audit_problem p);
 struct audit_verify {
     /* result */
     enum audit_problem problem;
-    char file[512];        /* where the first problem is */
-    unsigned long line;    /* 1-based line in that file */
-    long long seq;         /* seq of the bad record, -1 when unreadable */
-    char detail[512];      /* human explanation */
-    uint64_t records;      /* records verified */
+    char file[512];     /* where the first problem is */
+    unsigned long line; /* 1-based line in that file */
+    long long seq;      /* seq of the bad record, -1 when unreadable */
+    char detail[512];   /* human explanation */
+    uint64_t records;   /* records verified */
     uint64_t first_seq, last_seq;
     char last_hash[AUDIT_HASH_HEX + 1];
     char continues_from[256]; /* first record continues a file not given */

@@ -136,7 +136,7 @@ struct privacy *privacy_open(const char *key_file, bool keep_domain, char *err, 
         if (create_key(key_file, err, errlen) != 0)
             return NULL;
     }
-    unsigned char raw[2 * PRIVACY_KEY_LEN];
+    unsigned char raw[2 * PRIVACY_KEY_LEN + 2]; /* room for "\r\n" */
     size_t n = 0;
     if (privacy_read_secret(key_file, raw, sizeof raw, &n, err, errlen) != 0)
         return NULL;

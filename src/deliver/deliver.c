@@ -518,3 +518,25 @@ int deliver_start(struct deliver *d, const struct spool_msg *m, deliver_done_fn 
     }
     return smtp_start(d, m, done, arg);
 }
+
+void deliver_foreach_upstream(struct deliver *d,
+                              void (*fn)(void *arg, const char *name, const char *health,
+                                         const char *last_error, int conns, size_t queued),
+                              void *arg)
+{
+    static const char *const names[] = {"healthy", "down", "probing"};
+    for (size_t i = 0; i < d->n_slots; i++) {
+        struct slot *sl = &d->slots[i];
+        if (sl->capture) {
+            fn(arg, sl->name, "capture", "", 0, 0);
+        } else if (!sl->up) {
+            fn(arg, sl->name, "unusable", sl->setup_error, 0, 0);
+        } else {
+            int conns, connecting;
+            size_t queued;
+            upstream_pool_stats(sl->up, &conns, &connecting, &queued);
+            fn(arg, sl->name, names[upstream_health(sl->up)], upstream_last_error(sl->up), conns,
+               queued);
+        }
+    }
+}

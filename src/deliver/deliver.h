@@ -6,6 +6,7 @@
 #define SLUICE_DELIVER_DELIVER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct relay;
@@ -39,5 +40,12 @@ int deliver_reload(struct deliver *d, char *err, unsigned long errlen);
 /* Starts an attempt for the message's pending recipients. done runs exactly
  * once, later, on the loop thread; res is valid only during the call. */
 int deliver_start(struct deliver *d, const struct spool_msg *m, deliver_done_fn done, void *arg);
+
+/* Calls fn for each configured upstream, in priority order; health is
+ * "healthy", "down", "probing", "capture" or "unusable" (setup failed). */
+void deliver_foreach_upstream(struct deliver *d,
+                              void (*fn)(void *arg, const char *name, const char *health,
+                                         const char *last_error, int conns, size_t queued),
+                              void *arg);
 
 #endif

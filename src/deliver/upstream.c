@@ -79,6 +79,13 @@ enum smtp_client_errcat upstream_last_category(const struct upstream *u)
     return u->last_category;
 }
 
+void upstream_pool_stats(const struct upstream *u, int *conns, int *connecting, size_t *queued)
+{
+    *conns = u->n_conns;
+    *connecting = u->n_connecting;
+    *queued = u->q_len;
+}
+
 static void pump(struct upstream *u);
 static void maybe_free(struct upstream *u);
 
@@ -203,7 +210,7 @@ static void on_ready(struct smtp_client *c, void *arg)
     k->ready = k->ever_ready = true;
     u->n_connecting--;
     mark_healthy(u);
-    if (k->probe && !u->q_head) {
+    if (k->probe && !u->q_head && !k->job) {
         smtp_client_quit(k->c);
         conn_remove(k);
         maybe_free(u);
@@ -234,6 +241,7 @@ static void on_sent(struct smtp_client *c, const struct smtp_client_result *res,
     (void)c;
     struct upstream_job *j = k->job;
     k->job = NULL;
+    mark_healthy(k->u); /* a finished transaction proves the upstream works */
     if (j) {
         struct upstream_outcome o = {.res = res};
         j->done(j, &o);
@@ -269,7 +277,7 @@ static void on_error(struct smtp_client *c, const struct smtp_client_error *err,
                     sizeof reason - strlen(reason) - 1);
         fail_job(j, err->category, reason);
     }
-    if (u->health != UPSTREAM_HEALTHY)
+    if (u->health == UPSTREAM_DOWN)
         fail_queued(u, err->category, reason); /* let them fail over now */
     if (u->retired)
         maybe_free(u);
@@ -306,6 +314,17 @@ static void refill(struct upstream *u)
     if (u->tokens > burst)
         u->tokens = burst;
     u->last_refill_ms = t;
+}
+
+/* A probe that ended without a verdict (its job went elsewhere, its
+ * connection closed quietly) must not leave the upstream in limbo. */
+static void settle(struct upstream *u)
+{
+    if (u->health == UPSTREAM_PROBING && u->n_conns == 0 && !u->q_head && !u->retired) {
+        u->health = UPSTREAM_DOWN;
+        u->retry_at_ms = now_ms();
+        arm_timer(u->probe_timer, 100);
+    }
 }
 
 static void pump(struct upstream *u)
@@ -355,6 +374,7 @@ static void pump(struct upstream *u)
         }
         break;
     }
+    settle(u);
     if (!u->q_head && !u->retired) {
         bool any_idle = false;
         for (struct conn *k = u->conns; k; k = k->next)
@@ -387,6 +407,7 @@ static void on_idle_timer(evutil_socket_t fd, short what, void *arg)
         }
         k = next;
     }
+    settle(u);
 }
 
 static void on_probe_timer(evutil_socket_t fd, short what, void *arg)
@@ -394,8 +415,12 @@ static void on_probe_timer(evutil_socket_t fd, short what, void *arg)
     struct upstream *u = arg;
     (void)fd;
     (void)what;
-    if (u->retired || u->health != UPSTREAM_DOWN || u->n_conns > 0)
+    if (u->retired || u->health != UPSTREAM_DOWN)
         return;
+    if (u->n_conns > 0) {
+        arm_timer(u->probe_timer, 1000); /* a connection is still closing: look again */
+        return;
+    }
     u->health = UPSTREAM_PROBING;
     if (!conn_open(u, true))
         mark_down(u, "cannot create probe connection");

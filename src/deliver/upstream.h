@@ -56,4 +56,7 @@ enum upstream_health upstream_health(const struct upstream *u);
 const char *upstream_last_error(const struct upstream *u);
 enum smtp_client_errcat upstream_last_category(const struct upstream *u);
 
+/* Pool figures for status output: connections open, being opened, jobs waiting. */
+void upstream_pool_stats(const struct upstream *u, int *conns, int *connecting, size_t *queued);
+
 #endif

@@ -21,8 +21,8 @@
 /* Prometheus text exposition format 0.0.4 */
 #define PROM_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 
-static const double latency_bounds[] = {0.05, 0.1, 0.25, 0.5, 1,   2.5,  5,    10,
-                                        30,   60,  300,  900, 1800, 3600};
+static const double latency_bounds[] = {0.05, 0.1, 0.25, 0.5, 1,   2.5,  5,
+                                        10,   30,  60,   300, 900, 1800, 3600};
 
 void metrics_histogram_init(struct metrics_histogram *h, const double *bounds, size_t n)
 {
@@ -82,8 +82,8 @@ static int add_outcomes(struct metrics_outcomes **v, size_t *n, const char *name
     return 0;
 }
 
-int metrics_snapshot_add_upstream(struct metrics_snapshot *s, const char *name,
-                                  uint64_t delivered, uint64_t deferred, uint64_t failed)
+int metrics_snapshot_add_upstream(struct metrics_snapshot *s, const char *name, uint64_t delivered,
+                                  uint64_t deferred, uint64_t failed)
 {
     return add_outcomes(&s->upstreams, &s->n_upstreams, name, delivered, deferred, failed);
 }
@@ -201,12 +201,13 @@ int metrics_render(const struct metrics_snapshot *s, struct evbuffer *out)
     scalar(out, "sluice_connections_total", "counter", "SMTP connections accepted.",
            s->connections);
     scalar(out, "sluice_sessions", "gauge", "Open SMTP sessions.", s->sessions);
-    scalar(out, "sluice_messages_accepted_total", "counter",
-           "Messages accepted into the spool.", s->accepted);
+    scalar(out, "sluice_messages_accepted_total", "counter", "Messages accepted into the spool.",
+           s->accepted);
     scalar(out, "sluice_accepted_bytes_total", "counter", "Bytes of accepted messages.",
            s->bytes_accepted);
 
-    header(out, "sluice_messages_rejected_total", "counter", "Messages or commands refused, by reason.");
+    header(out, "sluice_messages_rejected_total", "counter",
+           "Messages or commands refused, by reason.");
     for (size_t i = 0; i < s->n_rejected; i++)
         labelled(out, "sluice_messages_rejected_total", "reason", s->rejected[i].name, NULL, NULL,
                  s->rejected[i].value);
@@ -221,8 +222,8 @@ int metrics_render(const struct metrics_snapshot *s, struct evbuffer *out)
               "Time from acceptance to successful delivery.", &s->latency);
 
     static const char *const states[] = {"ready", "deferred", "held", "inflight", "dead"};
-    const uint64_t depth[] = {s->queue.ready, s->queue.deferred, s->queue.held,
-                              s->queue.inflight, s->queue.dead};
+    const uint64_t depth[] = {s->queue.ready, s->queue.deferred, s->queue.held, s->queue.inflight,
+                              s->queue.dead};
     header(out, "sluice_queue_messages", "gauge", "Messages in the queue, by state.");
     for (size_t i = 0; i < 5; i++)
         labelled(out, "sluice_queue_messages", "state", states[i], NULL, NULL, depth[i]);

@@ -51,11 +51,11 @@ struct metrics_health {
 
 struct metrics_snapshot {
     /* process */
-    double start_time;        /* unix seconds; 0 = not rendered */
-    uint64_t connections;     /* accepted TCP connections */
-    unsigned sessions;        /* open SMTP sessions */
+    double start_time;    /* unix seconds; 0 = not rendered */
+    uint64_t connections; /* accepted TCP connections */
+    unsigned sessions;    /* open SMTP sessions */
     /* intake */
-    uint64_t accepted;        /* messages accepted (250 sent) */
+    uint64_t accepted; /* messages accepted (250 sent) */
     uint64_t bytes_accepted;
     struct metrics_count *rejected; /* by reason ("policy", "size", "rate", ...) */
     size_t n_rejected;
@@ -64,7 +64,7 @@ struct metrics_snapshot {
     size_t n_upstreams;
     struct metrics_outcomes *credentials;
     size_t n_credentials;
-    uint64_t bounces;          /* DSNs generated */
+    uint64_t bounces;                 /* DSNs generated */
     struct metrics_histogram latency; /* accept -> delivered, seconds */
     /* queue depth by state */
     struct {
@@ -79,13 +79,13 @@ struct metrics_snapshot {
     struct metrics_health *health; /* one per configured upstream */
     size_t n_health;
     bool spool_writable;
-    uint64_t webhook_pending;      /* events not yet delivered to every URL */
+    uint64_t webhook_pending; /* events not yet delivered to every URL */
 };
 
 /* Append a copy of name with its numbers. Return 0 or -1 (no memory). */
 int metrics_snapshot_add_rejected(struct metrics_snapshot *s, const char *reason, uint64_t n);
-int metrics_snapshot_add_upstream(struct metrics_snapshot *s, const char *name,
-                                  uint64_t delivered, uint64_t deferred, uint64_t failed);
+int metrics_snapshot_add_upstream(struct metrics_snapshot *s, const char *name, uint64_t delivered,
+                                  uint64_t deferred, uint64_t failed);
 int metrics_snapshot_add_credential(struct metrics_snapshot *s, const char *name,
                                     uint64_t delivered, uint64_t deferred, uint64_t failed);
 int metrics_snapshot_add_health(struct metrics_snapshot *s, const char *name, bool up);

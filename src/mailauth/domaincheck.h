@@ -39,12 +39,12 @@ struct dc_report {
 struct dc_options {
     const char *const *selectors; /* DKIM selectors to check besides the local keys */
     size_t nselectors;
-    const char *key_dir; /* SELECTOR._domainkey.DOMAIN.key files; NULL: none */
+    const char *key_dir;               /* SELECTOR._domainkey.DOMAIN.key files; NULL: none */
     const char *const *upstream_hosts; /* smarthosts the relay sends through */
     size_t nupstreams;
-    const char *sending_ip;                   /* address mail leaves from; NULL: unknown */
-    const struct mtasts_fetch_opts *mta_sts;  /* NULL: defaults */
-    const struct psl *psl;                    /* for DMARC organizational domains; may be NULL */
+    const char *sending_ip;                  /* address mail leaves from; NULL: unknown */
+    const struct mtasts_fetch_opts *mta_sts; /* NULL: defaults */
+    const struct psl *psl;                   /* for DMARC organizational domains; may be NULL */
 };
 
 /* Runs every check for domain. Returns 0 with *out filled (whatever the

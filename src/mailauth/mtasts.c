@@ -16,11 +16,11 @@
 
 #include <curl/curl.h>
 
-#define STS_VERSION "v=STSv1"          /* RFC 8461 3.1 sts-version */
-#define STS_EXT_NAME_MAX 32            /* RFC 8461 3.1 sts-ext-name: 1 + 31 characters */
-#define POLICY_VERSION "STSv1"         /* RFC 8461 3.2 sts-policy-version-value */
-#define POLICY_MAX_AGE_DIGITS 10       /* RFC 8461 3.2 sts-policy-time = 1*10DIGIT */
-#define DNS_LABEL_MAX 63               /* RFC 1035 2.3.4 */
+#define STS_VERSION "v=STSv1"    /* RFC 8461 3.1 sts-version */
+#define STS_EXT_NAME_MAX 32      /* RFC 8461 3.1 sts-ext-name: 1 + 31 characters */
+#define POLICY_VERSION "STSv1"   /* RFC 8461 3.2 sts-policy-version-value */
+#define POLICY_MAX_AGE_DIGITS 10 /* RFC 8461 3.2 sts-policy-time = 1*10DIGIT */
+#define DNS_LABEL_MAX 63         /* RFC 1035 2.3.4 */
 #define DNS_NAME_MAX 253
 #define FETCH_DEFAULT_TIMEOUT 30L
 
@@ -544,8 +544,8 @@ static int policy_url(const char *domain, const char *base, char *out, size_t si
     return (n < 0 || (size_t)n >= size) ? -ENOSPC : 0;
 }
 
-int mtasts_fetch(const char *domain, const struct mtasts_fetch_opts *opts, char **body,
-                 size_t *len, char *url, size_t urlsize, char *err, size_t errlen)
+int mtasts_fetch(const char *domain, const struct mtasts_fetch_opts *opts, char **body, size_t *len,
+                 char *url, size_t urlsize, char *err, size_t errlen)
 {
     *body = NULL;
     *len = 0;
@@ -567,7 +567,7 @@ int mtasts_fetch(const char *domain, const struct mtasts_fetch_opts *opts, char 
     long timeout = opts && opts->timeout > 0 ? opts->timeout : FETCH_DEFAULT_TIMEOUT;
     curl_easy_setopt(c, CURLOPT_URL, u);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https"); /* RFC 8461 3.3: HTTPS only */
-    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);    /* RFC 8461 3.3: no redirects */
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);     /* RFC 8461 3.3: no redirects */
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
     if (opts && opts->ca_file)
@@ -594,8 +594,8 @@ int mtasts_fetch(const char *domain, const struct mtasts_fetch_opts *opts, char 
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ctype);
     if (status != 200) {
-        seterr(err, errlen, "%s: HTTP status %ld (only 200 is a policy; redirects are not followed)",
-               u, status);
+        seterr(err, errlen,
+               "%s: HTTP status %ld (only 200 is a policy; redirects are not followed)", u, status);
         rc = -ENOENT;
         goto out;
     }

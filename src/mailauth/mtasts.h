@@ -10,8 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MTASTS_ID_MAX 32                   /* RFC 8461 3.1: sts-id = 1*32(ALPHA / DIGIT) */
-#define MTASTS_MAX_AGE_LIMIT 31557600u     /* RFC 8461 3.2: max_age at most one year */
+#define MTASTS_ID_MAX 32                    /* RFC 8461 3.1: sts-id = 1*32(ALPHA / DIGIT) */
+#define MTASTS_MAX_AGE_LIMIT 31557600u      /* RFC 8461 3.2: max_age at most one year */
 #define MTASTS_POLICY_MAX_BYTES (64 * 1024) /* larger bodies are refused (RFC 8461 10.3) */
 #define MTASTS_WELL_KNOWN "/.well-known/mta-sts.txt" /* RFC 8461 3.3 */
 
@@ -84,7 +84,7 @@ struct mtasts_fetch_opts {
  * MTASTS_POLICY_MAX_BYTES. Returns 0 with a malloc'd NUL-terminated body
  * (*len bytes), or a negative code with err saying why (and *body NULL).
  * The URL fetched is written to url (may be NULL). */
-int mtasts_fetch(const char *domain, const struct mtasts_fetch_opts *opts, char **body,
-                 size_t *len, char *url, size_t urlsize, char *err, size_t errlen);
+int mtasts_fetch(const char *domain, const struct mtasts_fetch_opts *opts, char **body, size_t *len,
+                 char *url, size_t urlsize, char *err, size_t errlen);
 
 #endif

@@ -99,8 +99,8 @@ static int parse_rua(const char *v, size_t vlen, struct tlsrpt_record *out, char
         }
         for (size_t i = a; i < b; i++)
             if ((unsigned char)v[i] <= 0x20 || (unsigned char)v[i] >= 0x7f) {
-                seterr(err, errlen, "rua URI '%.*s' holds a space or non-ASCII byte",
-                       (int)(b - a), v + a);
+                seterr(err, errlen, "rua URI '%.*s' holds a space or non-ASCII byte", (int)(b - a),
+                       v + a);
                 return -EINVAL;
             }
         if (!valid_rua_uri(v + a, b - a, err, errlen))
@@ -384,8 +384,8 @@ int tlsrpt_report_parse(const char *json, size_t len, struct tlsrpt_report *out,
     }
     for (size_t i = 0; i < np; i++) {
         out->npolicies = i + 1;
-        if ((rc = parse_policy_result(json_array_get(pols, i), &out->policies[i], i, err,
-                                      errlen)) < 0)
+        if ((rc = parse_policy_result(json_array_get(pols, i), &out->policies[i], i, err, errlen)) <
+            0)
             goto out;
     }
     rc = 0;
@@ -500,7 +500,8 @@ static int take_report_part(const char *part, size_t plen, struct tlsrpt_email *
     if (!ct)
         return 0;
     bool gz = media_type_is(ct, "application/tlsrpt+gzip");
-    bool js = media_type_is(ct, "application/tlsrpt+json") || media_type_is(ct, "application/tlsrpt");
+    bool js =
+        media_type_is(ct, "application/tlsrpt+json") || media_type_is(ct, "application/tlsrpt");
     free(ct);
     if (!gz && !js)
         return 0;

@@ -82,7 +82,8 @@ static void day_string(long day, char out[11])
     time_t t = (time_t)day * SECONDS_PER_DAY;
     struct tm tm;
     gmtime_r(&t, &tm);
-    snprintf(out, 11, "%04d-%02d-%02d", (tm.tm_year + 1900) % 10000, tm.tm_mon + 1, tm.tm_mday);
+    if (strftime(out, 11, "%Y-%m-%d", &tm) == 0)
+        snprintf(out, 11, "0000-00-00");
 }
 
 time_t accounting_period_start(enum cred_period per, time_t now)
@@ -317,9 +318,9 @@ void accounting_close(struct accounting *a)
 int accounting_add_at(struct accounting *a, const char *cred, enum acct_event ev,
                       const char *reason, long long bytes, time_t when)
 {
-    if (ev < 0 || ev >= ACCT_EVENT_COUNT)
-        return -1;
     cred = cred_key(cred);
+    if (ev < 0 || ev >= ACCT_EVENT_COUNT || strlen(cred) > CRED_NAME_MAX)
+        return -1;
     long day = day_of(when);
     pthread_mutex_lock(&a->mu);
     int r = pending_add(a, cred, day, ev, reason ? reason : "", 1, bytes > 0 ? bytes : 0);
@@ -401,6 +402,8 @@ static long long cache_sum(const struct cache_entry *e, long since_day)
 long long accounting_count(struct accounting *a, const char *cred, time_t since)
 {
     cred = cred_key(cred);
+    if (strlen(cred) > CRED_NAME_MAX)
+        return -1;
     long since_day = day_of(since), today = day_of(time(NULL));
     bool cacheable = since_day >= today - CACHE_WINDOW;
     if (cacheable) {

@@ -37,7 +37,8 @@ void accounting_close(struct accounting *a);
 
 /* Counts one event now (UTC day of the call). cred NULL or "" counts under
  * ACCOUNTING_NO_CRED; reason (NULL = none) is cut at ACCOUNTING_REASON_MAX.
- * Never blocks on the disk. Returns 0 or -1 (out of memory). */
+ * Never blocks on the disk. Returns 0, or -1 for an unknown event, a name
+ * longer than CRED_NAME_MAX or no memory. */
 int accounting_add(struct accounting *a, const char *cred, enum acct_event ev, const char *reason,
                    long long bytes);
 /* The same, dated `when` (for imports and tests). */
@@ -50,7 +51,7 @@ int accounting_flush(struct accounting *a);
 
 /* Messages accepted for cred from the UTC day holding `since` on, including
  * pending ones. Fast: recent days are cached in memory per credential.
- * Returns -1 on a database error. */
+ * Returns -1 on a database error or a name longer than CRED_NAME_MAX. */
 long long accounting_count(struct accounting *a, const char *cred, time_t since);
 
 /* Start of the quota period holding now: 00:00 UTC today for a daily quota,

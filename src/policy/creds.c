@@ -1,5 +1,6 @@
-/* Credential store on SQLite: schema migrations, the lookups the daemon makes
- * when a client authenticates, and the administration verbs of the CLI.
+/* Credential store on SQLite (file and schema: creds_schema.c): the lookups
+ * the daemon makes when a client authenticates, and the administration verbs
+ * of the CLI.
  * Secrets never reach the file in clear: passwords and API keys as argon2id,
  * SCRAM as StoredKey/ServerKey, certificates as SHA-256 fingerprints. */
 #include "policy/creds.h"
@@ -10,86 +11,22 @@
 
 #include <argon2.h>
 #include <ctype.h>
-#include <errno.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
-#include <openssl/x509.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-/* Writers (CLI, accounting flushes) hold the lock briefly; readers wait this
- * long before SQLITE_BUSY. */
-#define CREDS_BUSY_TIMEOUT_MS 5000
 #define CRED_PASSWORD_MIN 8
 #define API_KEY_SECRET_BYTES 32
 #define API_KEY_CACHE_SLOTS 64
-
-/* Schema migrations, oldest first. Step i brings the schema from version i
- * to i + 1 and runs in its own transaction; released steps never change,
- * a new schema is a new step at the end. */
-static const char *const migrations[] = {
-    /* 1: credentials with password hashes, API keys, certificates, rules */
-    "CREATE TABLE creds ("
-    " id INTEGER PRIMARY KEY,"
-    " name TEXT NOT NULL UNIQUE,"
-    " password_hash TEXT,"
-    " api_key_id TEXT UNIQUE,"
-    " api_key_hash TEXT,"
-    " cert_sha256 TEXT UNIQUE,"
-    " rate_count INTEGER NOT NULL DEFAULT 0,"
-    " rate_per TEXT,"
-    " quota_count INTEGER NOT NULL DEFAULT 0,"
-    " quota_per TEXT,"
-    " max_size INTEGER NOT NULL DEFAULT 0,"
-    " revoked INTEGER NOT NULL DEFAULT 0,"
-    " created INTEGER NOT NULL,"
-    " rotated INTEGER NOT NULL DEFAULT 0);"
-    "CREATE TABLE cred_patterns ("
-    " cred_id INTEGER NOT NULL REFERENCES creds(id) ON DELETE CASCADE,"
-    " kind TEXT NOT NULL CHECK (kind IN ('from', 'rcpt')),"
-    " pattern TEXT NOT NULL,"
-    " PRIMARY KEY (cred_id, kind, pattern)) WITHOUT ROWID;",
-
-    /* 2: SCRAM-SHA-256 keys (RFC 5802 section 3, RFC 7677) */
-    "ALTER TABLE creds ADD COLUMN scram_salt BLOB;"
-    "ALTER TABLE creds ADD COLUMN scram_iterations INTEGER;"
-    "ALTER TABLE creds ADD COLUMN scram_stored_key BLOB;"
-    "ALTER TABLE creds ADD COLUMN scram_server_key BLOB;",
-
-    /* 3: a generation counter bumped by every write, for live reloads */
-    "CREATE TABLE generation (id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER NOT NULL);"
-    "INSERT INTO generation VALUES (1, 1);"
-    "CREATE TRIGGER creds_ins AFTER INSERT ON creds"
-    " BEGIN UPDATE generation SET value = value + 1; END;"
-    "CREATE TRIGGER creds_upd AFTER UPDATE ON creds"
-    " BEGIN UPDATE generation SET value = value + 1; END;"
-    "CREATE TRIGGER creds_del AFTER DELETE ON creds"
-    " BEGIN UPDATE generation SET value = value + 1; END;"
-    "CREATE TRIGGER patterns_ins AFTER INSERT ON cred_patterns"
-    " BEGIN UPDATE generation SET value = value + 1; END;"
-    "CREATE TRIGGER patterns_del AFTER DELETE ON cred_patterns"
-    " BEGIN UPDATE generation SET value = value + 1; END;",
-
-    /* 4: per credential and UTC day counters (policy/accounting.c) */
-    "CREATE TABLE accounting ("
-    " cred TEXT NOT NULL,"
-    " day TEXT NOT NULL,"
-    " event TEXT NOT NULL,"
-    " reason TEXT NOT NULL DEFAULT '',"
-    " count INTEGER NOT NULL DEFAULT 0,"
-    " bytes INTEGER NOT NULL DEFAULT 0,"
-    " PRIMARY KEY (cred, day, event, reason)) WITHOUT ROWID;"
-    "CREATE INDEX accounting_day ON accounting(day);",
-};
-#define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
 struct api_key_slot {
     char id[CRED_API_KEY_ID_LEN + 1];
@@ -99,7 +36,7 @@ struct api_key_slot {
 
 struct creds {
     sqlite3 *db;
-    pthread_mutex_t mu;  /* one connection, one statement sequence at a time */
+    pthread_mutex_t mu;   /* one connection, one statement sequence at a time */
     char dummy_hash[160]; /* argon2id of nothing real, made on first need */
     bool have_dummy;
     unsigned char mock_key[32];
@@ -111,131 +48,30 @@ struct creds {
 
 static const char *const period_names[] = {NULL, "second", "minute", "hour", "day", "month"};
 
-static int seterr(char *err, size_t errlen, const char *fmt, const char *arg)
+__attribute__((format(printf, 3, 4))) static int seterr(char *err, size_t errlen, const char *fmt,
+                                                        ...)
 {
-    if (err && errlen)
-        snprintf(err, errlen, fmt, arg ? arg : "");
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
     return -1;
-}
-
-int creds_schema_version(void)
-{
-    return N_MIGRATIONS;
-}
-
-/* --- connection and migrations --- */
-
-static int exec(sqlite3 *db, const char *sql)
-{
-    return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
-}
-
-static int read_version(sqlite3 *db, int *version)
-{
-    sqlite3_stmt *st;
-    *version = 0;
-    if (sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &st, NULL) != SQLITE_OK)
-        return -1;
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *version = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
-}
-
-static int migrate(sqlite3 *db, char *err, size_t errlen)
-{
-    if (exec(db, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)") < 0)
-        return seterr(err, errlen, "cannot create schema_version: %s", sqlite3_errmsg(db));
-    for (;;) {
-        /* IMMEDIATE: two processes opening a fresh store at once take turns,
-         * and the second sees the version the first wrote. */
-        if (exec(db, "BEGIN IMMEDIATE") < 0)
-            return seterr(err, errlen, "cannot lock the store: %s", sqlite3_errmsg(db));
-        int v;
-        if (read_version(db, &v) < 0)
-            goto fail;
-        if (v > N_MIGRATIONS) {
-            exec(db, "ROLLBACK");
-            if (err && errlen)
-                snprintf(err, errlen,
-                         "store schema version %d is newer than this sluice knows (%d); "
-                         "upgrade sluice",
-                         v, N_MIGRATIONS);
-            return -1;
-        }
-        if (v == N_MIGRATIONS) {
-            exec(db, "COMMIT");
-            return 0;
-        }
-        if (exec(db, migrations[v]) < 0)
-            goto fail;
-        char sql[96];
-        snprintf(sql, sizeof sql,
-                 v == 0 ? "INSERT INTO schema_version VALUES (%d)"
-                        : "UPDATE schema_version SET version = %d",
-                 v + 1);
-        if (exec(db, sql) < 0 || exec(db, "COMMIT") < 0)
-            goto fail;
-        continue;
-    fail:
-        if (err && errlen)
-            snprintf(err, errlen, "schema migration %d failed: %s", v + 1, sqlite3_errmsg(db));
-        exec(db, "ROLLBACK");
-        return -1;
-    }
-}
-
-struct sqlite3 *creds_connect(const char *path, char *err, size_t errlen)
-{
-    sqlite3 *db = NULL;
-    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
-    if (!path || !*path) {
-        seterr(err, errlen, "no store path given%s", NULL);
-        return NULL;
-    }
-    if (sqlite3_open_v2(path, &db, flags, NULL) != SQLITE_OK) {
-        if (err && errlen)
-            snprintf(err, errlen, "%s: %s", path, db ? sqlite3_errmsg(db) : "out of memory");
-        sqlite3_close(db);
-        return NULL;
-    }
-    sqlite3_busy_timeout(db, CREDS_BUSY_TIMEOUT_MS);
-    sqlite3_stmt *st;
-    bool wal = false;
-    if (sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &st, NULL) == SQLITE_OK) {
-        if (sqlite3_step(st) == SQLITE_ROW)
-            wal = strcmp((const char *)sqlite3_column_text(st, 0), "wal") == 0;
-        sqlite3_finalize(st);
-    }
-    if (!wal || exec(db, "PRAGMA foreign_keys=ON") < 0) {
-        if (err && errlen)
-            snprintf(err, errlen, "%s: cannot set WAL mode: %s", path, sqlite3_errmsg(db));
-        sqlite3_close(db);
-        return NULL;
-    }
-    char merr[256];
-    if (migrate(db, merr, sizeof merr) < 0) {
-        if (err && errlen)
-            snprintf(err, errlen, "%s: %s", path, merr);
-        sqlite3_close(db);
-        return NULL;
-    }
-    return db;
 }
 
 struct creds *creds_open(const char *path, char *err, size_t errlen)
 {
     struct creds *c = calloc(1, sizeof *c);
     if (!c) {
-        seterr(err, errlen, "out of memory%s", NULL);
+        seterr(err, errlen, "out of memory");
         return NULL;
     }
     c->db = creds_connect(path, err, errlen);
     if (!c->db || RAND_bytes(c->mock_key, sizeof c->mock_key) != 1) {
         if (c->db) {
             sqlite3_close(c->db);
-            seterr(err, errlen, "no random bytes%s", NULL);
+            seterr(err, errlen, "no random bytes");
         }
         free(c);
         return NULL;
@@ -252,6 +88,11 @@ void creds_close(struct creds *db)
     pthread_mutex_destroy(&db->mu);
     OPENSSL_cleanse(db, sizeof *db);
     free(db);
+}
+
+static int exec(sqlite3 *db, const char *sql)
+{
+    return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
 }
 
 /* --- generation --- */
@@ -650,8 +491,8 @@ void creds_scram_mock(struct creds *db, const char *name, unsigned char salt[CRE
 {
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned int maclen = 0;
-    HMAC(EVP_sha256(), db->mock_key, sizeof db->mock_key, (const unsigned char *)name,
-         strlen(name), mac, &maclen);
+    HMAC(EVP_sha256(), db->mock_key, sizeof db->mock_key, (const unsigned char *)name, strlen(name),
+         mac, &maclen);
     memcpy(salt, mac, CRED_SCRAM_SALT_LEN);
     *iterations = CRED_SCRAM_ITERATIONS;
 }
@@ -690,15 +531,14 @@ static int password_prepare(const char *password, struct password_secret *ps, ch
 {
     if (strlen(password) < CRED_PASSWORD_MIN) {
         if (err && errlen)
-            snprintf(err, errlen, "password too short (at least %d characters)",
-                     CRED_PASSWORD_MIN);
+            snprintf(err, errlen, "password too short (at least %d characters)", CRED_PASSWORD_MIN);
         return CREDS_EINVAL;
     }
     if (users_hash_password(password, ps->hash, sizeof ps->hash) < 0 ||
         RAND_bytes(ps->salt, sizeof ps->salt) != 1 ||
         creds_scram_keys(password, ps->salt, sizeof ps->salt, CRED_SCRAM_ITERATIONS, ps->stored,
                          ps->server) < 0) {
-        seterr(err, errlen, "cannot hash the password%s", NULL);
+        seterr(err, errlen, "cannot hash the password");
         return CREDS_EDB;
     }
     return 0;
@@ -714,8 +554,8 @@ static void base64url(const unsigned char *in, size_t n, char *out)
 }
 
 /* Makes a new key and its argon2id hash. */
-static int api_key_prepare(char *key, size_t keysize, char id[CRED_API_KEY_ID_LEN + 1],
-                           char *hash, size_t hashlen)
+static int api_key_prepare(char *key, size_t keysize, char id[CRED_API_KEY_ID_LEN + 1], char *hash,
+                           size_t hashlen)
 {
     unsigned char idraw[CRED_API_KEY_ID_LEN / 2], secret[API_KEY_SECRET_BYTES];
     char enc[BASE64_ENCODED_SIZE(API_KEY_SECRET_BYTES)];
@@ -790,9 +630,9 @@ static int write_error(struct creds *db, char *err, size_t errlen)
     const char *msg = sqlite3_errmsg(db->db);
     if (ext == SQLITE_CONSTRAINT_UNIQUE || ext == SQLITE_CONSTRAINT_PRIMARYKEY) {
         if (strstr(msg, "creds.name"))
-            seterr(err, errlen, "a credential with that name exists%s", NULL);
+            seterr(err, errlen, "a credential with that name exists");
         else if (strstr(msg, "cert_sha256"))
-            seterr(err, errlen, "that certificate belongs to another credential%s", NULL);
+            seterr(err, errlen, "that certificate belongs to another credential");
         else
             seterr(err, errlen, "already exists: %s", msg);
         return CREDS_EEXIST;
@@ -806,19 +646,20 @@ int creds_add(struct creds *db, const struct cred_spec *spec, char *api_key, siz
 {
     char fp[CRED_SHA256_HEX] = "";
     if (!spec->name || !cred_name_valid(spec->name)) {
-        seterr(err, errlen, "invalid name '%s' (1-64 of A-Z a-z 0-9 . _ -)", spec->name);
+        seterr(err, errlen, "invalid name '%s' (1-64 of A-Z a-z 0-9 . _ -)",
+               spec->name ? spec->name : "");
         return CREDS_EINVAL;
     }
     if (!spec->password && !spec->api_key && !spec->cert_sha256) {
-        seterr(err, errlen, "a credential needs a password, an API key or a certificate%s", NULL);
+        seterr(err, errlen, "a credential needs a password, an API key or a certificate");
         return CREDS_EINVAL;
     }
     if (spec->cert_sha256 && cred_fingerprint_normalise(spec->cert_sha256, fp) < 0) {
-        seterr(err, errlen, "certificate fingerprint must be 64 hex digits%s", NULL);
+        seterr(err, errlen, "certificate fingerprint must be 64 hex digits");
         return CREDS_EINVAL;
     }
     if (!limit_valid(&spec->rate, false) || !limit_valid(&spec->quota, true)) {
-        seterr(err, errlen, "rate is per second|minute|hour|day, quota per day|month%s", NULL);
+        seterr(err, errlen, "rate is per second|minute|hour|day, quota per day|month");
         return CREDS_EINVAL;
     }
     if (spec->max_size < 0 || check_patterns(spec->allow_from, spec->n_allow_from, err, errlen) ||
@@ -832,7 +673,7 @@ int creds_add(struct creds *db, const struct cred_spec *spec, char *api_key, siz
         return r;
     if (spec->api_key &&
         api_key_prepare(api_key, api_key_size, key_id, key_hash, sizeof key_hash) < 0) {
-        seterr(err, errlen, "cannot make an API key%s", NULL);
+        seterr(err, errlen, "cannot make an API key");
         return CREDS_EDB;
     }
 
@@ -1031,143 +872,4 @@ int creds_rotate_api_key(struct creds *db, const char *name, char *api_key, size
     if (r < 0)
         OPENSSL_cleanse(api_key, api_key_size);
     return rotate_result(db, name, r);
-}
-
-/* --- pure parsers --- */
-
-long long cred_period_seconds(enum cred_period p)
-{
-    static const long long secs[] = {0, 1, 60, 3600, 86400, 31 * 86400LL};
-    return (p >= CRED_PER_NONE && p <= CRED_PER_MONTH) ? secs[p] : 0;
-}
-
-int cred_limit_parse(const char *s, struct cred_limit *out)
-{
-    static const struct {
-        const char *name;
-        enum cred_period per;
-    } units[] = {
-        {"s", CRED_PER_SECOND},    {"sec", CRED_PER_SECOND}, {"second", CRED_PER_SECOND},
-        {"min", CRED_PER_MINUTE},  {"minute", CRED_PER_MINUTE}, {"h", CRED_PER_HOUR},
-        {"hour", CRED_PER_HOUR},   {"d", CRED_PER_DAY},     {"day", CRED_PER_DAY},
-        {"month", CRED_PER_MONTH},
-    };
-    out->count = 0;
-    out->per = CRED_PER_NONE;
-    if (!s)
-        return -1;
-    if (strcmp(s, "none") == 0 || strcmp(s, "0") == 0)
-        return 0;
-    if (!isdigit((unsigned char)s[0]))
-        return -1;
-    errno = 0;
-    char *end;
-    long long n = strtoll(s, &end, 10);
-    if (errno || n <= 0 || n > 1000000000000LL || *end != '/')
-        return -1;
-    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
-        if (strcmp(end + 1, units[i].name) == 0) {
-            out->count = n;
-            out->per = units[i].per;
-            return 0;
-        }
-    return -1;
-}
-
-const char *cred_limit_format(const struct cred_limit *l, char *buf, size_t size)
-{
-    static const char *const short_names[] = {NULL, "s", "min", "hour", "day", "month"};
-    if (l->count <= 0 || l->per == CRED_PER_NONE)
-        snprintf(buf, size, "none");
-    else
-        snprintf(buf, size, "%lld/%s", l->count, short_names[l->per]);
-    return buf;
-}
-
-int cred_size_parse(const char *s, long long *out)
-{
-    if (!s || !isdigit((unsigned char)s[0]))
-        return -1;
-    errno = 0;
-    char *end;
-    long long n = strtoll(s, &end, 10);
-    if (errno || n < 0)
-        return -1;
-    long long mult = 1;
-    switch (*end) {
-    case 'k':
-    case 'K':
-        mult = 1LL << 10;
-        end++;
-        break;
-    case 'm':
-    case 'M':
-        mult = 1LL << 20;
-        end++;
-        break;
-    case 'g':
-    case 'G':
-        mult = 1LL << 30;
-        end++;
-        break;
-    default:
-        break;
-    }
-    if (mult > 1 && *end == 'i')
-        end++;
-    if (*end == 'B' || *end == 'b')
-        end++;
-    if (*end || n > (1LL << 50) / mult)
-        return -1;
-    *out = n * mult;
-    return 0;
-}
-
-int cred_fingerprint_normalise(const char *in, char out[CRED_SHA256_HEX])
-{
-    size_t n = 0;
-    for (const char *p = in; *p; p++) {
-        if (*p == ':')
-            continue;
-        if (!isxdigit((unsigned char)*p) || n == 64)
-            return -1;
-        out[n++] = (char)tolower((unsigned char)*p);
-    }
-    out[n] = 0;
-    return n == 64 ? 0 : -1;
-}
-
-int cred_fingerprint_pem_file(const char *path, char out[CRED_SHA256_HEX], char *err,
-                              size_t errlen)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        if (err && errlen)
-            snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
-    fclose(f);
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    if (!x || X509_digest(x, EVP_sha256(), md, &len) != 1 || len != 32) {
-        X509_free(x);
-        seterr(err, errlen, "%s: no PEM certificate found", path);
-        return -1;
-    }
-    X509_free(x);
-    for (unsigned i = 0; i < len; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
-    return 0;
-}
-
-bool cred_name_valid(const char *name)
-{
-    size_t n = strlen(name);
-    if (n == 0 || n > CRED_NAME_MAX || !isalnum((unsigned char)name[0]))
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)name[i]) && !strchr("._-", name[i]))
-            return false;
-    return true;
 }

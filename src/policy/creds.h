@@ -28,15 +28,21 @@ struct creds;
 #define CRED_KIND_CERT 0x8u     /* TLS client certificate SHA-256 fingerprint */
 
 #define CRED_NAME_MAX 64
-#define CRED_SHA256_HEX 65       /* 64 hex digits and the NUL */
-#define CRED_API_KEY_ID_LEN 12   /* hex digits of the public key id */
-#define CRED_API_KEY_MAX 80      /* "sk_" id "_" 43 base64url, NUL: room to spare */
+#define CRED_SHA256_HEX 65     /* 64 hex digits and the NUL */
+#define CRED_API_KEY_ID_LEN 12 /* hex digits of the public key id */
+#define CRED_API_KEY_MAX 80    /* "sk_" id "_" 43 base64url, NUL: room to spare */
 #define CRED_SCRAM_SALT_LEN 16
-#define CRED_SCRAM_KEY_LEN 32    /* SHA-256 output */
+#define CRED_SCRAM_KEY_LEN 32      /* SHA-256 output */
 #define CRED_SCRAM_ITERATIONS 4096 /* RFC 7677 section 4: at least 4096 */
 
-enum cred_period { CRED_PER_NONE = 0, CRED_PER_SECOND, CRED_PER_MINUTE, CRED_PER_HOUR,
-                   CRED_PER_DAY, CRED_PER_MONTH };
+enum cred_period {
+    CRED_PER_NONE = 0,
+    CRED_PER_SECOND,
+    CRED_PER_MINUTE,
+    CRED_PER_HOUR,
+    CRED_PER_DAY,
+    CRED_PER_MONTH
+};
 
 /* "100/min": count messages per period; count 0 means unlimited. */
 struct cred_limit {
@@ -49,27 +55,27 @@ struct cred_limit {
 struct cred {
     long long id;
     char *name;
-    unsigned kinds;                      /* CRED_KIND_* */
+    unsigned kinds;                           /* CRED_KIND_* */
     char api_key_id[CRED_API_KEY_ID_LEN + 1]; /* "" without an API key */
-    char cert_sha256[CRED_SHA256_HEX];   /* lower-case hex, "" without a cert */
-    char **allow_from;                   /* patterns (policy/pattern.h); none = any */
+    char cert_sha256[CRED_SHA256_HEX];        /* lower-case hex, "" without a cert */
+    char **allow_from;                        /* patterns (policy/pattern.h); none = any */
     size_t n_allow_from;
     char **allow_rcpt;
     size_t n_allow_rcpt;
-    struct cred_limit rate;              /* per second..day; count 0 = none */
-    struct cred_limit quota;             /* per day or month; count 0 = none */
-    long long max_size;                  /* bytes; 0 = the relay's limit */
+    struct cred_limit rate;  /* per second..day; count 0 = none */
+    struct cred_limit quota; /* per day or month; count 0 = none */
+    long long max_size;      /* bytes; 0 = the relay's limit */
     bool revoked;
-    long long created;                   /* unix seconds */
-    long long rotated;                   /* unix seconds; 0 = never */
+    long long created; /* unix seconds */
+    long long rotated; /* unix seconds; 0 = never */
 };
 
 /* What `creds add` stores. Secrets are hashed before they reach the file. */
 struct cred_spec {
     const char *name;
-    const char *password;      /* NULL: no password / SCRAM keys */
-    bool api_key;              /* generate an API key, returned once */
-    const char *cert_sha256;   /* 64 hex digits (':' allowed), or NULL */
+    const char *password;    /* NULL: no password / SCRAM keys */
+    bool api_key;            /* generate an API key, returned once */
+    const char *cert_sha256; /* 64 hex digits (':' allowed), or NULL */
     const char *const *allow_from;
     size_t n_allow_from;
     const char *const *allow_rcpt;

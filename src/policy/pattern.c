@@ -150,8 +150,7 @@ static bool domain_covered(const char *pd, size_t pdl, bool wild, const char *d,
 {
     if (!wild)
         return dl == pdl && ci_equal(pd, d, dl);
-    return dl > pdl + 1 && d[dl - pdl - 1] == '.' && d[0] != '.' &&
-           ci_equal(pd, d + dl - pdl, pdl);
+    return dl > pdl + 1 && d[dl - pdl - 1] == '.' && d[0] != '.' && ci_equal(pd, d + dl - pdl, pdl);
 }
 
 static size_t strip_root_dot(const char *d, size_t dl)
@@ -196,8 +195,7 @@ bool pattern_list_match(const char *const *patterns, size_t n, const char *addr,
     return false;
 }
 
-bool pattern_domain_allowed(const char *const *patterns, size_t n, const char *domain,
-                            size_t dlen)
+bool pattern_domain_allowed(const char *const *patterns, size_t n, const char *domain, size_t dlen)
 {
     if (n == 0)
         return true;

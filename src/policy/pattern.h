@@ -31,7 +31,6 @@ bool pattern_list_match(const char *const *patterns, size_t n, const char *addr,
 /* True if domain[0..dlen) is covered by the domain half of one of the
  * patterns, whatever their local parts: the check for header From: and
  * Sender: domains. An empty list matches every domain. */
-bool pattern_domain_allowed(const char *const *patterns, size_t n, const char *domain,
-                            size_t dlen);
+bool pattern_domain_allowed(const char *const *patterns, size_t n, const char *domain, size_t dlen);
 
 #endif

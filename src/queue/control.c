@@ -6,6 +6,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/relay.h"
+#include "deliver/deliver.h"
 #include "queue/queue.h"
 #include "spool/spool.h"
 
@@ -87,6 +88,14 @@ static void list_one(void *arg, const struct spool_msg *m)
         json_array_append_new(c->arr, msg_json(m, false));
 }
 
+static void upstream_json(void *arg, const char *name, const char *health,
+                          const char *last_error, int conns, size_t queued)
+{
+    json_array_append_new(arg, json_pack("{s:s,s:s,s:s,s:i,s:I}", "name", name, "health", health,
+                                         "last_error", last_error, "connections", conns,
+                                         "queued", (json_int_t)queued));
+}
+
 static char *error_reply(const char *msg)
 {
     json_t *o = json_pack("{s:b,s:s}", "ok", 0, "error", msg);
@@ -145,6 +154,9 @@ char *control_handle(struct relay *r, const char *line)
         json_object_set_new(o, "oldest_received", json_integer(st.oldest_received));
         json_object_set_new(o, "sessions", json_integer(r->sessions));
         json_object_set_new(o, "inflight", json_integer((json_int_t)queue_inflight(r->queue)));
+        json_t *ups = json_array();
+        deliver_foreach_upstream(r->deliver, upstream_json, ups);
+        json_object_set_new(o, "upstreams", ups);
         return ok_reply(o);
     }
     if (strcmp(verb, "retry") == 0 && strcmp(arg, "--all") == 0) {

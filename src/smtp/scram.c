@@ -180,7 +180,8 @@ static char *scram_saslname_encode(const char *name)
 static const char *scram_attr(const char *p, const char *end, char *name, const char **val,
                               size_t *val_len)
 {
-    if (end - p < 2 || p[1] != '=' || !((p[0] >= 'a' && p[0] <= 'z') || (p[0] >= 'A' && p[0] <= 'Z')))
+    if (end - p < 2 || p[1] != '=' ||
+        !((p[0] >= 'a' && p[0] <= 'z') || (p[0] >= 'A' && p[0] <= 'Z')))
         return NULL;
     *name = p[0];
     p += 2;
@@ -436,16 +437,14 @@ static enum scram_status scram_server_first(struct scram_server *s, const char *
     /* Acting as another user needs an authorisation rule this server does
      * not have: the authzid, when given, must name the user itself. */
     if (authzid[0] != '\0' && strcmp(authzid, s->authcid) != 0)
-        return scram_fail(s, SCRAM_ERR_AUTHZID, "authzid differs from authcid", "other-error",
-                          out);
+        return scram_fail(s, SCRAM_ERR_AUTHZID, "authzid differs from authcid", "other-error", out);
 
     int rc = lookup(lookup_arg, s->authcid, &s->cred);
     if (rc < 0)
         return scram_fail(s, SCRAM_ERR_TEMPORARY, "credential lookup failed", "other-error", out);
-    if (rc == 0 && (s->cred.salt_len == 0 || s->cred.salt_len > SCRAM_SALT_MAX ||
-                    s->cred.iterations == 0))
-        return scram_fail(s, SCRAM_ERR_TEMPORARY, "stored verifier is invalid", "other-error",
-                          out);
+    if (rc == 0 &&
+        (s->cred.salt_len == 0 || s->cred.salt_len > SCRAM_SALT_MAX || s->cred.iterations == 0))
+        return scram_fail(s, SCRAM_ERR_TEMPORARY, "stored verifier is invalid", "other-error", out);
     s->user_known = rc == 0;
     if (!s->user_known && scram_fake_credential(s, &s->cred) < 0)
         return scram_fail(s, SCRAM_ERR_TEMPORARY, "cannot derive verifier", "other-error", out);
@@ -458,8 +457,7 @@ static enum scram_status scram_server_first(struct scram_server *s, const char *
     base64_encode(s->cred.salt, s->cred.salt_len, salt_b64);
     s->client_first_bare = strndup(bare, (size_t)(end - bare));
     if (s->client_first_bare == NULL ||
-        asprintf(&s->server_first, "r=%s,s=%s,i=%u", s->nonce, salt_b64, s->cred.iterations) <
-            0) {
+        asprintf(&s->server_first, "r=%s,s=%s,i=%u", s->nonce, salt_b64, s->cred.iterations) < 0) {
         s->server_first = NULL;
         return scram_fail(s, SCRAM_ERR_TEMPORARY, "out of memory", "other-error", out);
     }
@@ -542,8 +540,8 @@ static enum scram_status scram_server_final(struct scram_server *s, const char *
          * hash is StoredKey. A proof of the wrong length is compared too, as
          * zeros, so that the work done does not depend on it. */
         for (size_t i = 0; i < klen; i++)
-            client_key[i] = (unsigned char)(((size_t)plen == klen ? client_proof[i] : 0) ^
-                                            client_sig[i]);
+            client_key[i] =
+                (unsigned char)(((size_t)plen == klen ? client_proof[i] : 0) ^ client_sig[i]);
         if (scram_hash(s->mech, client_key, klen, check) == 0)
             ok = CRYPTO_memcmp(check, s->cred.stored_key, klen) == 0 && (size_t)plen == klen &&
                  s->user_known;
@@ -565,8 +563,7 @@ static enum scram_status scram_server_final(struct scram_server *s, const char *
 }
 
 enum scram_status scram_server_step(struct scram_server *s, const char *client_msg, size_t len,
-                                    scram_lookup_fn lookup, void *lookup_arg,
-                                    char **server_msg_out)
+                                    scram_lookup_fn lookup, void *lookup_arg, char **server_msg_out)
 {
     *server_msg_out = NULL;
     if (s->state == SCRAM_ST_DONE || s->state == SCRAM_ST_FAILED)
@@ -586,8 +583,8 @@ enum scram_status scram_server_step(struct scram_server *s, const char *client_m
         /* RFC 4954 section 4: the client answers the server-final challenge
          * with an empty response. */
         if (len != 0)
-            return scram_fail(s, SCRAM_ERR_STATE, "data after server-final-message",
-                              "other-error", server_msg_out);
+            return scram_fail(s, SCRAM_ERR_STATE, "data after server-final-message", "other-error",
+                              server_msg_out);
         s->state = SCRAM_ST_DONE;
         return SCRAM_SUCCESS;
     default:
@@ -659,8 +656,8 @@ struct scram_client {
     enum scram_mech mech;
     scram_random_fn random;
     void *random_arg;
-    char *authcid;  /* saslname-encoded */
-    char *authzid;  /* saslname-encoded, may be empty */
+    char *authcid; /* saslname-encoded */
+    char *authzid; /* saslname-encoded, may be empty */
     char *password;
     size_t nonce_len;
     char *client_first_bare;
@@ -759,8 +756,7 @@ int scram_client_final(struct scram_client *c, const char *server_first, size_t 
     if (p == end || (p = scram_attr(p + 1, end, &name, &salt_b64, &salt_len)) == NULL ||
         name != 's')
         return -1;
-    if (p == end || (p = scram_attr(p + 1, end, &name, &iter_s, &iter_len)) == NULL ||
-        name != 'i')
+    if (p == end || (p = scram_attr(p + 1, end, &name, &iter_s, &iter_len)) == NULL || name != 'i')
         return -1;
     unsigned long iter = 0;
     if (iter_len == 0 || iter_len > 9 || iter_s[0] == '0')

@@ -53,16 +53,16 @@ enum scram_status {
  * SCRAM_ERR_INVALID_PROOF so that nothing the client sees tells them apart. */
 enum scram_error {
     SCRAM_ERR_NONE = 0,
-    SCRAM_ERR_MALFORMED,          /* message does not follow the RFC 5802 section 7 grammar */
-    SCRAM_ERR_CHANNEL_BINDING,    /* client asked for channel binding ("p="): no -PLUS offered */
-    SCRAM_ERR_EXTENSION,          /* mandatory extension "m=" */
-    SCRAM_ERR_USERNAME_ENCODING,  /* bad saslname escape, not UTF-8, too long */
-    SCRAM_ERR_AUTHZID,            /* authzid differs from authcid */
-    SCRAM_ERR_CHANNEL_MISMATCH,   /* c= does not repeat the GS2 header */
-    SCRAM_ERR_NONCE,              /* r= is not the nonce this exchange issued */
-    SCRAM_ERR_INVALID_PROOF,      /* wrong password, or no such user */
-    SCRAM_ERR_TEMPORARY,          /* lookup or random source failed: answer 454 */
-    SCRAM_ERR_STATE,              /* message after the exchange ended (replay, extra data) */
+    SCRAM_ERR_MALFORMED,         /* message does not follow the RFC 5802 section 7 grammar */
+    SCRAM_ERR_CHANNEL_BINDING,   /* client asked for channel binding ("p="): no -PLUS offered */
+    SCRAM_ERR_EXTENSION,         /* mandatory extension "m=" */
+    SCRAM_ERR_USERNAME_ENCODING, /* bad saslname escape, not UTF-8, too long */
+    SCRAM_ERR_AUTHZID,           /* authzid differs from authcid */
+    SCRAM_ERR_CHANNEL_MISMATCH,  /* c= does not repeat the GS2 header */
+    SCRAM_ERR_NONCE,             /* r= is not the nonce this exchange issued */
+    SCRAM_ERR_INVALID_PROOF,     /* wrong password, or no such user */
+    SCRAM_ERR_TEMPORARY,         /* lookup or random source failed: answer 454 */
+    SCRAM_ERR_STATE,             /* message after the exchange ended (replay, extra data) */
 };
 
 struct scram_server_config {

@@ -73,6 +73,7 @@ struct spool {
     struct pending *q_head, *q_tail; /* waiting to be written */
     struct pending *d_head, *d_tail; /* written and synced (or failed) */
     bool dir_dirty;
+    bool rotate_next; /* a write hit a full disk */
     struct segment *segs; /* grows (under mu); index is stable */
     size_t n_segs, cap_segs;
     size_t cur; /* index of the segment being appended to (writer's) */
@@ -411,7 +412,11 @@ static void pending_free(struct pending *p)
 static int write_record(struct spool *s, struct pending *p, bool *rotated)
 {
     pthread_mutex_lock(&s->mu);
-    if (s->segs[s->cur].size + p->total > SEG_TARGET_SIZE && s->segs[s->cur].size > 0) {
+    /* after a full disk, start a new segment: the full one can then be
+     * reclaimed as soon as its messages are delivered */
+    if ((s->segs[s->cur].size + p->total > SEG_TARGET_SIZE || s->rotate_next) &&
+        s->segs[s->cur].size > 0) {
+        s->rotate_next = false;
         uint32_t seq = s->segs[s->cur].seq + 1;
         int fd = -1;
         int r = seg_open(s, seq, true, &fd);
@@ -462,6 +467,11 @@ static int write_record(struct spool *s, struct pending *p, bool *rotated)
     if (err) {
         if (ftruncate(fd, (off_t)start) < 0) {
             /* the torn record's CRC ends recovery's scan here anyway */
+        }
+        if (err == -ENOSPC || err == -EDQUOT) {
+            pthread_mutex_lock(&s->mu);
+            s->rotate_next = true;
+            pthread_mutex_unlock(&s->mu);
         }
         return err;
     }

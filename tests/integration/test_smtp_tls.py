@@ -130,11 +130,17 @@ def s_client(args, dialogue=(b"EHLO client.test\r\n", b"QUIT\r\n")):
         implicit = "-starttls" not in args
         if not implicit or read_replies(1):
             for n, line in enumerate(dialogue, start=1 + implicit):
-                p.stdin.write(line)
-                p.stdin.flush()
+                try:
+                    p.stdin.write(line)
+                    p.stdin.flush()
+                except BrokenPipeError:
+                    break  # openssl already gave up (a refused handshake)
                 if not read_replies(n):
                     break
-        p.stdin.close()
+        try:
+            p.stdin.close()
+        except BrokenPipeError:
+            pass
         read_replies(1 << 30)  # to EOF
         p.wait(timeout=10)
         err = p.stderr.read()

@@ -45,6 +45,14 @@ Scripted replies (REPLY is "CODE text", e.g. '451 4.3.0 try later'; a literal
   --stall SECONDS          wait this long before replying ...
   --stall-on VERB          ... to VERB (default DOT; also GREETING or any verb)
 
+Chaos (for torture tests)
+  --chaos P                each command misbehaves with probability P: 421 and
+                           close, 451/452 (and 550 at RCPT), a dropped connection,
+                           a stall past the client's timeout (--chaos-stall), or
+                           a broken TLS handshake after STARTTLS
+  --chaos-seed N           seed for reproducible chaos
+  --chaos-stall SECONDS    how long a chaotic stall lasts (default 3)
+
 Output
   --store DIR              each accepted message as DIR/NNNNNN.eml and
                            DIR/NNNNNN.json (envelope; written last, atomically:
@@ -73,6 +81,7 @@ import binascii
 import json
 import logging
 import os
+import random
 import re
 import signal
 import ssl
@@ -114,6 +123,7 @@ def split_addr_reply(value, what, need_addr):
 class Config:
     def __init__(self, args):
         self.args = args
+        self.rng = random.Random(args.chaos_seed)
         self.users = {}
         if args.user is not None:
             self.users[args.user] = args.password or ""
@@ -263,6 +273,15 @@ class Handler:
 
     async def handle_DATA(self, server, session, envelope):
         args = self.cfg.args
+        if args.chaos and self.cfg.rng.random() < args.chaos:
+            act = self.cfg.rng.choice(["451", "452", "drop", "stall"])
+            self.state.log(event="chaos", conn=server.conn_id, verb="DOT", action=act)
+            if act == "drop":
+                await server.drop("DOT")
+            elif act == "stall":
+                await asyncio.sleep(args.chaos_stall)
+            else:
+                return {"451": "451 4.3.0 chaos: try later", "452": "452 4.3.1 chaos: no space"}[act]
         stall = self.cfg.control("stall")
         if stall:
             await asyncio.sleep(float(stall))
@@ -331,6 +350,42 @@ class ScriptedSMTP(SMTP):
         # Wait to be cancelled by connection_lost; never reply.
         await asyncio.sleep(3600)
 
+    async def chaos(self, verb):
+        """Misbehaves at random when --chaos is set; True when it replied."""
+        args = self.cfg.args
+        rnd = self.cfg.rng
+        if not args.chaos or rnd.random() >= args.chaos:
+            return False
+        choices = {
+            "EHLO": ["421", "drop"],
+            "STARTTLS": ["breaktls", "drop"],
+            "MAIL": ["421", "451", "drop", "stall"],
+            "RCPT": ["452", "550", "drop"],
+            "DATA": ["451", "drop"],
+            "DOT": ["451", "452", "drop", "stall"],
+        }.get(verb)
+        if not choices:
+            return False
+        act = rnd.choice(choices)
+        self.state.log(event="chaos", conn=self.conn_id, verb=verb, action=act)
+        if act == "drop":
+            await self.drop(verb)
+        elif act == "stall":
+            await asyncio.sleep(args.chaos_stall)
+            return False
+        elif act == "breaktls":
+            await self.push("220 2.0.0 Ready to start TLS")
+            self.transport.write(b"\x15\x03\x03\x00\x02\x02\x28")  # not a ServerHello
+            self.transport.close()
+        elif act == "421":
+            await self.push("421 4.3.2 chaos: closing")
+            self.transport.close()
+        else:
+            texts = {"451": "451 4.3.0 chaos: try later", "452": "452 4.3.1 chaos: no space",
+                     "550": "550 5.1.1 chaos: no such user"}
+            await self.push(texts[act])
+        return True
+
     def _wrap(self, verb, method):
         async def wrapped(arg):
             args = self.cfg.args
@@ -341,6 +396,8 @@ class ScriptedSMTP(SMTP):
                            tls=self.is_tls())
             if args.drop_on and args.drop_on.upper() == verb:
                 await self.drop(verb)
+            if await self.chaos(verb):
+                return
             if args.stall and args.stall_on.upper() == verb:
                 await asyncio.sleep(args.stall)
             if verb in self.cfg.verb_replies:
@@ -438,6 +495,9 @@ def parse_args(argv):
     p.add_argument("--drop-on")
     p.add_argument("--stall", type=float, default=0.0)
     p.add_argument("--stall-on", default="DOT")
+    p.add_argument("--chaos", type=float, default=0.0)
+    p.add_argument("--chaos-seed", type=int)
+    p.add_argument("--chaos-stall", type=float, default=3.0)
     p.add_argument("--store")
     p.add_argument("--log")
     p.add_argument("--control")

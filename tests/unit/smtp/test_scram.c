@@ -103,9 +103,8 @@ static void make_user(struct fake_user *u, enum scram_mech mech, const char *nam
     assert_true(n > 0);
     u->cred.salt_len = (size_t)n;
     u->cred.iterations = iter;
-    assert_int_equal(scram_derive(mech, password, strlen(password), u->cred.salt,
-                                  u->cred.salt_len, iter, u->cred.stored_key,
-                                  u->cred.server_key),
+    assert_int_equal(scram_derive(mech, password, strlen(password), u->cred.salt, u->cred.salt_len,
+                                  iter, u->cred.stored_key, u->cred.server_key),
                      0);
 }
 
@@ -203,8 +202,8 @@ static int check_vector(json_t *v, enum scram_mech mech)
     assert_true(scram_credential_format(mech, &u.cred, line, sizeof(line)) > 0);
     assert_int_equal(scram_credential_parse(mech, line, strlen(line), &back), 0);
     assert_memory_equal(&back, &u.cred, sizeof(back));
-    assert_int_equal(scram_credential_parse(mech == SCRAM_SHA_1 ? SCRAM_SHA_256 : SCRAM_SHA_1,
-                                            line, strlen(line), &back),
+    assert_int_equal(scram_credential_parse(mech == SCRAM_SHA_1 ? SCRAM_SHA_256 : SCRAM_SHA_1, line,
+                                            strlen(line), &back),
                      -1);
     checks++;
 
@@ -363,8 +362,8 @@ static void test_tampered_nonce_and_replay(void **state)
     make_user(&u, SCRAM_SHA_256, "user", "pencil", "W22ZaJ0SNY7soEsUEjb6gQ==", 4096);
     struct fake_random sr = {0}, cr = {0};
     struct scram_server *s = new_server(SCRAM_SHA_256, &sr, 0);
-    struct scram_client *c = scram_client_new(SCRAM_SHA_256, "user", NULL, "pencil", fake_random,
-                                              &cr);
+    struct scram_client *c =
+        scram_client_new(SCRAM_SHA_256, "user", NULL, "pencil", fake_random, &cr);
     char *cfin = NULL, *out = NULL;
 
     assert_int_equal(run_exchange(s, c, &u, &cfin), SCRAM_SUCCESS);
@@ -424,8 +423,9 @@ static void test_client_checks_server(void **state)
     scram_client_set_nonce_len(c, 20);
     assert_int_equal(scram_client_first(c, &out), 0);
     free(out);
-    const char *sf = "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,"
-                     "i=4096";
+    const char *sf =
+        "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,"
+        "i=4096";
     assert_int_equal(scram_client_final(c, sf, strlen(sf), &out), 0);
     free(out);
     const char *bad = "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95H4=";
@@ -433,11 +433,11 @@ static void test_client_checks_server(void **state)
     scram_client_free(c);
 
     const char *servers[] = {
-        "r=other%hvYD,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",          /* not our nonce */
-        "r=rOprNGfwEbeRWgbNEkqO,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096", /* no server part */
-        "r=rOprNGfwEbeRWgbNEkqOxyz,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=1", /* too few iterations */
+        "r=other%hvYD,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",             /* not our nonce */
+        "r=rOprNGfwEbeRWgbNEkqO,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",   /* no server part */
+        "r=rOprNGfwEbeRWgbNEkqOxyz,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=1",   /* too few iterations */
         "r=rOprNGfwEbeRWgbNEkqOxyz,s=W22ZaJ0SNY7soEsUEjb6gQ=,i=4096", /* bad base64 */
-        "r=rOprNGfwEbeRWgbNEkqOxyz,i=4096",                         /* no salt */
+        "r=rOprNGfwEbeRWgbNEkqOxyz,i=4096",                           /* no salt */
         "m=x,r=rOprNGfwEbeRWgbNEkqOxyz,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",
         "e=other-error",
     };
@@ -572,8 +572,8 @@ static void test_malformed_final(void **state)
             assert_int_equal(step(s, "x", &u, &out), SCRAM_FAILURE);
             assert_int_equal(scram_server_error(s), SCRAM_ERR_STATE);
         } else if (st != SCRAM_FAILURE || scram_server_error(s) != want[i]) {
-            fail_msg("case %d '%s': status %d error %d (%s)", i, msgs[i], st,
-                     scram_server_error(s), scram_server_reason(s));
+            fail_msg("case %d '%s': status %d error %d (%s)", i, msgs[i], st, scram_server_error(s),
+                     scram_server_reason(s));
         }
         free(out);
         scram_server_free(s);
@@ -619,10 +619,8 @@ static void test_temporary_failures(void **state)
     scram_server_free(s);
 
     u.result = 0;
-    struct scram_server_config cfg = {.mech = SCRAM_SHA_256,
-                                      .random = failing_random,
-                                      .secret = test_secret,
-                                      .secret_len = 4};
+    struct scram_server_config cfg = {
+        .mech = SCRAM_SHA_256, .random = failing_random, .secret = test_secret, .secret_len = 4};
     s = scram_server_new(&cfg);
     assert_int_equal(step(s, "n,,n=user,r=abc", &u, &out), SCRAM_FAILURE);
     assert_int_equal(scram_server_error(s), SCRAM_ERR_TEMPORARY);
@@ -648,8 +646,8 @@ static void test_derive_and_parse(void **state)
         "SCRAM-SHA-256$:c2FsdA==$" /* no iterations */,
         "SCRAM-SHA-256$4096:c2FsdA==$AAAA:AAAA",
         "SCRAM-SHA-256$4096:c2FsdA==",
-        "SCRAM-SHA-256$0:c2FsdA==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:"
-        "wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=",
+        ("SCRAM-SHA-256$0:c2FsdA==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:"
+         "wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU="),
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_int_equal(scram_credential_parse(SCRAM_SHA_256, bad[i], strlen(bad[i]), &c), -1);
