@@ -24,6 +24,7 @@ enum section {
     SEC_LIMITS,
     SEC_QUEUE,
     SEC_LOG,
+    SEC_POLICY,
     SEC_DKIM,
     SEC_HTTP,
     SEC_AUDIT,
@@ -36,7 +37,8 @@ enum section {
 #define SEC_IGNORED (-2) /* inside a header already reported as wrong */
 
 static const char *const section_names[SEC_COUNT] = {
-    "server", "tls", "auth", "limits", "queue", "log", "dkim", "http", "audit", "webhook", "upstream"};
+    "server", "tls",  "auth",  "limits", "queue",   "log",
+    "policy", "dkim", "http",  "audit",  "webhook", "upstream"};
 
 enum value_type {
     T_STRING,   /* free text */
@@ -181,6 +183,35 @@ static const struct config_key keys[] = {
      .doc = "Pseudonymise recipient addresses in logs with a keyed hash (HMAC-SHA-256)."},
     {SEC_LOG, "privacy_key_file", NULL, T_PATH, S(log_privacy_key_file),
      "${var_dir}/privacy.key", .doc = "Key for the recipient pseudonyms; made on first start."},
+
+    {SEC_TLS, "request_client_cert", NULL, T_BOOL, S(tls_request_client_cert), "true",
+     .doc = "Ask clients for a certificate; one registered with 'sluice creds add --cert' logs in."},
+    {SEC_AUTH, "scram_secret_file", NULL, T_PATH, S(scram_secret_file),
+     "${var_dir}/scram.key", .doc = "Key for SCRAM answers about unknown users; made on first start."},
+    {SEC_AUTH, "failures_before_delay", NULL, T_INT, S(auth_failures_before_delay), "3", 1, 1000,
+     .doc = "Failed AUTH from one address before answers are slowed down."},
+    {SEC_AUTH, "failures_before_block", NULL, T_INT, S(auth_failures_before_block), "10", 1, 100000,
+     .doc = "Failed AUTH from one address before it is blocked."},
+    {SEC_AUTH, "block_time", NULL, T_DURATION, S(auth_block_time), "15m", 1, DAY,
+     .doc = "How long an address stays blocked after too many failures."},
+    {SEC_LIMITS, "rate_per_ip", NULL, T_STRING, S(rate_per_ip), "0", .empty_ok = true,
+     .doc = "Messages per source address, e.g. 600/min; 0: no limit."},
+
+    {SEC_POLICY, "blocked_extensions", NULL, T_STRING, S(policy_blocked_extensions),
+     "exe,scr,com,bat,cmd,pif,vbs,vbe,js,jse,wsf,wsh,msi,msp,ps1,jar,hta,cpl,lnk,reg",
+     .empty_ok = true, .list_sep = ',', .doc = "Attachment file extensions refused (554 5.7.1)."},
+    {SEC_POLICY, "blocked_types", NULL, T_STRING, S(policy_blocked_types),
+     "application/x-msdownload,application/x-dosexec,application/x-ms-installer",
+     .empty_ok = true, .list_sep = ',', .doc = "Attachment content types refused."},
+    {SEC_POLICY, "required_headers", NULL, T_STRING, S(policy_required_headers), "From",
+     .empty_ok = true, .list_sep = ',',
+     .doc = "Header fields every message must carry (Date and Message-ID are added if missing)."},
+    {SEC_POLICY, "relay_allow_from", NULL, T_STRING, S(policy_relay_allow_from), "",
+     .empty_ok = true, .list_sep = ',',
+     .doc = "Sender patterns for clients in relay_networks without AUTH; empty: any."},
+    {SEC_POLICY, "relay_allow_rcpt", NULL, T_STRING, S(policy_relay_allow_rcpt), "",
+     .empty_ok = true, .list_sep = ',',
+     .doc = "Recipient patterns for clients in relay_networks without AUTH; empty: any."},
 
     {SEC_DKIM, "key_dir", NULL, T_PATH, S(dkim_key_dir), "${var_dir}/dkim",
      .doc = "Private keys named SELECTOR._domainkey.DOMAIN.key (as 'sluice dkim keygen' writes)."},

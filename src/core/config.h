@@ -84,6 +84,19 @@ struct config {
 
     /* [auth] (continued) */
     char *creds_db;              /* SQLite store, default <var_dir>/sluice.db */
+    char *scram_secret_file;     /* default <var_dir>/scram.key */
+    int auth_failures_before_delay; /* default 3 */
+    int auth_failures_before_block; /* default 10 */
+    int auth_block_time;         /* seconds, default 900 */
+    bool tls_request_client_cert; /* [tls] request_client_cert, default true */
+    char *rate_per_ip;           /* [limits] rate_per_ip, "0" = none */
+
+    /* [policy] */
+    char *policy_blocked_extensions; /* "exe,scr,..." */
+    char *policy_blocked_types;
+    char *policy_required_headers;   /* "From" */
+    char *policy_relay_allow_from;   /* patterns for unauthenticated relay clients */
+    char *policy_relay_allow_rcpt;
 
     /* [log] (continued) */
     bool log_privacy;            /* pseudonymise recipients; default true */

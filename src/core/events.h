@@ -1,0 +1,74 @@
+/* Events: the one place where something that happened is reported. Each
+ * call writes the JSON log line, appends security-relevant events to the
+ * audit chain, counts for /metrics, updates per-credential accounting and
+ * queues webhooks, so the parts that detect events do not need to know who
+ * listens. Recipient addresses are pseudonymised here when privacy is on. */
+#ifndef SLUICE_CORE_EVENTS_H
+#define SLUICE_CORE_EVENTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct relay;
+struct spool_msg;
+
+/* Why a message or command was refused; one counter each in /metrics. */
+enum reject_reason {
+    REJECT_UNAUTHENTICATED = 0, /* MAIL without AUTH from outside relay_networks */
+    REJECT_SENDER,              /* envelope sender not allowed for the credential */
+    REJECT_RECIPIENT,           /* recipient not allowed for the credential */
+    REJECT_HEADER_FROM,         /* header From/Sender domain not allowed */
+    REJECT_SIZE,
+    REJECT_RECIPIENTS,          /* too many recipients */
+    REJECT_RATE,                /* rate limit */
+    REJECT_QUOTA,
+    REJECT_CONTENT,             /* blocked attachment, missing required header */
+    REJECT_SMUGGLING,           /* bare CR/LF in DATA */
+    REJECT_SYNTAX,              /* malformed message (long line, NUL, empty) */
+    REJECT_STORAGE,             /* spool write failed */
+    REJECT_SIGNING,             /* DKIM signing failed (deferred) */
+    REJECT_REASON_COUNT
+};
+
+const char *reject_reason_name(enum reject_reason r);
+
+/* Opens what the events feed (audit file, privacy key, accounting store,
+ * webhooks) from r->cfg. Returns 0 or -1 with err set. */
+int events_open(struct relay *r, char *err, size_t errlen);
+void events_close(struct relay *r);
+
+/* A client authenticated or failed to. method: "PLAIN", "LOGIN",
+ * "SCRAM-SHA-256", "client-cert", "api-key". cred may be NULL on failure. */
+void events_auth(struct relay *r, const char *client_ip, const char *method, const char *cred,
+                 bool ok, const char *reason);
+
+/* A command or message was refused with `reply` (the full SMTP reply). */
+void events_reject(struct relay *r, const char *client_ip, const char *cred,
+                   enum reject_reason why, const char *reply);
+
+/* A security-relevant oddity: "starttls_injection", "tls_failure",
+ * "auth_blocked", ... with a free-form detail. */
+void events_security(struct relay *r, const char *client_ip, const char *what,
+                     const char *detail);
+
+/* A message is durable and answered 250. rcpts are pseudonymised in the
+ * log when privacy is on. attachments: "name;type;size" entries or NULL. */
+void events_accepted(struct relay *r, const char *queue_id, const char *message_id,
+                     const char *client_ip, const char *cred, const char *sender,
+                     const char *const *rcpts, size_t n_rcpts, size_t size, const char *tls,
+                     const char *const *attachments, size_t n_attachments);
+
+/* Delivery outcomes, one call per recipient. state: "delivered",
+ * "deferred", "failed", "held". */
+void events_delivery(struct relay *r, const struct spool_msg *m, uint32_t rcpt,
+                     const char *state, const char *upstream, const char *reply,
+                     double duration_s);
+
+/* An operator or configuration action worth auditing ("queue.delete", "reload"). */
+void events_admin(struct relay *r, const char *action, const char *detail);
+
+/* The credential recorded in a message's metadata ("auth=NAME"), or "". */
+const char *events_message_cred(const struct spool_msg *m, char *buf, size_t len);
+
+#endif
