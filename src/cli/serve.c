@@ -3,6 +3,8 @@
 #include "cli/cli.h"
 
 #include "core/config.h"
+#include "core/events.h"
+#include "http/metrics.h"
 #include "core/log.h"
 #include "core/relay.h"
 #include "core/worker.h"
@@ -198,6 +200,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
     if (deliver_reload(r->deliver, err, sizeof err) < 0)
         log_event(LOG_ERROR, "deliver.reload_failed", "error", "%s", err, NULL);
     config_free(old);
+    events_admin(r, "server.reload", sv->config_path ? sv->config_path : "embedded defaults");
     log_event(LOG_INFO, "server.reloaded", "users", "#%zu", users_count(users), "upstreams",
               "#%zu", cfg->n_upstreams, NULL);
     /* fixed upstream settings deserve a prompt retry, held mail included */
@@ -288,6 +291,10 @@ int cli_serve(int argc, char **argv)
               "active", "#%llu", (unsigned long long)st.active, "held", "#%llu",
               (unsigned long long)st.held, "dead", "#%llu", (unsigned long long)st.dead,
               "records", "#%llu", (unsigned long long)st.records, NULL);
+    if (events_open(r, err, sizeof err) < 0) {
+        fprintf(stderr, "sluice: %s\n", err);
+        goto out;
+    }
     r->worker = worker_new(r->base, 2);
     r->deliver = deliver_new(r, err, sizeof err);
     if (!r->deliver) {
@@ -300,6 +307,13 @@ int cli_serve(int argc, char **argv)
     if (!r->listeners) {
         fprintf(stderr, "sluice: %s\n", err);
         goto out;
+    }
+    if (cfg->http_listen && *cfg->http_listen) {
+        r->metrics = metrics_http_open(r, events_fill_metrics, err, sizeof err);
+        if (!r->metrics) {
+            fprintf(stderr, "sluice: %s\n", err);
+            goto out;
+        }
     }
     r->control = control_open(r, err, sizeof err);
     if (!r->control) {
@@ -325,6 +339,7 @@ int cli_serve(int argc, char **argv)
               NULL);
 out:
     session_close_all(r);
+    metrics_http_free(r->metrics);
     control_free(r->control);
     worker_free(r->worker);
     spool_close(r->spool);
@@ -339,6 +354,7 @@ out:
     }
     if (sv.drain_timer)
         event_free(sv.drain_timer);
+    events_close(r);
     users_free(r->users);
     signing_free(r->signing);
     if (r->relay_nets)

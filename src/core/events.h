@@ -12,6 +12,7 @@
 
 struct relay;
 struct spool_msg;
+struct metrics_snapshot;
 
 /* Why a message or command was refused; one counter each in /metrics. */
 enum reject_reason {
@@ -67,6 +68,9 @@ void events_delivery(struct relay *r, const struct spool_msg *m, uint32_t rcpt,
 
 /* An operator or configuration action worth auditing ("queue.delete", "reload"). */
 void events_admin(struct relay *r, const char *action, const char *detail);
+
+/* Fills a /metrics snapshot (the callback given to metrics_http_open). */
+void events_fill_metrics(struct relay *r, struct metrics_snapshot *s);
 
 /* The credential recorded in a message's metadata ("auth=NAME"), or "". */
 const char *events_message_cred(const struct spool_msg *m, char *buf, size_t len);

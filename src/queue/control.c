@@ -4,6 +4,7 @@
 #include "queue/control.h"
 
 #include "core/config.h"
+#include "core/events.h"
 #include "core/log.h"
 #include "core/relay.h"
 #include "deliver/deliver.h"
@@ -190,7 +191,9 @@ char *control_handle(struct relay *r, const char *line)
         return error_reply("the message is not in a state that allows this");
     if (rc < 0)
         return error_reply(strerror(-rc));
-    log_event(LOG_INFO, "control.request", "request", "%s", verb, "id", "%s", arg, NULL);
+    char action[48];
+    snprintf(action, sizeof action, "queue.%s", verb);
+    events_admin(r, action, arg);
     return ok_reply(NULL);
 }
 

@@ -3,6 +3,7 @@
 #include "queue/queue.h"
 
 #include "core/config.h"
+#include "core/events.h"
 #include "core/log.h"
 #include "core/relay.h"
 #include "deliver/deliver.h"
@@ -32,6 +33,7 @@ struct queue {
     size_t inflight;
     bool quiesced;
     uint64_t *busy; /* ids being attempted: never start a second attempt */
+    double *busy_since; /* when each attempt started */
     size_t n_busy, cap_busy;
 };
 
@@ -104,6 +106,13 @@ static bool busy_has(const struct queue *q, uint64_t id)
     return false;
 }
 
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static void busy_add(struct queue *q, uint64_t id)
 {
     if (q->n_busy == q->cap_busy) {
@@ -112,18 +121,28 @@ static void busy_add(struct queue *q, uint64_t id)
         if (!b)
             return;
         q->busy = b;
+        double *t = realloc(q->busy_since, nc * sizeof *t);
+        if (!t)
+            return;
+        q->busy_since = t;
         q->cap_busy = nc;
     }
+    q->busy_since[q->n_busy] = mono_now();
     q->busy[q->n_busy++] = id;
 }
 
-static void busy_del(struct queue *q, uint64_t id)
+/* Removes id; returns how long its attempt took, in seconds. */
+static double busy_del(struct queue *q, uint64_t id)
 {
     for (size_t i = 0; i < q->n_busy; i++)
         if (q->busy[i] == id) {
-            q->busy[i] = q->busy[--q->n_busy];
-            return;
+            double took = mono_now() - q->busy_since[i];
+            q->n_busy--;
+            q->busy[i] = q->busy[q->n_busy];
+            q->busy_since[i] = q->busy_since[q->n_busy];
+            return took;
         }
+    return 0;
 }
 
 /* ---- dispatch ---- */
@@ -232,7 +251,7 @@ static void on_attempt_done(void *arg, uint64_t id, struct deliver_result *res)
     struct queue *q = arg;
     struct relay *r = q->r;
     q->inflight--;
-    busy_del(q, id);
+    double took = busy_del(q, id);
     const struct spool_msg *m = spool_get(r->spool, id);
     char ids[17];
     spool_id_str(id, ids);
@@ -253,6 +272,16 @@ static void on_attempt_done(void *arg, uint64_t id, struct deliver_result *res)
                      "delivery time expired after %d s; last reply: %.180s", r->cfg->max_lifetime,
                      m->last_reply ? m->last_reply : "none");
         }
+    }
+    for (uint32_t i = 0; i < res->n_rcpts && i < m->n_rcpts; i++) {
+        const struct deliver_rcpt_result *rr = &res->rcpt[i];
+        if (rr->cls == DELIVER_SKIP)
+            continue;
+        const char *st = rr->cls == DELIVER_OK     ? "delivered"
+                         : rr->cls == DELIVER_PERM ? "failed"
+                         : res->hold               ? "held"
+                                                   : "deferred";
+        events_delivery(r, m, i, st, res->upstream, rr->reply, took);
     }
     /* the bounce is put first: a crash after it and before the marks may
      * bounce twice, but never loses the bounce */
@@ -332,6 +361,7 @@ void queue_free(struct queue *q)
     event_free(q->timer);
     free(q->heap);
     free(q->busy);
+    free(q->busy_since);
     free(q);
 }
 

@@ -39,6 +39,7 @@ class Sluice:
         self.var = self.dir / "var"
         self.port = free_port()
         self.tls_port = free_port()
+        self.http_port = free_port()
         self.log_path = self.dir / "sluice.log"
         self.env = dict(os.environ)
         for k in list(self.env):
@@ -50,6 +51,7 @@ class Sluice:
             "SLUICE_SERVER_VAR_DIR": str(self.var),
             "SLUICE_SERVER_HOSTNAME": "relay.test",
             "SLUICE_SERVER_SHUTDOWN_GRACE": "10s",
+            "SLUICE_HTTP_LISTEN": f"127.0.0.1:{self.http_port}",
         })
         if config_text is not None:
             cfg = self.dir / "sluice.conf"
