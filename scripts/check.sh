@@ -72,6 +72,26 @@ if [ -x build/sluice ]; then
     rm -f "$log"
 fi
 
+echo "== integration under ASan+UBSan (the daemon built with sanitizers; SMTP, delivery, DKIM intake)"
+if [ -x build-asan/sluice ]; then
+    log=$(mktemp)
+    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    SLUICE_BIN=$root/build-asan/sluice \
+        $PY -m pytest -q -p no:cacheprovider tests/integration \
+        -k "smtp_ or delivery or dkim_intake or observability or policy_" >"$log" 2>&1
+    rc=$?
+    tail -15 "$log"
+    line=$(grep -E '[0-9]+ (passed|failed)' "$log" | tail -1)
+    p=$(echo "$line" | grep -oE '[0-9]+ passed' | awk '{print $1}')
+    f=$(echo "$line" | grep -oE '[0-9]+ failed' | awk '{print $1}')
+    e=$(echo "$line" | grep -oE '[0-9]+ error' | awk '{print $1}')
+    p=${p:-0}; f=$(( ${f:-0} + ${e:-0} ))
+    [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+    passed=$((passed + p)); failed=$((failed + f))
+    [ "$f" -ne 0 ] && failures+=("integration (asan)")
+    rm -f "$log"
+fi
+
 echo "== fuzz smoke (libFuzzer, ${FUZZ_SECONDS:-10}s per target)"
 if FUZZ_SECONDS=${FUZZ_SECONDS:-10} scripts/fuzz.sh >/tmp/sluice-fuzz.log 2>&1; then
     n=$(grep -c '^fuzz ok' /tmp/sluice-fuzz.log)
