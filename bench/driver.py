@@ -330,7 +330,7 @@ def run_cell(relay, sink, size_kib, conc, count, lat_count, timeout):
     if sink.wait_for(base + sent, time.monotonic() + timeout) is None:
         res["problems"].append(f"latency pass: sink received {sink.count() - base} of {sent}")
     if not relay.alive():
-        res["problems"].append("relay process died during the cell")
+        res["problems"].append("relay process stopped during the cell")
         res["log_lines"] = relay.log_tail_problems(log0) + relay.last_lines()
     if res["problems"]:
         res["log_lines"] = relay.log_tail_problems(log0)
@@ -579,6 +579,11 @@ def report(args, info, cells, fsync, idle, started, elapsed, baseline=None, logs
 
     problems = [c for c in cells if c.get("problems")]
     L.append("\n## Problems seen\n")
+    for name, where in getattr(args, "stopped_at", {}).items():
+        L.append(f"- **{name} stopped running** (found at {where}); its later cells were "
+                 f"skipped, so their figures come from the passes before. How it stopped is "
+                 f"in the last log lines below (a Sluice stopped by a signal logs "
+                 f"`server.stopping` with the signal; a crash leaves no such line).")
     if not problems:
         L.append("None: every smtp-source run exited 0 and the sink received exactly the "
                  "messages sent, for both relays in every cell.")
@@ -662,7 +667,7 @@ def main():
                 print(f"!! warm-up of {r.name}: sink received {sink.count() - base} of "
                       f"{args.warmup}", flush=True)
 
-    runs, dead = [], set()
+    runs, dead, stopped_at = [], set(), {}
     for rep in range(1, args.repeat + 1):
         for s in args.sizes:
             for c in args.concs:
@@ -676,6 +681,7 @@ def main():
                     runs.append(res)
                     if not r.alive():
                         dead.add(r.name)
+                        stopped_at[r.name] = f"pass {rep}, {s} KiB, concurrency {c}"
                         print(f"!! {r.name} is not running any more; its remaining cells are "
                               f"skipped. Last log lines:", flush=True)
                         for line in r.last_lines():
@@ -695,7 +701,10 @@ def main():
 
     idle = None
     sl = idle_relays or [r for r in relays if r.name == "sluice"]
-    if sl and args.idle_conns > 0:
+    if sl and args.idle_conns > 0 and not sl[0].alive():
+        idle = (f"{sl[0].name} was not running before the test; its log ends: "
+                + " ".join(sl[0].last_lines(2)))
+    elif sl and args.idle_conns > 0:
         print(f"== Sluice memory with {args.idle_conns} idle connections", flush=True)
         p = subprocess.run([PY, str(HERE / "idle_conns.py"), "--port", str(sl[0].port),
                             "--pid", str(sl[0].pid()), "--count", str(args.idle_conns),
@@ -711,10 +720,11 @@ def main():
                                 else "the Sluice of the matrix, after the matrix")
         print(f"   {idle}", flush=True)
         if not sl[0].alive():
-            idle = f"Sluice died during the idle-connection test: {idle}"
+            idle = f"Sluice stopped during the idle-connection test: {idle}"
 
     info["load_end"] = loadavg()
     logs = {r.name: r.log_summary() for r in relays}
+    args.stopped_at = stopped_at
     md = report(args, info, cells, fsync, idle, started, time.monotonic() - t_start, baseline,
                 logs)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -79,8 +79,7 @@ cleanup() {
     if [ -n "$SLUICE_PID" ] && ! kill -0 "$SLUICE_PID" 2>/dev/null; then
         local st=0
         wait "$SLUICE_PID" 2>/dev/null || st=$?
-        echo "bench: Sluice had stopped before the end of the run (exit status $st;" \
-             "above 128 means killed by signal $((st > 128 ? st - 128 : 0)))" >&2
+        echo "bench: Sluice had stopped before the end of the run (exit status $st); its log ends:" >&2
         tail -n 3 "$SL/sluice.log" >&2 2>/dev/null || true
     elif [ -n "$SLUICE_PID" ]; then
         kill -TERM "$SLUICE_PID" 2>/dev/null || true
@@ -202,6 +201,14 @@ fi
 # upstream to the sink. Connection limits raised for the idle-connection test,
 # which uses a second, otherwise untouched instance (sluice-idle) so that the
 # memory it reads is not what the matrix left in the first one.
+# Builds that serve metrics listen on 127.0.0.1:9025 by default; each bench
+# instance gets a free port instead, so two instances (or another Sluice on the
+# machine) do not collide. Older builds without [http] get no section.
+http_section() {
+    if "$SLUICE_BIN" config dump 2>/dev/null | grep '^\[http\]' >/dev/null; then
+        printf '\n[http]\nlisten = 127.0.0.1:%s\n' "$(free_port)"
+    fi
+}
 write_sluice_conf() { # DIR PORT
     cat >"$1/sluice.conf" <<EOF
 [server]
@@ -218,6 +225,7 @@ max_connections_per_ip = 2000
 
 [log]
 file = $1/sluice.log
+$(http_section)
 
 [upstream sink]
 host = 127.0.0.1

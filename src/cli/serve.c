@@ -12,6 +12,7 @@
 #include "net/cidr.h"
 #include "net/listener.h"
 #include "net/tls.h"
+#include "policy/policy.h"
 #include "policy/users.h"
 #include "queue/control.h"
 #include "queue/queue.h"
@@ -197,6 +198,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
     r->signing = signing;
     struct config *old = r->cfg;
     r->cfg = cfg;
+    policy_reload(r);
     if (deliver_reload(r->deliver, err, sizeof err) < 0)
         log_event(LOG_ERROR, "deliver.reload_failed", "error", "%s", err, NULL);
     config_free(old);
@@ -276,6 +278,10 @@ int cli_serve(int argc, char **argv)
     r->relay_nets = load_nets(cfg);
     if (!r->relay_nets)
         goto out;
+    if (policy_open(r, err, sizeof err) < 0) {
+        fprintf(stderr, "sluice: %s\n", err);
+        goto out;
+    }
     r->signing = signing_load(cfg, err, sizeof err);
     if (!r->signing) {
         fprintf(stderr, "sluice: %s\n", err);
@@ -355,6 +361,7 @@ out:
     if (sv.drain_timer)
         event_free(sv.drain_timer);
     events_close(r);
+    policy_close(r);
     users_free(r->users);
     signing_free(r->signing);
     if (r->relay_nets)

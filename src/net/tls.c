@@ -128,6 +128,13 @@ out:
     return rc;
 }
 
+static int accept_any_client_cert(int preverify_ok, X509_STORE_CTX *store)
+{
+    (void)preverify_ok;
+    (void)store;
+    return 1;
+}
+
 SSL_CTX *tls_server_ctx_new(const struct config *cfg, char *err, size_t errlen)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -164,6 +171,11 @@ SSL_CTX *tls_server_ctx_new(const struct config *cfg, char *err, size_t errlen)
         return NULL;
     }
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"sluice", 6);
+    if (cfg->tls_request_client_cert)
+        /* ask for a certificate without requiring one (no FAIL_IF_NO_PEER_CERT)
+         * and take self-signed ones: a certificate proves nothing by its
+         * chain here, only by its fingerprint registered with a credential */
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_CLIENT_ONCE, accept_any_client_cert);
     return ctx;
 }
 

@@ -5,13 +5,20 @@
  * committing, input stays buffered and is resumed afterwards. */
 #include "smtp/session.h"
 
+#include "core/base64.h"
 #include "core/config.h"
+#include "core/events.h"
 #include "core/log.h"
 #include "core/relay.h"
 #include "core/worker.h"
 #include "net/cidr.h"
 #include "net/listener.h"
 #include "net/tls.h"
+#include "policy/accounting.h"
+#include "policy/authz.h"
+#include "policy/creds.h"
+#include "policy/policy.h"
+#include "policy/ratelimit.h"
 #include "policy/users.h"
 #include "queue/queue.h"
 #include "smtp/address.h"
@@ -19,6 +26,7 @@
 #include "smtp/data.h"
 #include "smtp/intake.h"
 #include "smtp/sasl.h"
+#include "smtp/scram.h"
 #include "smtp/signing.h"
 #include "mailauth/dkim.h"
 #include "spool/spool.h"
@@ -53,7 +61,8 @@ enum session_state {
     ST_AUTH_PLAIN,      /* waiting for the PLAIN response */
     ST_AUTH_LOGIN_USER, /* waiting for the LOGIN user name */
     ST_AUTH_LOGIN_PASS, /* waiting for the LOGIN password */
-    ST_AUTH_CHECK,      /* password check running on a worker */
+    ST_AUTH_SCRAM,      /* waiting for the next SCRAM-SHA-256 message */
+    ST_AUTH_CHECK,      /* password check on a worker, or a failure answered late */
     ST_COMMIT,          /* message appended; waiting until it is durable */
     ST_TLS,             /* TLS handshake in progress */
     ST_CLOSING,         /* final reply flushing; then close */
@@ -87,7 +96,10 @@ struct session {
     bool loopback, relay_net, tls, esmtp, authed;
     char tls_desc[128];
     char helo[256];
-    char auth_user[SASL_FIELD_MAX + 1];
+    char auth_user[SASL_FIELD_MAX + 1]; /* the credential name once authed */
+    struct cred *cred;                  /* who logged in; NULL before AUTH and for relay clients */
+    uint64_t cred_gen;                  /* credential store generation cred was read at */
+    const char *auth_method; /* "PLAIN", "LOGIN", "SCRAM-SHA-256", "api-key", "client-cert" */
     int bad_commands;
     int busy;        /* callbacks outstanding (worker job, spool commit) */
     bool dead;       /* connection gone; free when busy drops to 0 */
@@ -102,6 +114,8 @@ struct session {
     struct msgbuf msg;
     struct smtp_data_decoder dec;
     size_t data_total;
+    long long size_limit; /* the relay's limit, lowered by the credential's */
+    struct authz_attachments atts;
     bool too_big, bdat_used, bdat_last, bdat_failed;
     /* DKIM: the body hash runs while the content streams in */
     bool hdr_found;
@@ -117,7 +131,11 @@ struct session {
     /* AUTH exchange */
     char login_user[SASL_FIELD_MAX + 1];
     char check_pass[SASL_FIELD_MAX + 1];
-    bool check_ok;
+    const char *check_mech;   /* worker input: "PLAIN" or "LOGIN" */
+    struct cred *check_cred;  /* worker result: the credential, NULL on failure */
+    const char *check_method; /* worker result: the method that proved it */
+    uint64_t check_gen;
+    struct scram_server *scram;
     char line[AUTH_LINE_MAX + 2];
 };
 
@@ -216,6 +234,8 @@ static void transaction_reset(struct session *s)
         s->msg.cap = 0;
     }
     s->data_total = 0;
+    s->size_limit = s->r->cfg->max_message_size;
+    authz_attachments_free(&s->atts);
     s->too_big = s->bdat_used = s->bdat_last = s->bdat_failed = false;
     s->bdat_error = NULL;
     s->bdat_left = 0;
@@ -251,6 +271,48 @@ static void after_transaction(struct session *s)
 static bool auth_offered(const struct session *s)
 {
     return s->tls || (s->loopback && s->r->cfg->allow_plaintext_loopback);
+}
+
+static bool auth_waiting(enum session_state st)
+{
+    return st == ST_AUTH_PLAIN || st == ST_AUTH_LOGIN_USER || st == ST_AUTH_LOGIN_PASS ||
+           st == ST_AUTH_SCRAM;
+}
+
+/* The credential a policy check applies to: NULL for a relay-network
+ * client that did not authenticate. */
+static const struct cred *sender_cred(const struct session *s)
+{
+    return s->authed ? s->cred : NULL;
+}
+
+static void account(struct session *s, enum acct_event ev, const char *reason, long long bytes)
+{
+    if (s->r->accounting)
+        accounting_add(s->r->accounting, s->authed ? s->auth_user : NULL, ev, reason, bytes);
+}
+
+/* Sends a refusal and reports it: one event, one counter, one accounting
+ * row per refused command or message. */
+static void refused(struct session *s, enum reject_reason why, const char *line)
+{
+    reply(s, "%s", line);
+    events_reject(s->r, s->ip, s->authed ? s->auth_user : NULL, why, line);
+    account(s, ACCT_REJECTED, reject_reason_name(why), 0);
+}
+
+static void policy_refused(struct session *s, const struct authz_refusal *ref)
+{
+    refused(s, ref->reason, ref->reply);
+}
+
+static void logout(struct session *s)
+{
+    s->authed = false;
+    creds_free_cred(s->cred);
+    s->cred = NULL;
+    s->auth_user[0] = 0;
+    s->auth_method = NULL;
 }
 
 static bool bad_command(struct session *s)
@@ -321,15 +383,42 @@ static void cmd_ehlo(struct session *s, const struct smtp_command *c, bool esmtp
     }
     reply(s, "250-%s Hello %s [%s]", cfg->hostname, s->helo, s->ip);
     reply(s, "250-PIPELINING");
-    reply(s, "250-SIZE %lld", cfg->max_message_size);
+    reply(s, "250-SIZE %lld", authz_size_limit(sender_cred(s), cfg));
     reply(s, "250-8BITMIME");
     reply(s, "250-SMTPUTF8");
     reply(s, "250-CHUNKING");
     if (!s->tls && s->r->tls)
         reply(s, "250-STARTTLS");
-    if (auth_offered(s))
-        reply(s, "250-AUTH PLAIN LOGIN");
+    /* a client certificate already said who this is */
+    if (auth_offered(s) && !s->authed)
+        reply(s, "250-AUTH PLAIN LOGIN%s", s->r->creds ? " SCRAM-SHA-256" : "");
     reply(s, "250 ENHANCEDSTATUSCODES");
+}
+
+/* The credential's rules for a new transaction, in order: still valid
+ * (changes made with `sluice creds` count from the next MAIL on), sender,
+ * declared size, rate, quota. */
+static bool mail_authorised(struct session *s)
+{
+    const struct config *cfg = s->r->cfg;
+    struct authz_refusal ref;
+    if (s->authed && policy_refresh(s->r, &s->cred, &s->cred_gen) < 0) {
+        snprintf(ref.reply, sizeof ref.reply,
+                 "530 5.7.0 Credential '%s' was revoked or deleted; authentication required",
+                 s->auth_user);
+        refused(s, REJECT_UNAUTHENTICATED, ref.reply);
+        logout(s);
+        return false;
+    }
+    const struct cred *c = sender_cred(s);
+    if (authz_mail(c, cfg, &s->from, s->mp.size, &ref) < 0 ||
+        authz_rate(s->r->ratelimit, c, s->ip, cfg->rate_per_ip, policy_now_ms(), &ref) < 0 ||
+        authz_quota(s->r->accounting, c, time(NULL), &ref) < 0) {
+        policy_refused(s, &ref);
+        return false;
+    }
+    s->size_limit = authz_size_limit(c, cfg);
+    return true;
 }
 
 static void cmd_mail(struct session *s, const struct smtp_command *c)
@@ -341,10 +430,10 @@ static void cmd_mail(struct session *s, const struct smtp_command *c)
         return;
     }
     if (!s->authed && !s->relay_net) {
-        reply(s, "530 5.7.0 Authentication required: log in with AUTH before sending");
+        refused(s, REJECT_UNAUTHENTICATED,
+                "530 5.7.0 Authentication required: log in with AUTH before sending");
         log_event(LOG_WARN, "policy.rejected", "client_ip", "%s", s->ip, "reason", "%s",
                   "unauthenticated", NULL);
-        s->r->n.rejected++;
         bad_command(s);
         return;
     }
@@ -358,6 +447,10 @@ static void cmd_mail(struct session *s, const struct smtp_command *c)
     if (s->mp.size > cfg->max_message_size) {
         reply(s, "552 5.3.4 Message size %lld exceeds the limit of %lld bytes", s->mp.size,
               cfg->max_message_size);
+        memset(&s->from, 0, sizeof s->from);
+        return;
+    }
+    if (!mail_authorised(s)) {
         memset(&s->from, 0, sizeof s->from);
         return;
     }
@@ -376,9 +469,16 @@ static void cmd_rcpt(struct session *s, const struct smtp_command *c)
         bad_command(s);
         return;
     }
+    struct authz_refusal ref;
+    if (authz_rcpt(sender_cred(s), cfg, &p, &ref) < 0) {
+        policy_refused(s, &ref);
+        return;
+    }
     if (s->n_rcpts >= (size_t)cfg->max_recipients) {
         /* RFC 5321 4.5.3.1.10: 452 for too many recipients */
-        reply(s, "452 4.5.3 Too many recipients (limit %d per message)", cfg->max_recipients);
+        snprintf(ref.reply, sizeof ref.reply,
+                 "452 4.5.3 Too many recipients (limit %d per message)", cfg->max_recipients);
+        refused(s, REJECT_RECIPIENTS, ref.reply);
         return;
     }
     if (s->n_rcpts == s->cap_rcpts) {
@@ -459,7 +559,234 @@ static void cmd_bdat(struct session *s, const struct smtp_command *c)
     set_timeout(s, s->r->cfg->data_timeout);
 }
 
-static void start_auth_check(struct session *s, const char *user, const char *pass);
+/* ---- AUTH (RFC 4954): PLAIN, LOGIN, SCRAM-SHA-256 ---- */
+
+static void on_auth_delay(evutil_socket_t fd, short what, void *arg);
+
+/* A client known from here on: the credential (owned by the session from
+ * now), for MAIL's rules, the events and the spool's auth= metadata. */
+static void set_identity(struct session *s, const char *method, struct cred *c, uint64_t gen)
+{
+    logout(s);
+    s->authed = true;
+    s->cred = c;
+    s->cred_gen = gen;
+    s->auth_method = method;
+    snprintf(s->auth_user, sizeof s->auth_user, "%s", c->name);
+    events_auth(s->r, s->ip, method, c->name, true, NULL);
+}
+
+static void auth_succeeded(struct session *s, const char *method, struct cred *c, uint64_t gen)
+{
+    s->st = ST_READY;
+    set_identity(s, method, c, gen);
+    reply(s, "235 2.7.0 Authentication successful");
+}
+
+/* The address made too many failed attempts: 421 and close (RFC 5321
+ * 3.8), for this attempt and every new one until the block ends. */
+static void auth_blocked(struct session *s, const struct authfail_verdict *v)
+{
+    char line[AUTHZ_REPLY_MAX];
+    if (authfail_reply(v, s->ip, line, sizeof line) < 0)
+        snprintf(line, sizeof line, "421 4.7.0 Too many failed authentications");
+    reply(s, "%s", line);
+    events_security(s->r, s->ip, "auth_blocked", line);
+    close_when_flushed(s);
+}
+
+/* RFC 4954 6: 535 for bad credentials; the text never says which part was
+ * wrong, nor whether the user exists. */
+static bool auth_fail_reply(struct session *s)
+{
+    reply(s, "535 5.7.8 Authentication credentials invalid");
+    return !bad_command(s);
+}
+
+/* Counts a failure for the address, then answers at once, later (on a
+ * timer: the loop keeps serving others) or, once blocked, with 421.
+ * Returns true when the session may read its next command now. */
+static bool auth_failed(struct session *s, const char *method, const char *user, const char *why)
+{
+    struct relay *r = s->r;
+    events_auth(r, s->ip, method, user, false, why);
+    account(s, ACCT_REJECTED, "auth", 0);
+    s->st = ST_READY;
+    struct authfail_verdict v = {0};
+    if (r->authfail)
+        authfail_record(r->authfail, s->ip, policy_now_ms(), &v);
+    if (v.blocked) {
+        auth_blocked(s, &v);
+        return false;
+    }
+    if (v.delay_ms == 0)
+        return auth_fail_reply(s);
+    s->st = ST_AUTH_CHECK;
+    s->busy++;
+    struct timeval tv = {(time_t)(v.delay_ms / 1000), (suseconds_t)(v.delay_ms % 1000) * 1000};
+    if (event_base_once(r->base, -1, EV_TIMEOUT, on_auth_delay, s, &tv) < 0) {
+        s->busy--;
+        s->st = ST_READY;
+        return auth_fail_reply(s);
+    }
+    return false;
+}
+
+static void on_auth_delay(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    (void)fd;
+    (void)what;
+    s->busy--;
+    if (s->dead) {
+        session_close(s);
+        return;
+    }
+    s->st = ST_READY;
+    if (auth_fail_reply(s))
+        process_input(s);
+}
+
+static void auth_work(void *arg)
+{
+    struct session *s = arg;
+    if (policy_check_password(s->r, s->auth_users, s->login_user, s->check_pass, s->check_mech,
+                              &s->check_cred, &s->check_method, &s->check_gen) < 0)
+        s->check_cred = NULL;
+}
+
+static void auth_done(void *arg)
+{
+    struct session *s = arg;
+    s->busy--;
+    explicit_bzero(s->check_pass, sizeof s->check_pass);
+    users_free(s->auth_users);
+    s->auth_users = NULL;
+    struct cred *c = s->check_cred;
+    s->check_cred = NULL;
+    if (s->dead) {
+        creds_free_cred(c);
+        session_close(s);
+        return;
+    }
+    if (c)
+        auth_succeeded(s, s->check_method, c, s->check_gen);
+    else if (!auth_failed(s, s->check_mech, s->login_user, "invalid credentials"))
+        return;
+    process_input(s);
+}
+
+/* PLAIN and LOGIN end here: argon2id runs on a worker, never on the loop,
+ * and only once per connection (235 ends the exchange). */
+static void start_auth_check(struct session *s, const char *mech, const char *user,
+                             const char *pass)
+{
+    if (user != s->login_user)
+        snprintf(s->login_user, sizeof s->login_user, "%s", user);
+    snprintf(s->check_pass, sizeof s->check_pass, "%s", pass);
+    s->check_mech = mech;
+    s->check_cred = NULL;
+    s->auth_users = users_ref(s->r->users);
+    s->st = ST_AUTH_CHECK;
+    s->busy++;
+    if (worker_submit(s->r->worker, auth_work, auth_done, s) < 0) {
+        explicit_bzero(s->check_pass, sizeof s->check_pass);
+        users_free(s->auth_users);
+        s->auth_users = NULL;
+        s->busy--;
+        s->st = ST_READY;
+        reply(s, "454 4.7.0 Temporary authentication failure, try again later");
+    }
+}
+
+static void scram_end(struct session *s)
+{
+    scram_server_free(s->scram);
+    s->scram = NULL;
+}
+
+/* One base64 SCRAM message from the client (RFC 7677, RFC 5802 section 5):
+ * the server state machine decides; the session only frames 334/235/535. */
+static void scram_input(struct session *s, const char *b64, size_t len)
+{
+    size_t cap = len / 4 * 3 + 1;
+    unsigned char *msg = malloc(cap);
+    long n = msg ? base64_decode(b64, len, msg, 0) : -1;
+    if (n < 0) {
+        free(msg);
+        scram_end(s);
+        s->st = ST_READY;
+        reply(s, "501 5.5.2 Cannot decode the SCRAM-SHA-256 response");
+        bad_command(s);
+        return;
+    }
+    char *server_msg = NULL;
+    enum scram_status st = scram_server_step(s->scram, (const char *)msg, (size_t)n,
+                                             policy_scram_lookup, s->r, &server_msg);
+    explicit_bzero(msg, cap);
+    free(msg);
+    if (st == SCRAM_CONTINUE && server_msg) {
+        size_t ml = strlen(server_msg);
+        char *enc = malloc(BASE64_ENCODED_SIZE(ml));
+        if (enc) {
+            base64_encode(server_msg, ml, enc);
+            s->st = ST_AUTH_SCRAM;
+            reply(s, "334 %s", enc);
+            free(enc);
+            free(server_msg);
+            return;
+        }
+        st = SCRAM_FAILURE;
+    }
+    free(server_msg);
+    char user[SCRAM_NAME_MAX + 1];
+    snprintf(user, sizeof user, "%s", scram_server_authcid(s->scram));
+    bool temporary = st != SCRAM_SUCCESS && scram_server_error(s->scram) == SCRAM_ERR_TEMPORARY;
+    const char *why = scram_server_reason(s->scram);
+    char reason[128];
+    snprintf(reason, sizeof reason, "%s", why ? why : "failed");
+    scram_end(s);
+    struct cred *c = NULL;
+    uint64_t gen = policy_generation(s->r);
+    if (st == SCRAM_SUCCESS && creds_lookup(s->r->creds, user, &c) == 0 && !c->revoked) {
+        auth_succeeded(s, "SCRAM-SHA-256", c, gen);
+        return;
+    }
+    creds_free_cred(c);
+    if (temporary) {
+        s->st = ST_READY;
+        reply(s, "454 4.7.0 Temporary authentication failure, try again later");
+        return;
+    }
+    auth_failed(s, "SCRAM-SHA-256", user, reason);
+}
+
+static void start_scram(struct session *s, const char *initial, size_t initial_len)
+{
+    s->scram = policy_scram_new(s->r);
+    if (!s->scram) {
+        reply(s, "454 4.7.0 Temporary authentication failure, try again later");
+        return;
+    }
+    if (!initial) {
+        s->st = ST_AUTH_SCRAM;
+        reply(s, "334 ");
+        return;
+    }
+    scram_input(s, initial, initial_len);
+}
+
+static bool plain_decode(struct session *s, const char *b64, size_t len, struct sasl_plain *sp)
+{
+    if (sasl_plain_decode(b64, len, sp) == 0 &&
+        (!sp->authzid[0] || strcmp(sp->authzid, sp->authcid) == 0))
+        return true;
+    explicit_bzero(sp, sizeof *sp);
+    s->st = ST_READY;
+    reply(s, "501 5.5.2 Cannot decode the PLAIN response");
+    bad_command(s);
+    return false;
+}
 
 static void cmd_auth(struct session *s, const struct smtp_command *c)
 {
@@ -471,6 +798,13 @@ static void cmd_auth(struct session *s, const struct smtp_command *c)
     }
     if (s->authed) {
         reply(s, "503 5.5.1 Already authenticated");
+        return;
+    }
+    struct authfail_verdict v = {0};
+    if (s->r->authfail)
+        authfail_check(s->r->authfail, s->ip, policy_now_ms(), &v);
+    if (v.blocked) {
+        auth_blocked(s, &v);
         return;
     }
     char mech[32];
@@ -489,13 +823,9 @@ static void cmd_auth(struct session *s, const struct smtp_command *c)
             return;
         }
         struct sasl_plain sp;
-        if (sasl_plain_decode(initial, initial_len, &sp) < 0 ||
-            (sp.authzid[0] && strcmp(sp.authzid, sp.authcid) != 0)) {
-            reply(s, "501 5.5.2 Cannot decode the PLAIN response");
-            bad_command(s);
+        if (!plain_decode(s, initial, initial_len, &sp))
             return;
-        }
-        start_auth_check(s, sp.authcid, sp.passwd);
+        start_auth_check(s, "PLAIN", sp.authcid, sp.passwd);
         explicit_bzero(&sp, sizeof sp);
     } else if (strcasecmp(mech, "LOGIN") == 0) {
         if (initial) {
@@ -510,8 +840,11 @@ static void cmd_auth(struct session *s, const struct smtp_command *c)
         }
         s->st = ST_AUTH_LOGIN_USER;
         reply(s, "334 VXNlcm5hbWU6");
+    } else if (strcasecmp(mech, "SCRAM-SHA-256") == 0 && s->r->creds) {
+        start_scram(s, initial, initial_len);
     } else {
-        reply(s, "504 5.5.4 Unrecognized authentication type; use PLAIN or LOGIN");
+        reply(s, "504 5.5.4 Unrecognized authentication type; use PLAIN, LOGIN or "
+                 "SCRAM-SHA-256");
         bad_command(s);
     }
 }
@@ -519,20 +852,18 @@ static void cmd_auth(struct session *s, const struct smtp_command *c)
 static void auth_continuation(struct session *s, const char *line, size_t len)
 {
     if (len == 1 && line[0] == '*') {
+        scram_end(s);
         s->st = ST_READY;
         reply(s, "501 5.0.0 Authentication cancelled");
         return;
     }
-    if (s->st == ST_AUTH_PLAIN) {
+    if (s->st == ST_AUTH_SCRAM) {
+        scram_input(s, line, len);
+    } else if (s->st == ST_AUTH_PLAIN) {
         struct sasl_plain sp;
-        if (sasl_plain_decode(line, len, &sp) < 0 ||
-            (sp.authzid[0] && strcmp(sp.authzid, sp.authcid) != 0)) {
-            s->st = ST_READY;
-            reply(s, "501 5.5.2 Cannot decode the PLAIN response");
-            bad_command(s);
+        if (!plain_decode(s, line, len, &sp))
             return;
-        }
-        start_auth_check(s, sp.authcid, sp.passwd);
+        start_auth_check(s, "PLAIN", sp.authcid, sp.passwd);
         explicit_bzero(&sp, sizeof sp);
     } else if (s->st == ST_AUTH_LOGIN_USER) {
         if (sasl_login_decode(line, len, s->login_user, sizeof s->login_user) < 0) {
@@ -551,58 +882,8 @@ static void auth_continuation(struct session *s, const char *line, size_t len)
             bad_command(s);
             return;
         }
-        start_auth_check(s, s->login_user, pass);
+        start_auth_check(s, "LOGIN", s->login_user, pass);
         explicit_bzero(pass, sizeof pass);
-    }
-}
-
-static void auth_work(void *arg)
-{
-    struct session *s = arg;
-    s->check_ok = users_verify(s->auth_users, s->login_user, s->check_pass);
-}
-
-static void auth_done(void *arg)
-{
-    struct session *s = arg;
-    s->busy--;
-    explicit_bzero(s->check_pass, sizeof s->check_pass);
-    users_free(s->auth_users);
-    s->auth_users = NULL;
-    if (s->dead) {
-        session_close(s);
-        return;
-    }
-    s->st = ST_READY;
-    if (s->check_ok) {
-        s->authed = true;
-        snprintf(s->auth_user, sizeof s->auth_user, "%s", s->login_user);
-        reply(s, "235 2.7.0 Authentication successful");
-        log_event(LOG_INFO, "auth.success", "client_ip", "%s", s->ip, "user", "%s", s->auth_user,
-                  "method", "%s", "password", NULL);
-    } else {
-        s->r->n.auth_failures++;
-        log_event(LOG_WARN, "auth.failure", "client_ip", "%s", s->ip, "user", "%s", s->login_user,
-                  NULL);
-        /* RFC 4954 6: 535 for bad credentials; the text never says which part was wrong */
-        reply(s, "535 5.7.8 Authentication credentials invalid");
-        if (bad_command(s))
-            return;
-    }
-    process_input(s);
-}
-
-static void start_auth_check(struct session *s, const char *user, const char *pass)
-{
-    if (user != s->login_user)
-        snprintf(s->login_user, sizeof s->login_user, "%s", user);
-    snprintf(s->check_pass, sizeof s->check_pass, "%s", pass);
-    s->auth_users = users_ref(s->r->users);
-    s->st = ST_AUTH_CHECK;
-    s->busy++;
-    if (worker_submit(s->r->worker, auth_work, auth_done, s) < 0) {
-        s->check_ok = false;
-        auth_done(s);
     }
 }
 
@@ -624,8 +905,9 @@ static void cmd_starttls(struct session *s, const struct smtp_command *c)
     size_t extra = evbuffer_get_length(in);
     if (extra) {
         evbuffer_drain(in, extra);
-        log_event(LOG_WARN, "security.starttls_injection", "client_ip", "%s", s->ip, "bytes",
-                  "#%zu", extra, NULL);
+        char detail[64];
+        snprintf(detail, sizeof detail, "%zu bytes pipelined after STARTTLS discarded", extra);
+        events_security(s->r, s->ip, "starttls_injection", detail);
     }
     reply(s, "220 2.0.0 Ready to start TLS");
     start_tls(s);
@@ -741,27 +1023,28 @@ static void commit_done(void *arg, int err, uint64_t id)
     char ids[17];
     spool_id_str(id, ids);
     if (!err) {
+        /* accepted even when the client left before the 250: it will be
+         * delivered, so it is counted */
         queue_add(s->r->queue, id);
-        s->r->n.accepted++;
+        events_accepted(s->r, ids, s->ir.message_id, s->ip, s->authed ? s->auth_user : NULL,
+                        s->from.addr, (const char *const *)s->rcpts, s->n_rcpts, s->msg.len,
+                        s->tls ? s->tls_desc : NULL, (const char *const *)s->atts.v, s->atts.n);
+        account(s, ACCT_ACCEPTED, NULL, (long long)s->msg.len);
     }
     if (s->dead) {
         session_close(s);
         return;
     }
     if (err == -ENOSPC || err == -EDQUOT) {
-        reply(s, "452 4.3.1 Insufficient system storage, try again later");
+        refused(s, REJECT_STORAGE, "452 4.3.1 Insufficient system storage, try again later");
         log_event(LOG_ERROR, "spool.write_failed", "id", "%s", ids, "error", "%s", strerror(-err),
                   NULL);
     } else if (err) {
-        reply(s, "451 4.3.0 Could not store the message safely, try again later");
+        refused(s, REJECT_STORAGE, "451 4.3.0 Could not store the message safely, try again later");
         log_event(LOG_ERROR, "spool.commit_failed", "id", "%s", ids, "error", "%s", strerror(-err),
                   NULL);
     } else {
         reply(s, "250 2.0.0 Ok: queued as %s", ids);
-        log_event(LOG_INFO, "smtp.accepted", "id", "%s", ids, "message_id", "%s",
-                  s->ir.message_id, "client_ip", "%s", s->ip, "auth", "%s",
-                  s->authed ? s->auth_user : "", "rcpts", "#%zu", s->n_rcpts, "size", "#%zu",
-                  s->msg.len, NULL);
     }
     after_transaction(s);
     set_timeout(s, s->r->cfg->command_timeout);
@@ -783,39 +1066,68 @@ static void build_meta(struct session *s, const char *msgid, char *meta, size_t 
             *p = ' ';
 }
 
+/* Why the message itself is refused, decided before anything is spooled:
+ * framing first (smuggling, size, syntax), then the header rules of the
+ * credential and the content policy. Returns true with ref filled. */
+static bool content_refused(struct session *s, struct authz_refusal *ref)
+{
+    const struct config *cfg = s->r->cfg;
+    const struct cred *c = sender_cred(s);
+    const char *syntax = NULL;
+    if (s->dec.bare_lf || s->dec.bare_cr) {
+        /* the SMTP smuggling defence: a lone CR or LF could hide a second
+         * end-of-data for a downstream server that reads lines differently */
+        const char *what = s->dec.bare_lf ? "LF" : "CR";
+        ref->reason = REJECT_SMUGGLING;
+        snprintf(ref->reply, sizeof ref->reply,
+                 "550 5.5.2 Message refused: bare %s in message data; lines must end with "
+                 "CRLF (RFC 5321 2.3.8)",
+                 what);
+        char detail[64];
+        snprintf(detail, sizeof detail, "bare %s in message data", what);
+        events_security(s->r, s->ip, "bare_line_ending", detail);
+        return true;
+    }
+    if (s->too_big) {
+        ref->reason = REJECT_SIZE;
+        if (s->size_limit < cfg->max_message_size)
+            snprintf(ref->reply, sizeof ref->reply,
+                     "552 5.3.4 Message size exceeds the credential's limit of %lld bytes",
+                     s->size_limit);
+        else
+            snprintf(ref->reply, sizeof ref->reply, "552 5.3.4 Message exceeds the size limit");
+        return true;
+    }
+    if (s->dec.nul_byte)
+        syntax = "554 5.6.0 Message refused: NUL octet in message data";
+    else if (s->dec.longest_line > SMTP_TEXT_LINE_MAX)
+        syntax = "554 5.6.0 Message refused: a line is longer than 998 octets (RFC 5322 2.1.1); "
+                 "encode long lines with quoted-printable or base64";
+    else if (s->msg.len == 0)
+        syntax = "554 5.6.0 Message refused: empty message";
+    if (syntax) {
+        ref->reason = REJECT_SYNTAX;
+        snprintf(ref->reply, sizeof ref->reply, "%s", syntax);
+        return true;
+    }
+    return authz_size(c, cfg, s->msg.len, ref) < 0 ||
+           authz_headers(c, cfg, s->msg.p, s->msg.len, ref) < 0 ||
+           authz_content(cfg, s->msg.p, s->msg.len, ref, &s->atts) < 0;
+}
+
 static void content_done(struct session *s)
 {
     const struct config *cfg = s->r->cfg;
     set_timeout(s, cfg->command_timeout);
-    const char *refusal = NULL;
-    if (s->bdat_error)
-        refusal = s->bdat_error;
-    else if (s->dec.bare_lf || s->dec.bare_cr) {
-        /* the SMTP smuggling defence: a lone CR or LF could hide a second
-         * end-of-data for a downstream server that reads lines differently */
-        s->r->n.smuggling_attempts++;
-        log_event(LOG_WARN, "security.bare_line_ending", "client_ip", "%s", s->ip, "bare_lf", "#%d",
-                  (int)s->dec.bare_lf, "bare_cr", "#%d", (int)s->dec.bare_cr, NULL);
-        refusal = s->dec.bare_lf
-                      ? "550 5.5.2 Message refused: bare LF in message data; lines must end with "
-                        "CRLF (RFC 5321 2.3.8)"
-                      : "550 5.5.2 Message refused: bare CR in message data; lines must end with "
-                        "CRLF (RFC 5321 2.3.8)";
-    } else if (s->too_big) {
-        refusal = "552 5.3.4 Message exceeds the size limit";
-    } else if (s->dec.nul_byte) {
-        refusal = "554 5.6.0 Message refused: NUL octet in message data";
-    } else if (s->dec.longest_line > SMTP_TEXT_LINE_MAX) {
-        refusal = "554 5.6.0 Message refused: a line is longer than 998 octets (RFC 5322 2.1.1); "
-                  "encode long lines with quoted-printable or base64";
-    } else if (s->msg.len == 0) {
-        refusal = "554 5.6.0 Message refused: empty message";
-    }
-    if (refusal) {
+    if (s->bdat_error) {
         s->r->n.rejected++;
-        reply(s, "%s", refusal);
-        log_event(LOG_INFO, "smtp.rejected", "client_ip", "%s", s->ip, "reply", "%s", refusal,
-                  NULL);
+        reply(s, "%s", s->bdat_error);
+        after_transaction(s);
+        return;
+    }
+    struct authz_refusal ref;
+    if (content_refused(s, &ref)) {
+        policy_refused(s, &ref);
         after_transaction(s);
         return;
     }
@@ -860,8 +1172,8 @@ static void content_done(struct session *s)
             log_event(LOG_ERROR, "dkim.sign_failed", "id", "%s", ids, "error", "%s",
                       sr == -1 ? "header block not understood" : dkim_strerror(sr), NULL);
             if (strcmp(cfg->dkim_on_failure, "unsigned") != 0) {
-                reply(s, "451 4.3.0 The message could not be DKIM-signed; try again later");
-                s->r->n.rejected++;
+                refused(s, REJECT_SIGNING,
+                        "451 4.3.0 The message could not be DKIM-signed; try again later");
                 after_transaction(s);
                 return;
             }
@@ -885,18 +1197,17 @@ static void content_done(struct session *s)
     s->sigs = sigs; /* freed with the transaction, after the commit */
     if (r < 0) {
         if (r == -ENOSPC || r == -EDQUOT)
-            reply(s, "452 4.3.1 Insufficient system storage, try again later");
+            refused(s, REJECT_STORAGE, "452 4.3.1 Insufficient system storage, try again later");
         else if (r == -EFBIG)
-            reply(s, "552 5.3.4 Message too big for the spool");
+            refused(s, REJECT_SIZE, "552 5.3.4 Message too big for the spool");
         else
-            reply(s, "451 4.3.0 Local error while storing the message, try again later");
+            refused(s, REJECT_STORAGE,
+                    "451 4.3.0 Local error while storing the message, try again later");
         log_event(LOG_ERROR, "spool.write_failed", "client_ip", "%s", s->ip, "error", "%s",
                   strerror(-r), NULL);
-        s->r->n.rejected++;
         after_transaction(s);
         return;
     }
-    s->r->n.bytes_accepted += s->msg.len;
 
     s->st = ST_COMMIT;
     s->busy++;
@@ -961,7 +1272,7 @@ static void bdat_chunk_done(struct session *s)
  * content ended (and was handled), false when more input is needed. */
 static bool consume_content(struct session *s, struct evbuffer *in)
 {
-    long long limit = s->r->cfg->max_message_size;
+    long long limit = s->size_limit > 0 ? s->size_limit : s->r->cfg->max_message_size;
     while (evbuffer_get_length(in) > 0 || (s->st == ST_BDAT && s->bdat_left == 0)) {
         if (s->st == ST_BDAT && s->bdat_left == 0) {
             bdat_chunk_done(s);
@@ -1017,7 +1328,7 @@ static bool session_paused(const struct session *s)
 
 static void handle_line(struct session *s, const char *line, size_t len)
 {
-    if (s->st == ST_AUTH_PLAIN || s->st == ST_AUTH_LOGIN_USER || s->st == ST_AUTH_LOGIN_PASS)
+    if (auth_waiting(s->st))
         auth_continuation(s, line, len);
     else
         handle_command(s, line, len);
@@ -1033,10 +1344,7 @@ static void process_input(struct session *s)
                 break;
             continue;
         }
-        size_t limit =
-            (s->st == ST_AUTH_PLAIN || s->st == ST_AUTH_LOGIN_USER || s->st == ST_AUTH_LOGIN_PASS)
-                ? AUTH_LINE_MAX
-                : max_line;
+        size_t limit = auth_waiting(s->st) ? AUTH_LINE_MAX : max_line;
         size_t eol_len;
         struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
         if (p.pos < 0) {
@@ -1076,6 +1384,26 @@ static void on_read(struct bufferevent *bev, void *arg)
     process_input(arg);
 }
 
+/* Mutual TLS: a client certificate registered with `sluice creds add
+ * --cert` logs the session in as that credential, no AUTH needed. An
+ * unknown certificate changes nothing (the client may still AUTH). */
+static void tls_client_identity(struct session *s, SSL *ssl)
+{
+    struct cred *c = NULL;
+    char fp[65];
+    uint64_t gen = policy_generation(s->r);
+    int rc = policy_client_cert(s->r, ssl, &c, fp);
+    if (rc == 0) {
+        set_identity(s, "client-cert", c, gen);
+        return;
+    }
+    if (rc == CREDS_EDENIED)
+        events_auth(s->r, s->ip, "client-cert", NULL, false, "certificate of a revoked credential");
+    else if (fp[0])
+        log_event(LOG_INFO, "tls.client_cert_unknown", "client_ip", "%s", s->ip, "sha256", "%s", fp,
+                  NULL);
+}
+
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct session *s = arg;
@@ -1088,6 +1416,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         s->st = ST_INIT;
         log_event(LOG_INFO, "tls.established", "client_ip", "%s", s->ip, "tls", "%s", s->tls_desc,
                   NULL);
+        tls_client_identity(s, ssl);
         process_input(s);
         return;
     }
@@ -1103,13 +1432,15 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         while ((e = bufferevent_get_openssl_error(bev)) != 0) {
             char buf[256];
             ERR_error_string_n(e, buf, sizeof buf);
-            if (!tls_err)
+            if (!tls_err) {
                 log_event(LOG_WARN, "tls.failed", "client_ip", "%s", s->ip, "error", "%s", buf,
                           NULL);
+                events_security(s->r, s->ip, "tls_failure", buf);
+            }
             tls_err = true;
         }
-        if (tls_err || s->st == ST_TLS)
-            s->r->n.tls_failures++;
+        if (!tls_err && s->st == ST_TLS)
+            events_security(s->r, s->ip, "tls_failure", "connection lost during the handshake");
     }
     session_close(s);
 }
@@ -1140,7 +1471,7 @@ static void start_tls(struct session *s)
     /* RFC 3207 4.2: after TLS the client starts over, knowing nothing */
     s->helo[0] = 0;
     s->esmtp = false;
-    s->authed = false;
+    logout(s);
     transaction_reset(s);
     s->st = ST_TLS;
     attach(s, tb);
@@ -1201,6 +1532,9 @@ static void session_close(struct session *s)
     if (s->auth_users)
         users_free(s->auth_users);
     explicit_bzero(s->check_pass, sizeof s->check_pass);
+    creds_free_cred(s->check_cred);
+    creds_free_cred(s->cred);
+    scram_server_free(s->scram);
     free(s);
 }
 

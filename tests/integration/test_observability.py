@@ -95,7 +95,9 @@ def test_metrics_logs_and_audit_after_mixed_traffic(make_sluice, make_upstream):
             buf += k.recv(4096)
     try:
         with smtplib.SMTP("127.0.0.1", s.port) as c:
-            c.login("app", "wrong password")
+            c.ehlo()
+            c.user, c.password = "app", "wrong password"
+            c.auth("PLAIN", c.auth_plain)  # one attempt (login() would also try LOGIN)
     except smtplib.SMTPAuthenticationError as e:
         assert e.smtp_code == 535
 
@@ -140,8 +142,9 @@ def test_metrics_logs_and_audit_after_mixed_traffic(make_sluice, make_upstream):
     ok = s.cli("audit", "verify", str(audit), check=False)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     bad = s.dir / "tampered.log"
-    bad.write_text("\n".join(l.replace("wrong", "right") if "auth.failure" in l else l
-                             for l in lines) + "\n")
+    tampered = [l.replace("127.0.0.1", "127.0.0.2") if "auth.failure" in l else l for l in lines]
+    assert tampered != lines
+    bad.write_text("\n".join(tampered) + "\n")
     t = s.cli("audit", "verify", str(bad), check=False)
     assert t.returncode == 2
 

@@ -27,7 +27,7 @@ def ehlo_exts(c):
 def test_ehlo_extensions_plaintext_loopback(relay):
     with Conn(relay.port) as c:
         assert c.greeting.code == 220 and c.greeting.lines[0].startswith("relay.test ")
-        assert ehlo_exts(c) == sorted(BASE_EXTENSIONS + ["STARTTLS", "AUTH PLAIN LOGIN"])
+        assert ehlo_exts(c) == sorted(BASE_EXTENSIONS + ["STARTTLS", "AUTH PLAIN LOGIN SCRAM-SHA-256"])
 
 
 def test_ehlo_extensions_after_starttls(relay):
@@ -35,13 +35,13 @@ def test_ehlo_extensions_after_starttls(relay):
         c.ehlo()
         c.starttls()
         assert c.tls_version in ("TLSv1.2", "TLSv1.3")
-        assert ehlo_exts(c) == sorted(BASE_EXTENSIONS + ["AUTH PLAIN LOGIN"])
+        assert ehlo_exts(c) == sorted(BASE_EXTENSIONS + ["AUTH PLAIN LOGIN SCRAM-SHA-256"])
 
 
 def test_ehlo_extensions_on_smtps_port(relay):
     with Conn(relay.tls_port, implicit_tls=True) as c:
         assert c.greeting.code == 220
-        assert ehlo_exts(c) == sorted(BASE_EXTENSIONS + ["AUTH PLAIN LOGIN"])
+        assert ehlo_exts(c) == sorted(BASE_EXTENSIONS + ["AUTH PLAIN LOGIN SCRAM-SHA-256"])
         c.expect("STARTTLS", 503, "5.5.1")
 
 
@@ -63,7 +63,7 @@ def test_auth_needs_tls_when_plaintext_loopback_disallowed(make_sluice):
         assert (r.code, r.enhanced) == (538, "5.7.11"), str(r)
         c.expect("MAIL FROM:<app@sender.test>", 530, "5.7.0")
         c.starttls()
-        assert "AUTH PLAIN LOGIN" in ehlo_exts(c)
+        assert "AUTH PLAIN LOGIN SCRAM-SHA-256" in ehlo_exts(c)
         c.login()
         msgid = new_msgid()
         r = c.send_message(message(msgid))

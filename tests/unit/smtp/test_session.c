@@ -46,7 +46,8 @@ static int setup(void **state)
     char text[1024];
     snprintf(text, sizeof text,
              "[server]\nvar_dir = %s\nhostname = relay.test\nrelay_networks = 127.0.0.1/32\n"
-             "[limits]\nmax_recipients = 3\nmax_bad_commands = 50\nmax_message_size = 4K\n",
+             "[limits]\nmax_recipients = 3\nmax_bad_commands = 50\nmax_message_size = 4K\n"
+             "[policy]\nrequired_headers =\n",
              f->dir);
     struct config_errors errs = {0};
     char *envp[] = {NULL};
