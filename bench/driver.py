@@ -569,7 +569,7 @@ def report(args, info, cells, fsync, idle, started, elapsed, baseline=None, logs
         if idle.get("error_count"):
             L.append(f"- {idle['error_count']} connections failed, first: {idle['errors'][:3]}")
     else:
-        L.append(f"not measured: {idle}")
+        L.append(f"not measured: {idle or 'no Sluice in this run'}")
 
     L.append("\n## Relay logs over the whole run\n")
     for name, summary in (logs or {}).items():

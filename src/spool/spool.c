@@ -704,7 +704,8 @@ static uint64_t append_state(struct spool *s, uint64_t id, int op, int32_t rcpt,
     st[3] = (unsigned char)(rl >> 8);
     put32(st + 4, (uint32_t)rcpt);
     put64(st + 8, (uint64_t)when);
-    memcpy(st + STATE_FIXED_LEN, reply, rl);
+    if (rl)
+        memcpy(st + STATE_FIXED_LEN, reply, rl);
     p->iov[0] = (struct iovec){h, REC_HDR_LEN};
     p->iov[1] = (struct iovec){st, STATE_FIXED_LEN + rl};
     p->n = 2;
