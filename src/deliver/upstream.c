@@ -103,11 +103,16 @@ static void mark_down(struct upstream *u, const char *reason)
     bool was_up = u->health == UPSTREAM_HEALTHY;
     u->health = UPSTREAM_DOWN;
     u->fails++;
+    /* probes back off like message retries do, and never wait longer than a
+     * message would: there is no point in a probe after the retry */
+    int64_t cap = PROBE_MAX_SECONDS * 1000;
+    if (u->r->cfg->retry_cap > 0 && (int64_t)u->r->cfg->retry_cap * 1000 < cap)
+        cap = (int64_t)u->r->cfg->retry_cap * 1000;
     int64_t pause = 1000;
-    for (int i = 1; i < u->fails && pause < PROBE_MAX_SECONDS * 1000; i++)
+    for (int i = 1; i < u->fails && pause < cap; i++)
         pause *= 2;
-    if (pause > PROBE_MAX_SECONDS * 1000)
-        pause = PROBE_MAX_SECONDS * 1000;
+    if (pause > cap)
+        pause = cap;
     u->retry_at_ms = now_ms() + pause;
     if (was_up) {
         u->r->n.upstream_unhealthy++;
