@@ -1414,8 +1414,9 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
             tls_describe(ssl, s->tls_desc, sizeof s->tls_desc);
         s->tls = true;
         s->st = ST_INIT;
+        const char *sni = ssl ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : NULL;
         log_event(LOG_INFO, "tls.established", "client_ip", "%s", s->ip, "tls", "%s", s->tls_desc,
-                  NULL);
+                  "sni", "%s", sni ? sni : "", NULL);
         tls_client_identity(s, ssl);
         process_input(s);
         return;
