@@ -37,16 +37,16 @@ static int rnd(void *arg, unsigned char *buf, size_t len)
 
 static char *make_message(size_t *len)
 {
-    static const char head[] =
-        "From: Shop <orders@shop.example>\r\nTo: someone@example.net\r\n"
-        "Subject: Your order\r\nMIME-Version: 1.0\r\n"
-        "Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n"
-        "--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n";
-    static const char tail[] = "--b1\r\nContent-Type: application/pdf; name=\"invoice.pdf\"\r\n"
-                               "Content-Disposition: attachment; filename=\"invoice.pdf\"\r\n"
-                               "Content-Transfer-Encoding: base64\r\n\r\n"
-                               "JVBERi0xLjQKJcfsj6IKNSAwIG9iago8PC9MZW5ndGggNiAwIFI+PgpzdHJlYW0K\r\n"
-                               "--b1--\r\n";
+    static const char head[] = "From: Shop <orders@shop.example>\r\nTo: someone@example.net\r\n"
+                               "Subject: Your order\r\nMIME-Version: 1.0\r\n"
+                               "Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n"
+                               "--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n";
+    static const char tail[] =
+        "--b1\r\nContent-Type: application/pdf; name=\"invoice.pdf\"\r\n"
+        "Content-Disposition: attachment; filename=\"invoice.pdf\"\r\n"
+        "Content-Transfer-Encoding: base64\r\n\r\n"
+        "JVBERi0xLjQKJcfsj6IKNSAwIG9iago8PC9MZW5ndGggNiAwIFI+PgpzdHJlYW0K\r\n"
+        "--b1--\r\n";
     size_t cap = 12000;
     char *m = malloc(cap);
     size_t n = (size_t)snprintf(m, cap, "%s", head);
@@ -113,7 +113,8 @@ int main(int argc, char **argv)
     int n_scram = 200;
     double scram_server = 0;
     for (int i = 0; i < n_scram; i++) {
-        struct scram_client *cl = scram_client_new(SCRAM_SHA_256, "shop", NULL, PASSWORD, rnd, NULL);
+        struct scram_client *cl =
+            scram_client_new(SCRAM_SHA_256, "shop", NULL, PASSWORD, rnd, NULL);
         struct scram_server *sv = policy_scram_new(&r);
         char *c1 = NULL, *s1 = NULL, *c2 = NULL, *s2 = NULL, *s3 = NULL;
         scram_client_first(cl, &c1);
@@ -184,13 +185,14 @@ int main(int argc, char **argv)
     printf("| AUTH SCRAM-SHA-256, server side of the whole exchange | %.1f us |\n",
            scram_server * 1e6);
     printf("| credential generation check at MAIL | %.2f us |\n", t_gen / (double)iterations * 1e6);
-    printf("| sender + 2 recipients + rate + quota | %.2f us |\n", t_env / (double)iterations * 1e6);
+    printf("| sender + 2 recipients + rate + quota | %.2f us |\n",
+           t_env / (double)iterations * 1e6);
     printf("| header From/Sender alignment, required headers | %.2f us |\n",
            t_hdr / (double)iterations * 1e6);
     printf("| MIME walk + attachment policy (%zu-byte message, 2 parts) | %.2f us |\n", len,
            t_content / (double)iterations * 1e6);
-    printf("| all policy checks per message | %.2f us (%.0f messages/s on one core) |\n",
-           per * 1e6, 1.0 / per);
+    printf("| all policy checks per message | %.2f us (%.0f messages/s on one core) |\n", per * 1e6,
+           1.0 / per);
     printf("\nargon2id per message instead of per connection would cap one core at %.0f "
            "messages/s; per connection of 100 messages it adds %.2f ms per message.\n",
            1.0 / argon_ok, argon_ok * 1e3 / 100);

@@ -87,8 +87,8 @@ int main(int argc, char **argv)
             dkim_verify_result_clear(&res);
         }
         double tv = now() - t0;
-        printf("%-20s %12.0f %12.1f %12.0f %12.1f%s\n", algs[a].name, n / ts, ts / n * 1e6,
-               n / tv, tv / n * 1e6, ok == n ? "" : "  (VERIFY FAILED)");
+        printf("%-20s %12.0f %12.1f %12.0f %12.1f%s\n", algs[a].name, n / ts, ts / n * 1e6, n / tv,
+               tv / n * 1e6, ok == n ? "" : "  (VERIFY FAILED)");
         free(signed_msg);
         free(sig);
         free(pem);

@@ -5,11 +5,11 @@
 #define SLUICE_CLI_CLI_H
 
 int cli_serve(int argc, char **argv);
-int cli_config(int argc, char **argv);       /* config check | config dump */
-int cli_queue(int argc, char **argv);        /* queue list|show|retry|hold|release|delete|dead|flush */
-int cli_users(int argc, char **argv);        /* users add|list (argon2id users file) */
-int cli_dkim(int argc, char **argv);         /* dkim keygen ... */
-int cli_verify(int argc, char **argv);       /* verify FILE.eml */
+int cli_config(int argc, char **argv); /* config check | config dump */
+int cli_queue(int argc, char **argv);  /* queue list|show|retry|hold|release|delete|dead|flush */
+int cli_users(int argc, char **argv);  /* users add|list (argon2id users file) */
+int cli_dkim(int argc, char **argv);   /* dkim keygen ... */
+int cli_verify(int argc, char **argv); /* verify FILE.eml */
 int cli_check_domain(int argc, char **argv); /* check-domain DOMAIN */
 int cli_dns_records(int argc, char **argv);  /* dns-records */
 int cli_spf(int argc, char **argv);          /* spf check (debug tool) */

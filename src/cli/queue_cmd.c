@@ -18,16 +18,15 @@ extern char **environ;
 
 static int usage(void)
 {
-    fprintf(stderr,
-            "usage: sluice queue [--json] [-c CONFIG] COMMAND\n"
-            "  list [--state active|held|dead|all]   messages in the queue\n"
-            "  show ID                                one message in detail\n"
-            "  retry ID | retry --all                 attempt now (revives dead/held)\n"
-            "  hold ID | release ID                   stop / resume attempts\n"
-            "  delete ID                              remove for good\n"
-            "  dead                                   the dead-letter list\n"
-            "  flush                                  attempt every active message now\n"
-            "  stats                                  counters and queue depth\n");
+    fprintf(stderr, "usage: sluice queue [--json] [-c CONFIG] COMMAND\n"
+                    "  list [--state active|held|dead|all]   messages in the queue\n"
+                    "  show ID                                one message in detail\n"
+                    "  retry ID | retry --all                 attempt now (revives dead/held)\n"
+                    "  hold ID | release ID                   stop / resume attempts\n"
+                    "  delete ID                              remove for good\n"
+                    "  dead                                   the dead-letter list\n"
+                    "  flush                                  attempt every active message now\n"
+                    "  stats                                  counters and queue depth\n");
     return 2;
 }
 

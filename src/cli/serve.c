@@ -150,9 +150,8 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
     struct config_errors errs = {0};
     if (config_load(sv->config_path, environ, &cfg, &errs) < 0) {
         for (size_t i = 0; i < errs.n; i++)
-            log_event(LOG_ERROR, "config.error", "file", "%s",
-                      errs.v[i].file ? errs.v[i].file : "", "line", "#%d", errs.v[i].line,
-                      "message", "%s", errs.v[i].message, NULL);
+            log_event(LOG_ERROR, "config.error", "file", "%s", errs.v[i].file ? errs.v[i].file : "",
+                      "line", "#%d", errs.v[i].line, "message", "%s", errs.v[i].message, NULL);
         log_event(LOG_ERROR, "server.reload_failed", "reason", "%s",
                   "configuration has errors; keeping the running one", NULL);
         config_errors_free(&errs);
@@ -172,9 +171,10 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
         signing_free(signing);
         if (!users)
             log_event(LOG_ERROR, "users.load_failed", "error", "%s", err, NULL);
-        log_event(LOG_ERROR, "server.reload_failed", "reason", "%s",
-                  "TLS, users, DKIM keys or relay networks failed to load; keeping the running ones",
-                  NULL);
+        log_event(
+            LOG_ERROR, "server.reload_failed", "reason", "%s",
+            "TLS, users, DKIM keys or relay networks failed to load; keeping the running ones",
+            NULL);
         SSL_CTX_free(ctx);
         users_free(users);
         if (nets)
@@ -203,8 +203,8 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
         log_event(LOG_ERROR, "deliver.reload_failed", "error", "%s", err, NULL);
     config_free(old);
     events_admin(r, "server.reload", sv->config_path ? sv->config_path : "embedded defaults");
-    log_event(LOG_INFO, "server.reloaded", "users", "#%zu", users_count(users), "upstreams",
-              "#%zu", cfg->n_upstreams, NULL);
+    log_event(LOG_INFO, "server.reloaded", "users", "#%zu", users_count(users), "upstreams", "#%zu",
+              cfg->n_upstreams, NULL);
     /* fixed upstream settings deserve a prompt retry, held mail included */
     queue_release_auto(r->queue);
     queue_flush(r->queue);
@@ -261,8 +261,8 @@ int cli_serve(int argc, char **argv)
     event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
     r->base = event_base_new_with_config(ec);
     event_config_free(ec);
-    r->dns = evdns_base_new(r->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
-                                         EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    r->dns = evdns_base_new(r->base,
+                            EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
     if (!r->dns)
         r->dns = evdns_base_new(r->base, 0); /* no resolv.conf: names still fail cleanly */
     r->tls = load_tls(cfg);
@@ -295,8 +295,8 @@ int cli_serve(int argc, char **argv)
     spool_get_stats(r->spool, &st);
     log_event(LOG_INFO, "spool.recovered", "messages", "#%llu", (unsigned long long)st.messages,
               "active", "#%llu", (unsigned long long)st.active, "held", "#%llu",
-              (unsigned long long)st.held, "dead", "#%llu", (unsigned long long)st.dead,
-              "records", "#%llu", (unsigned long long)st.records, NULL);
+              (unsigned long long)st.held, "dead", "#%llu", (unsigned long long)st.dead, "records",
+              "#%llu", (unsigned long long)st.records, NULL);
     if (events_open(r, err, sizeof err) < 0) {
         fprintf(stderr, "sluice: %s\n", err);
         goto out;

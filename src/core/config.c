@@ -36,9 +36,9 @@ enum section {
 #define SEC_NONE (-1)    /* before the first header */
 #define SEC_IGNORED (-2) /* inside a header already reported as wrong */
 
-static const char *const section_names[SEC_COUNT] = {
-    "server", "tls",  "auth",  "limits", "queue",   "log",
-    "policy", "dkim", "http",  "audit",  "webhook", "upstream"};
+static const char *const section_names[SEC_COUNT] = {"server", "tls",   "auth",    "limits",
+                                                     "queue",  "log",   "policy",  "dkim",
+                                                     "http",   "audit", "webhook", "upstream"};
 
 enum value_type {
     T_STRING,   /* free text */
@@ -181,13 +181,14 @@ static const struct config_key keys[] = {
 
     {SEC_LOG, "privacy", NULL, T_BOOL, S(log_privacy), "true",
      .doc = "Pseudonymise recipient addresses in logs with a keyed hash (HMAC-SHA-256)."},
-    {SEC_LOG, "privacy_key_file", NULL, T_PATH, S(log_privacy_key_file),
-     "${var_dir}/privacy.key", .doc = "Key for the recipient pseudonyms; made on first start."},
+    {SEC_LOG, "privacy_key_file", NULL, T_PATH, S(log_privacy_key_file), "${var_dir}/privacy.key",
+     .doc = "Key for the recipient pseudonyms; made on first start."},
 
     {SEC_TLS, "request_client_cert", NULL, T_BOOL, S(tls_request_client_cert), "true",
-     .doc = "Ask clients for a certificate; one registered with 'sluice creds add --cert' logs in."},
-    {SEC_AUTH, "scram_secret_file", NULL, T_PATH, S(scram_secret_file),
-     "${var_dir}/scram.key", .doc = "Key for SCRAM answers about unknown users; made on first start."},
+     .doc =
+         "Ask clients for a certificate; one registered with 'sluice creds add --cert' logs in."},
+    {SEC_AUTH, "scram_secret_file", NULL, T_PATH, S(scram_secret_file), "${var_dir}/scram.key",
+     .doc = "Key for SCRAM answers about unknown users; made on first start."},
     {SEC_AUTH, "failures_before_delay", NULL, T_INT, S(auth_failures_before_delay), "3", 1, 1000,
      .doc = "Failed AUTH from one address before answers are slowed down."},
     {SEC_AUTH, "failures_before_block", NULL, T_INT, S(auth_failures_before_block), "10", 1, 100000,
@@ -201,8 +202,8 @@ static const struct config_key keys[] = {
      "exe,scr,com,bat,cmd,pif,vbs,vbe,js,jse,wsf,wsh,msi,msp,ps1,jar,hta,cpl,lnk,reg",
      .empty_ok = true, .list_sep = ',', .doc = "Attachment file extensions refused (554 5.7.1)."},
     {SEC_POLICY, "blocked_types", NULL, T_STRING, S(policy_blocked_types),
-     "application/x-msdownload,application/x-dosexec,application/x-ms-installer",
-     .empty_ok = true, .list_sep = ',', .doc = "Attachment content types refused."},
+     "application/x-msdownload,application/x-dosexec,application/x-ms-installer", .empty_ok = true,
+     .list_sep = ',', .doc = "Attachment content types refused."},
     {SEC_POLICY, "required_headers", NULL, T_STRING, S(policy_required_headers), "From",
      .empty_ok = true, .list_sep = ',',
      .doc = "Header fields every message must carry (Date and Message-ID are added if missing)."},

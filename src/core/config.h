@@ -10,21 +10,25 @@
 
 enum config_tls_mode { CONFIG_TLS_STARTTLS = 0, CONFIG_TLS_IMPLICIT, CONFIG_TLS_NONE };
 enum config_tls_verify { CONFIG_VERIFY_PEER = 0, CONFIG_VERIFY_NONE };
-enum config_auth_mech { CONFIG_AUTH_NONE = 0, CONFIG_AUTH_PLAIN, CONFIG_AUTH_LOGIN,
-                        CONFIG_AUTH_XOAUTH2 };
+enum config_auth_mech {
+    CONFIG_AUTH_NONE = 0,
+    CONFIG_AUTH_PLAIN,
+    CONFIG_AUTH_LOGIN,
+    CONFIG_AUTH_XOAUTH2
+};
 
 /* One smarthost, from a section [upstream NAME]. The special kind "capture"
  * writes messages as .eml files instead of sending them. */
 struct config_upstream {
     char *name;
-    bool capture;                /* kind = capture */
+    bool capture; /* kind = capture */
     char *host;
-    int port;                    /* default 587 (starttls) / 465 (implicit) */
-    enum config_tls_mode tls;    /* tls = starttls | implicit | none */
+    int port;                      /* default 587 (starttls) / 465 (implicit) */
+    enum config_tls_mode tls;      /* tls = starttls | implicit | none */
     enum config_tls_verify verify; /* verify = peer | none (none: loopback only) */
-    char *tls_pin_sha256;        /* hex SPKI SHA-256, optional */
-    char *ca_file;               /* optional; system store otherwise */
-    char *tls_server_name;       /* optional SNI/verify name; default host */
+    char *tls_pin_sha256;          /* hex SPKI SHA-256, optional */
+    char *ca_file;                 /* optional; system store otherwise */
+    char *tls_server_name;         /* optional SNI/verify name; default host */
     enum config_auth_mech auth;
     char *username;
     char *secret_file;           /* password/token read from this file ... */
@@ -38,86 +42,86 @@ struct config_upstream {
 };
 
 struct config {
-    char *path;                  /* file read, or NULL for embedded defaults */
+    char *path; /* file read, or NULL for embedded defaults */
 
     /* [server] */
-    char *hostname;              /* default: gethostname() */
-    char *listen_submission;     /* "127.0.0.1:2525", STARTTLS; "" disables */
-    char *listen_smtps;          /* "127.0.0.1:4650", implicit TLS; "" disables */
-    char *var_dir;               /* "./var" */
-    char *spool_dir;             /* default <var_dir>/spool */
-    char *capture_dir;           /* default <var_dir>/capture */
-    char *control_socket;        /* default <var_dir>/control.sock */
-    char *relay_networks;        /* comma list of CIDRs allowed to relay without AUTH; "" */
-    int shutdown_grace;          /* seconds, default 30 */
+    char *hostname;          /* default: gethostname() */
+    char *listen_submission; /* "127.0.0.1:2525", STARTTLS; "" disables */
+    char *listen_smtps;      /* "127.0.0.1:4650", implicit TLS; "" disables */
+    char *var_dir;           /* "./var" */
+    char *spool_dir;         /* default <var_dir>/spool */
+    char *capture_dir;       /* default <var_dir>/capture */
+    char *control_socket;    /* default <var_dir>/control.sock */
+    char *relay_networks;    /* comma list of CIDRs allowed to relay without AUTH; "" */
+    int shutdown_grace;      /* seconds, default 30 */
 
     /* [tls] */
-    char *tls_cert;              /* default <var_dir>/tls/cert.pem (self-signed if absent) */
-    char *tls_key;               /* default <var_dir>/tls/key.pem */
-    char *tls_min_version;       /* "1.2" or "1.3" */
-    char *tls_ciphers;           /* TLS 1.2 cipher list */
+    char *tls_cert;        /* default <var_dir>/tls/cert.pem (self-signed if absent) */
+    char *tls_key;         /* default <var_dir>/tls/key.pem */
+    char *tls_min_version; /* "1.2" or "1.3" */
+    char *tls_ciphers;     /* TLS 1.2 cipher list */
 
     /* [auth] */
-    char *users_file;            /* default <var_dir>/users; lines "name:$argon2id$..." */
+    char *users_file;              /* default <var_dir>/users; lines "name:$argon2id$..." */
     bool allow_plaintext_loopback; /* AUTH without TLS from 127.0.0.0/8 and ::1; default false */
 
     /* [limits] */
-    long long max_message_size;  /* bytes, default 25 MiB */
-    int max_recipients;          /* default 100 */
-    int max_line_length;         /* command line, default 512 (RFC 5321) */
-    int command_timeout;         /* seconds, default 300 (RFC 5321 4.5.3.2.7) */
-    int data_timeout;            /* seconds, default 180 (4.5.3.2.6 suggests 10 min) */
-    int max_connections;         /* default 1000 */
-    int max_connections_per_ip;  /* default 100 */
-    int max_bad_commands;        /* then 421; default 10 */
+    long long max_message_size; /* bytes, default 25 MiB */
+    int max_recipients;         /* default 100 */
+    int max_line_length;        /* command line, default 512 (RFC 5321) */
+    int command_timeout;        /* seconds, default 300 (RFC 5321 4.5.3.2.7) */
+    int data_timeout;           /* seconds, default 180 (4.5.3.2.6 suggests 10 min) */
+    int max_connections;        /* default 1000 */
+    int max_connections_per_ip; /* default 100 */
+    int max_bad_commands;       /* then 421; default 10 */
 
     /* [queue] */
-    int retry_base;              /* seconds, default 60 */
-    int retry_cap;               /* seconds, default 3600 */
-    int max_lifetime;            /* seconds, default 5 days */
-    bool bounces;                /* send DSNs, default true */
+    int retry_base;   /* seconds, default 60 */
+    int retry_cap;    /* seconds, default 3600 */
+    int max_lifetime; /* seconds, default 5 days */
+    bool bounces;     /* send DSNs, default true */
 
     /* [log] */
-    char *log_format;            /* "json" | "text" */
-    char *log_file;              /* "" = stdout */
-    char *log_level;             /* "debug" | "info" | "warn" | "error" */
+    char *log_format; /* "json" | "text" */
+    char *log_file;   /* "" = stdout */
+    char *log_level;  /* "debug" | "info" | "warn" | "error" */
 
     /* [auth] (continued) */
-    char *creds_db;              /* SQLite store, default <var_dir>/sluice.db */
-    char *scram_secret_file;     /* default <var_dir>/scram.key */
+    char *creds_db;                 /* SQLite store, default <var_dir>/sluice.db */
+    char *scram_secret_file;        /* default <var_dir>/scram.key */
     int auth_failures_before_delay; /* default 3 */
     int auth_failures_before_block; /* default 10 */
-    int auth_block_time;         /* seconds, default 900 */
-    bool tls_request_client_cert; /* [tls] request_client_cert, default true */
-    char *rate_per_ip;           /* [limits] rate_per_ip, "0" = none */
+    int auth_block_time;            /* seconds, default 900 */
+    bool tls_request_client_cert;   /* [tls] request_client_cert, default true */
+    char *rate_per_ip;              /* [limits] rate_per_ip, "0" = none */
 
     /* [policy] */
     char *policy_blocked_extensions; /* "exe,scr,..." */
     char *policy_blocked_types;
-    char *policy_required_headers;   /* "From" */
-    char *policy_relay_allow_from;   /* patterns for unauthenticated relay clients */
+    char *policy_required_headers; /* "From" */
+    char *policy_relay_allow_from; /* patterns for unauthenticated relay clients */
     char *policy_relay_allow_rcpt;
 
     /* [log] (continued) */
-    bool log_privacy;            /* pseudonymise recipients; default true */
-    char *log_privacy_key_file;  /* default <var_dir>/privacy.key */
+    bool log_privacy;           /* pseudonymise recipients; default true */
+    char *log_privacy_key_file; /* default <var_dir>/privacy.key */
 
     /* [dkim] */
-    char *dkim_key_dir;          /* default <var_dir>/dkim */
-    char *dkim_selectors;        /* "sel._domainkey.dom, ..."; "" = all keys in key_dir */
-    char *dkim_canon;            /* "relaxed/relaxed" ... */
-    int dkim_expire;             /* seconds, 0 = no x= */
-    char *dkim_on_failure;       /* "defer" | "unsigned" */
+    char *dkim_key_dir;    /* default <var_dir>/dkim */
+    char *dkim_selectors;  /* "sel._domainkey.dom, ..."; "" = all keys in key_dir */
+    char *dkim_canon;      /* "relaxed/relaxed" ... */
+    int dkim_expire;       /* seconds, 0 = no x= */
+    char *dkim_on_failure; /* "defer" | "unsigned" */
 
     /* [http] */
-    char *http_listen;           /* "127.0.0.1:9025"; "" disables */
+    char *http_listen; /* "127.0.0.1:9025"; "" disables */
 
     /* [audit] */
-    char *audit_file;            /* default <var_dir>/audit.log; "" disables */
-    char *audit_key_file;        /* "" = plain hash chain */
+    char *audit_file;     /* default <var_dir>/audit.log; "" disables */
+    char *audit_key_file; /* "" = plain hash chain */
 
     /* [webhook] */
-    char *webhook_urls;          /* comma list; "" disables */
+    char *webhook_urls; /* comma list; "" disables */
     char *webhook_secret_file;
 
     struct config_upstream *upstreams; /* sorted by priority; at least one */
@@ -126,9 +130,9 @@ struct config {
 
 /* One problem found while loading, with its place. */
 struct config_error {
-    char *file;                  /* NULL for environment/embedded */
-    int line;                    /* 0 when not from a file line */
-    char *message;               /* "unknown key 'foo' in [server]" ... */
+    char *file;    /* NULL for environment/embedded */
+    int line;      /* 0 when not from a file line */
+    char *message; /* "unknown key 'foo' in [server]" ... */
 };
 
 struct config_errors {
@@ -156,8 +160,8 @@ int config_parse_duration(const char *s, int *out);
 
 /* As config_load, but reads the INI text from memory; `name` (may be NULL)
  * labels errors and becomes cfg->path. */
-int config_load_string(const char *text, const char *name, char *const *envp,
-                       struct config **out, struct config_errors *errs);
+int config_load_string(const char *text, const char *name, char *const *envp, struct config **out,
+                       struct config_errors *errs);
 
 /* The upstream called `name`, or NULL. */
 const struct config_upstream *config_upstream_find(const struct config *cfg, const char *name);

@@ -84,10 +84,9 @@ int events_open(struct relay *r, char *err, size_t errlen)
     e->start_time = now_s();
     metrics_histogram_init_latency(&e->latency);
     if (cfg->audit_file && *cfg->audit_file) {
-        e->audit = audit_open(cfg->audit_file,
-                              cfg->audit_key_file && *cfg->audit_key_file ? cfg->audit_key_file
-                                                                          : NULL,
-                              err, errlen);
+        e->audit = audit_open(
+            cfg->audit_file,
+            cfg->audit_key_file && *cfg->audit_key_file ? cfg->audit_key_file : NULL, err, errlen);
         if (!e->audit)
             goto fail;
     }
@@ -99,11 +98,10 @@ int events_open(struct relay *r, char *err, size_t errlen)
     if (cfg->webhook_urls && *cfg->webhook_urls) {
         char dir[4096];
         snprintf(dir, sizeof dir, "%s/webhooks", cfg->var_dir);
-        e->webhook = webhook_open(cfg->webhook_urls,
-                                  cfg->webhook_secret_file && *cfg->webhook_secret_file
-                                      ? cfg->webhook_secret_file
-                                      : NULL,
-                                  dir, NULL, err, errlen);
+        e->webhook = webhook_open(
+            cfg->webhook_urls,
+            cfg->webhook_secret_file && *cfg->webhook_secret_file ? cfg->webhook_secret_file : NULL,
+            dir, NULL, err, errlen);
         if (!e->webhook)
             goto fail;
     }
@@ -190,8 +188,8 @@ void events_auth(struct relay *r, const char *client_ip, const char *method, con
                     cred ? cred : "", "reason", reason ? reason : ""));
 }
 
-void events_reject(struct relay *r, const char *client_ip, const char *cred,
-                   enum reject_reason why, const char *reply)
+void events_reject(struct relay *r, const char *client_ip, const char *cred, enum reject_reason why,
+                   const char *reply)
 {
     r->n.rejected++;
     if (r->events && why < REJECT_REASON_COUNT)
@@ -206,12 +204,11 @@ void events_reject(struct relay *r, const char *client_ip, const char *cred,
     /* policy decisions are security events; storage trouble is not */
     if (why != REJECT_STORAGE && why != REJECT_SIGNING)
         audit(r, "policy.rejected",
-              json_pack("{s:s,s:s,s:s,s:s}", "client_ip", client_ip, "credential",
-                        cred ? cred : "", "reason", reject_reason_name(why), "reply", reply));
+              json_pack("{s:s,s:s,s:s,s:s}", "client_ip", client_ip, "credential", cred ? cred : "",
+                        "reason", reject_reason_name(why), "reply", reply));
 }
 
-void events_security(struct relay *r, const char *client_ip, const char *what,
-                     const char *detail)
+void events_security(struct relay *r, const char *client_ip, const char *what, const char *detail)
 {
     if (strcmp(what, "tls_failure") == 0)
         r->n.tls_failures++;
@@ -219,8 +216,7 @@ void events_security(struct relay *r, const char *client_ip, const char *what,
     snprintf(name, sizeof name, "security.%s", what);
     log_event(LOG_WARN, name, "client_ip", "%s", client_ip, "detail", "%s", detail ? detail : "",
               NULL);
-    audit(r, name,
-          json_pack("{s:s,s:s}", "client_ip", client_ip, "detail", detail ? detail : ""));
+    audit(r, name, json_pack("{s:s,s:s}", "client_ip", client_ip, "detail", detail ? detail : ""));
 }
 
 void events_accepted(struct relay *r, const char *queue_id, const char *message_id,
@@ -243,17 +239,16 @@ void events_accepted(struct relay *r, const char *queue_id, const char *message_
     char att[1024] = "";
     used = 0;
     for (size_t i = 0; i < n_attachments && used < sizeof att - 80; i++)
-        used += (size_t)snprintf(att + used, sizeof att - used, "%s%s", i ? "," : "",
-                                 attachments[i]);
+        used +=
+            (size_t)snprintf(att + used, sizeof att - used, "%s%s", i ? "," : "", attachments[i]);
     log_event(LOG_INFO, "smtp.accepted", "id", "%s", queue_id, "message_id", "%s", message_id,
               "client_ip", "%s", client_ip, "credential", "%s", cred ? cred : "", "sender", "%s",
-              sender, "recipients", "%s", list, "rcpt_count", "#%zu", n_rcpts, "size", "#%zu",
-              size, "tls", "%s", tls ? tls : "", "attachments", "%s", att, NULL);
+              sender, "recipients", "%s", list, "rcpt_count", "#%zu", n_rcpts, "size", "#%zu", size,
+              "tls", "%s", tls ? tls : "", "attachments", "%s", att, NULL);
 }
 
-void events_delivery(struct relay *r, const struct spool_msg *m, uint32_t rcpt,
-                     const char *state, const char *upstream, const char *reply,
-                     double duration_s)
+void events_delivery(struct relay *r, const struct spool_msg *m, uint32_t rcpt, const char *state,
+                     const char *upstream, const char *reply, double duration_s)
 {
     struct events *e = r->events;
     char ids[17], cred[128], who[320];
@@ -268,9 +263,8 @@ void events_delivery(struct relay *r, const struct spool_msg *m, uint32_t rcpt,
     else if (failed)
         ev = ACCT_BOUNCED;
     if (e) {
-        struct outcome_row *u = upstream && *upstream
-                                    ? row(e->ups, &e->n_ups, MAX_UPSTREAM_ROWS, upstream)
-                                    : NULL;
+        struct outcome_row *u =
+            upstream && *upstream ? row(e->ups, &e->n_ups, MAX_UPSTREAM_ROWS, upstream) : NULL;
         if (!e->creds)
             e->creds = calloc(MAX_CRED_ROWS, sizeof *e->creds);
         struct outcome_row *c =
@@ -292,15 +286,15 @@ void events_delivery(struct relay *r, const struct spool_msg *m, uint32_t rcpt,
     if (r->accounting && *cred && strcmp(state, "held") != 0)
         accounting_add(r->accounting, cred, ev, failed ? reply : NULL,
                        delivered ? (long long)m->data_len : 0);
-    log_event(delivered ? LOG_INFO : LOG_WARN, "delivery", "id", "%s", ids, "recipient", "%s",
-              who, "state", "%s", state, "upstream", "%s", upstream ? upstream : "", "reply", "%s",
+    log_event(delivered ? LOG_INFO : LOG_WARN, "delivery", "id", "%s", ids, "recipient", "%s", who,
+              "state", "%s", state, "upstream", "%s", upstream ? upstream : "", "reply", "%s",
               reply ? reply : "", "credential", "%s", cred, "attempt", "#%u", m->attempts + 1,
               "duration_ms", "#%.0f", duration_s * 1000.0, NULL);
     if (e && e->webhook) {
-        json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:I}", "event", state, "queue_id", ids,
-                              "recipient", who, "upstream", upstream ? upstream : "", "reply",
-                              reply ? reply : "", "credential", cred, "received",
-                              (json_int_t)m->received);
+        json_t *o =
+            json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:I}", "event", state, "queue_id", ids, "recipient",
+                      who, "upstream", upstream ? upstream : "", "reply", reply ? reply : "",
+                      "credential", cred, "received", (json_int_t)m->received);
         const char *mid = m->meta ? strstr(m->meta, "message_id=") : NULL;
         if (mid) {
             mid += 11;

@@ -21,14 +21,14 @@ enum reject_reason {
     REJECT_RECIPIENT,           /* recipient not allowed for the credential */
     REJECT_HEADER_FROM,         /* header From/Sender domain not allowed */
     REJECT_SIZE,
-    REJECT_RECIPIENTS,          /* too many recipients */
-    REJECT_RATE,                /* rate limit */
+    REJECT_RECIPIENTS, /* too many recipients */
+    REJECT_RATE,       /* rate limit */
     REJECT_QUOTA,
-    REJECT_CONTENT,             /* blocked attachment, missing required header */
-    REJECT_SMUGGLING,           /* bare CR/LF in DATA */
-    REJECT_SYNTAX,              /* malformed message (long line, NUL, empty) */
-    REJECT_STORAGE,             /* spool write failed */
-    REJECT_SIGNING,             /* DKIM signing failed (deferred) */
+    REJECT_CONTENT,   /* blocked attachment, missing required header */
+    REJECT_SMUGGLING, /* bare CR/LF in DATA */
+    REJECT_SYNTAX,    /* malformed message (long line, NUL, empty) */
+    REJECT_STORAGE,   /* spool write failed */
+    REJECT_SIGNING,   /* DKIM signing failed (deferred) */
     REJECT_REASON_COUNT
 };
 
@@ -45,13 +45,12 @@ void events_auth(struct relay *r, const char *client_ip, const char *method, con
                  bool ok, const char *reason);
 
 /* A command or message was refused with `reply` (the full SMTP reply). */
-void events_reject(struct relay *r, const char *client_ip, const char *cred,
-                   enum reject_reason why, const char *reply);
+void events_reject(struct relay *r, const char *client_ip, const char *cred, enum reject_reason why,
+                   const char *reply);
 
 /* A security-relevant oddity: "starttls_injection", "tls_failure",
  * "auth_blocked", ... with a free-form detail. */
-void events_security(struct relay *r, const char *client_ip, const char *what,
-                     const char *detail);
+void events_security(struct relay *r, const char *client_ip, const char *what, const char *detail);
 
 /* A message is durable and answered 250. rcpts are pseudonymised in the
  * log when privacy is on. attachments: "name;type;size" entries or NULL. */
@@ -62,9 +61,8 @@ void events_accepted(struct relay *r, const char *queue_id, const char *message_
 
 /* Delivery outcomes, one call per recipient. state: "delivered",
  * "deferred", "failed", "held". */
-void events_delivery(struct relay *r, const struct spool_msg *m, uint32_t rcpt,
-                     const char *state, const char *upstream, const char *reply,
-                     double duration_s);
+void events_delivery(struct relay *r, const struct spool_msg *m, uint32_t rcpt, const char *state,
+                     const char *upstream, const char *reply, double duration_s);
 
 /* An operator or configuration action worth auditing ("queue.delete", "reload"). */
 void events_admin(struct relay *r, const char *action, const char *detail);

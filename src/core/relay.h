@@ -44,19 +44,19 @@ struct relay {
     struct worker *worker;
     struct listener_set *listeners;
     struct control *control;
-    void *session_list;      /* owned by smtp/session.c */
+    void *session_list;           /* owned by smtp/session.c */
     struct cidr_list *relay_nets; /* may relay without AUTH */
     /* credentials and policy (src/policy/policy.c opens and closes these) */
-    struct creds *creds;          /* SQLite credential store */
+    struct creds *creds;           /* SQLite credential store */
     struct accounting *accounting; /* per-credential daily counters */
-    struct ratelimit *ratelimit;  /* per credential and per source IP */
-    struct authfail *authfail;    /* failed AUTH per source IP: slow down, then block */
+    struct ratelimit *ratelimit;   /* per credential and per source IP */
+    struct authfail *authfail;     /* failed AUTH per source IP: slow down, then block */
     /* observability (src/core/events.c) */
     struct events *events;
     struct metrics_http *metrics;
-    SSL_CTX *tls;            /* replaced on SIGHUP; sessions keep their own SSL */
-    bool draining;           /* SIGTERM received */
-    unsigned sessions;       /* open sessions */
+    SSL_CTX *tls;      /* replaced on SIGHUP; sessions keep their own SSL */
+    bool draining;     /* SIGTERM received */
+    unsigned sessions; /* open sessions */
     struct relay_counters n;
 };
 

@@ -245,8 +245,8 @@ struct attempt {
     char *data;
     size_t len;
     char *sender;
-    char **rcpts;     /* pending recipients */
-    uint32_t *index;  /* their index in the message */
+    char **rcpts;    /* pending recipients */
+    uint32_t *index; /* their index in the message */
     size_t n;
     uint32_t n_all;
     unsigned flags;
@@ -280,16 +280,15 @@ static void note_fault(struct attempt *a, const char *upstream, const char *reas
         a->all_misconfig = false;
     size_t used = strlen(a->fault);
     if (used < sizeof a->fault - 8)
-        snprintf(a->fault + used, sizeof a->fault - used, "%s%.60s: %.180s", used ? "; " : "", upstream,
-                 reason);
+        snprintf(a->fault + used, sizeof a->fault - used, "%s%.60s: %.180s", used ? "; " : "",
+                 upstream, reason);
 }
 
 /* Reply classes that mean the upstream refused us rather than the message:
  * authentication required or failed (RFC 4954 6). */
 static bool reply_is_upstream_fault(const struct smtp_client_status *st)
 {
-    if (st->code == 530 || st->code == 534 || st->code == 535 || st->code == 538 ||
-        st->code == 454)
+    if (st->code == 530 || st->code == 534 || st->code == 535 || st->code == 538 || st->code == 454)
         return true;
     return strcmp(st->enhanced, "5.7.0") == 0 || strcmp(st->enhanced, "5.7.8") == 0 ||
            strcmp(st->enhanced, "5.7.9") == 0 || strcmp(st->enhanced, "5.7.11") == 0 ||
@@ -314,7 +313,7 @@ static void finish(struct attempt *a, const char *upstream, const struct smtp_cl
         snprintf(rr->reply, sizeof rr->reply, "%d %.16s %.200s", st->code, st->enhanced, st->text);
         rr->cls = st->code >= 200 && st->code < 300   ? DELIVER_OK
                   : st->code >= 500 && st->code < 600 ? DELIVER_PERM
-                                                       : DELIVER_TEMP;
+                                                      : DELIVER_TEMP;
     }
     if (!res) {
         out.upstream_fault = true;
@@ -333,9 +332,8 @@ static void on_job_done(struct upstream_job *job, const struct upstream_outcome 
 {
     struct attempt *a = (struct attempt *)((char *)job - offsetof(struct attempt, job));
     struct deliver *d = a->d;
-    const char *name = a->next_slot > 0 && a->next_slot - 1 < d->n_slots
-                           ? d->slots[a->next_slot - 1].name
-                           : "";
+    const char *name =
+        a->next_slot > 0 && a->next_slot - 1 < d->n_slots ? d->slots[a->next_slot - 1].name : "";
     if (o->conn_fault) {
         note_fault(a, name, o->reason, is_misconfig(o->category));
         try_next(a);
@@ -344,14 +342,14 @@ static void on_job_done(struct upstream_job *job, const struct upstream_outcome 
     /* a refusal of us (not of the message) at MAIL, or of every recipient
      * for the same reason, is the upstream's trouble: fail over, never bounce */
     const struct smtp_client_result *res = o->res;
-    bool upstream_refused = (res->stage == SMTP_CLIENT_STAGE_MAIL ||
-                             res->stage == SMTP_CLIENT_STAGE_RCPT ||
-                             res->stage == SMTP_CLIENT_STAGE_DATA) &&
-                            reply_is_upstream_fault(&res->status);
+    bool upstream_refused =
+        (res->stage == SMTP_CLIENT_STAGE_MAIL || res->stage == SMTP_CLIENT_STAGE_RCPT ||
+         res->stage == SMTP_CLIENT_STAGE_DATA) &&
+        reply_is_upstream_fault(&res->status);
     if (upstream_refused) {
         char why[300];
-        snprintf(why, sizeof why, "refused us: %d %.16s %.200s", res->status.code, res->status.enhanced,
-                 res->status.text);
+        snprintf(why, sizeof why, "refused us: %d %.16s %.200s", res->status.code,
+                 res->status.enhanced, res->status.text);
         note_fault(a, name, why, res->status.code >= 500);
         try_next(a);
         return;
@@ -394,8 +392,7 @@ static void try_next(struct attempt *a)
     finish(a, NULL, NULL);
 }
 
-static int smtp_start(struct deliver *d, const struct spool_msg *m, deliver_done_fn done,
-                      void *arg)
+static int smtp_start(struct deliver *d, const struct spool_msg *m, deliver_done_fn done, void *arg)
 {
     struct attempt *a = calloc(1, sizeof *a);
     if (!a)
@@ -490,8 +487,8 @@ int deliver_reload(struct deliver *d, char *err, unsigned long errlen)
             continue;
         slots[i].up = upstream_new(d->r, u, slots[i].setup_error, sizeof slots[i].setup_error);
         if (!slots[i].up)
-            log_event(LOG_ERROR, "upstream.setup_failed", "upstream", "%s", u->name, "error",
-                      "%s", slots[i].setup_error, NULL);
+            log_event(LOG_ERROR, "upstream.setup_failed", "upstream", "%s", u->name, "error", "%s",
+                      slots[i].setup_error, NULL);
     }
     slots_clear(d);
     d->slots = slots;

@@ -21,12 +21,12 @@ struct deliver_rcpt_result {
 };
 
 struct deliver_result {
-    uint32_t n_rcpts;                  /* same as the message's */
-    struct deliver_rcpt_result *rcpt;  /* SKIP for recipients not attempted */
-    bool upstream_fault;               /* no upstream could take it: defer/hold, never bounce */
-    bool hold;                         /* ... because upstreams are misconfigured (TLS, AUTH) */
-    char upstream[64];                 /* name of the upstream used */
-    char fault[256];                   /* why, when upstream_fault */
+    uint32_t n_rcpts;                 /* same as the message's */
+    struct deliver_rcpt_result *rcpt; /* SKIP for recipients not attempted */
+    bool upstream_fault;              /* no upstream could take it: defer/hold, never bounce */
+    bool hold;                        /* ... because upstreams are misconfigured (TLS, AUTH) */
+    char upstream[64];                /* name of the upstream used */
+    char fault[256];                  /* why, when upstream_fault */
 };
 
 typedef void (*deliver_done_fn)(void *arg, uint64_t id, struct deliver_result *res);

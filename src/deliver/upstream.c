@@ -116,8 +116,8 @@ static void mark_down(struct upstream *u, const char *reason)
     u->retry_at_ms = now_ms() + pause;
     if (was_up) {
         u->r->n.upstream_unhealthy++;
-        log_event(LOG_WARN, "upstream_unhealthy", "upstream", "%s", u->name, "reason", "%s",
-                  reason, NULL);
+        log_event(LOG_WARN, "upstream_unhealthy", "upstream", "%s", u->name, "reason", "%s", reason,
+                  NULL);
     }
     if (!u->retired)
         arm_timer(u->probe_timer, pause);
@@ -262,8 +262,9 @@ static void on_error(struct smtp_client *c, const struct smtp_client_error *err,
     bool health_failure = !k->ever_ready || j != NULL;
     char reason[400];
     if (err->code)
-        snprintf(reason, sizeof reason, "%s: %.160s (%d %.16s %.160s)", smtp_client_errcat_name(err->category),
-                 err->reason, err->code, err->enhanced, err->text);
+        snprintf(reason, sizeof reason, "%s: %.160s (%d %.16s %.160s)",
+                 smtp_client_errcat_name(err->category), err->reason, err->code, err->enhanced,
+                 err->text);
     else
         snprintf(reason, sizeof reason, "%s: %s", smtp_client_errcat_name(err->category),
                  err->reason);
@@ -368,8 +369,8 @@ static void pump(struct upstream *u)
             continue;
         }
         /* open more connections while jobs outnumber those being opened */
-        bool may_open = u->health == UPSTREAM_HEALTHY || (u->health == UPSTREAM_PROBING &&
-                                                           u->n_conns == 0);
+        bool may_open =
+            u->health == UPSTREAM_HEALTHY || (u->health == UPSTREAM_PROBING && u->n_conns == 0);
         if (may_open && u->n_conns < u->max_conns && (size_t)u->n_connecting < u->q_len) {
             if (!conn_open(u, false)) {
                 fail_queued(u, SMTP_CLIENT_ERR_CONNECT, "cannot create connection");
@@ -515,8 +516,8 @@ struct upstream *upstream_new(struct relay *r, const struct config_upstream *cfg
         .username = u->username,
         .secret = u->secret,
         .helo_name = u->helo,
-        .timeouts = {.connect_ms = (unsigned)(cfg->connect_timeout > 0 ? cfg->connect_timeout
-                                                                        : 30) * 1000u,
+        .timeouts = {.connect_ms =
+                         (unsigned)(cfg->connect_timeout > 0 ? cfg->connect_timeout : 30) * 1000u,
                      .initial_ms = t,
                      .command_ms = t,
                      .mail_ms = t,

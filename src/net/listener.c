@@ -99,8 +99,8 @@ static void refuse(evutil_socket_t fd, bool implicit_tls, const char *why, const
     evutil_closesocket(fd);
 }
 
-static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
-                      int salen, void *arg)
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+                      void *arg)
 {
     struct listener_set *ls = arg;
     struct relay *r = ls->r;

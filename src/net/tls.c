@@ -74,8 +74,7 @@ int tls_ensure_self_signed(const char *cert_path, const char *key_path, const ch
     X509_gmtime_adj(X509_getm_notAfter(x), 60L * 60 * 24 * 825);
     X509_set_pubkey(x, key);
     X509_NAME *name = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"Sluice", -1, -1,
-                               0);
+    X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"Sluice", -1, -1, 0);
     X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)hostname, -1, -1,
                                0);
     X509_set_issuer_name(x, name);
@@ -106,8 +105,8 @@ int tls_ensure_self_signed(const char *cert_path, const char *key_path, const ch
         goto out;
     }
     int fd = open(key_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0 || !(f = fdopen(fd, "w")) || !PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL,
-                                                                    NULL)) {
+    if (fd < 0 || !(f = fdopen(fd, "w")) ||
+        !PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL)) {
         snprintf(err, errlen, "cannot write %s: %s", key_path, strerror(errno));
         if (fd >= 0 && !f)
             close(fd);
@@ -143,7 +142,7 @@ SSL_CTX *tls_server_ctx_new(const struct config *cfg, char *err, size_t errlen)
         return NULL;
     }
     int min = cfg->tls_min_version && strcmp(cfg->tls_min_version, "1.3") == 0 ? TLS1_3_VERSION
-                                                                                : TLS1_2_VERSION;
+                                                                               : TLS1_2_VERSION;
     SSL_CTX_set_min_proto_version(ctx, min);
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
                                  SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET);

@@ -77,8 +77,10 @@ struct users *users_load(const char *path, char *err, size_t errlen)
             continue;
         char *colon = strchr(line, ':');
         if (!colon || colon == line || strncmp(colon + 1, "$argon2id$", 10) != 0) {
-            snprintf(err, errlen, "%s:%d: expected 'name:$argon2id$...' (make one with "
-                     "'sluice users add NAME')", path, lineno);
+            snprintf(err, errlen,
+                     "%s:%d: expected 'name:$argon2id$...' (make one with "
+                     "'sluice users add NAME')",
+                     path, lineno);
             fclose(f);
             users_free(u);
             return NULL;

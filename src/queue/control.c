@@ -89,12 +89,12 @@ static void list_one(void *arg, const struct spool_msg *m)
         json_array_append_new(c->arr, msg_json(m, false));
 }
 
-static void upstream_json(void *arg, const char *name, const char *health,
-                          const char *last_error, int conns, size_t queued)
+static void upstream_json(void *arg, const char *name, const char *health, const char *last_error,
+                          int conns, size_t queued)
 {
     json_array_append_new(arg, json_pack("{s:s,s:s,s:s,s:i,s:I}", "name", name, "health", health,
-                                         "last_error", last_error, "connections", conns,
-                                         "queued", (json_int_t)queued));
+                                         "last_error", last_error, "connections", conns, "queued",
+                                         (json_int_t)queued));
 }
 
 static char *error_reply(const char *msg)
@@ -263,8 +263,9 @@ struct control *control_open(struct relay *r, char *err, size_t errlen)
     snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
     unlink(path);
     mode_t old = umask(077); /* the socket is born 0600 */
-    c->l = evconnlistener_new_bind(r->base, on_accept, c, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-                                   16, (struct sockaddr *)&sun, sizeof sun);
+    c->l = evconnlistener_new_bind(r->base, on_accept, c,
+                                   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 16,
+                                   (struct sockaddr *)&sun, sizeof sun);
     umask(old);
     if (!c->l) {
         snprintf(err, errlen, "cannot listen on control socket %s: %s", path, strerror(errno));

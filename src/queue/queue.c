@@ -32,7 +32,7 @@ struct queue {
     struct event *timer;
     size_t inflight;
     bool quiesced;
-    uint64_t *busy; /* ids being attempted: never start a second attempt */
+    uint64_t *busy;     /* ids being attempted: never start a second attempt */
     double *busy_since; /* when each attempt started */
     size_t n_busy, cap_busy;
 };

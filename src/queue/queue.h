@@ -26,8 +26,8 @@ int queue_retry(struct queue *q, uint64_t id); /* due now; revives dead/held */
 int queue_hold(struct queue *q, uint64_t id);
 int queue_release(struct queue *q, uint64_t id);
 int queue_delete(struct queue *q, uint64_t id);
-void queue_flush(struct queue *q);             /* every active message due now */
-void queue_retry_all(struct queue *q);         /* flush + revive dead */
+void queue_flush(struct queue *q);     /* every active message due now */
+void queue_retry_all(struct queue *q); /* flush + revive dead */
 
 /* Releases messages held automatically because of upstream trouble (their
  * hold reason starts with "upstream"); operator holds stay. */
@@ -35,7 +35,6 @@ void queue_release_auto(struct queue *q);
 
 /* Text that marks an automatic hold. */
 #define QUEUE_AUTO_HOLD_PREFIX "upstream: "
-
 
 /* Stops starting new attempts (shutdown); returns attempts still running. */
 size_t queue_quiesce(struct queue *q);

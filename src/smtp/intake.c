@@ -106,7 +106,8 @@ void intake_build(const char *msg, size_t len, const struct intake_info *info,
 
     /* RFC 3848 / RFC 6531 protocol names */
     char proto[16];
-    snprintf(proto, sizeof proto, "%s%s%s%s", info->smtputf8 ? "UTF8SMTP" : (info->esmtp ? "ESMTP" : "SMTP"),
+    snprintf(proto, sizeof proto, "%s%s%s%s",
+             info->smtputf8 ? "UTF8SMTP" : (info->esmtp ? "ESMTP" : "SMTP"),
              info->tls_desc ? "S" : "", info->auth_user ? "A" : "", "");
     if (!info->esmtp && !info->smtputf8)
         snprintf(proto, sizeof proto, "SMTP");

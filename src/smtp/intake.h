@@ -10,23 +10,23 @@
 #include <time.h>
 
 struct intake_info {
-    const char *hostname;   /* our name */
-    const char *helo;       /* client's EHLO/HELO argument */
+    const char *hostname; /* our name */
+    const char *helo;     /* client's EHLO/HELO argument */
     const char *client_ip;
-    const char *auth_user;  /* NULL when unauthenticated */
-    const char *tls_desc;   /* "TLSv1.3 TLS_AES_256_GCM_SHA384", NULL without TLS */
+    const char *auth_user; /* NULL when unauthenticated */
+    const char *tls_desc;  /* "TLSv1.3 TLS_AES_256_GCM_SHA384", NULL without TLS */
     const char *queue_id;
     bool esmtp, smtputf8;
     time_t now;
 };
 
 struct intake_result {
-    char prepend[1024];     /* the Received field, CRLF-terminated */
+    char prepend[1024]; /* the Received field, CRLF-terminated */
     size_t prepend_len;
-    size_t header_end;      /* offset in the message where the header block ends */
-    char append[512];       /* Message-ID / Date fields to add there, or "" */
+    size_t header_end; /* offset in the message where the header block ends */
+    char append[512];  /* Message-ID / Date fields to add there, or "" */
     size_t append_len;
-    char message_id[256];   /* the message's Message-ID (given or made), without <> */
+    char message_id[256]; /* the message's Message-ID (given or made), without <> */
     bool has_from;
 };
 

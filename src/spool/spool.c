@@ -73,7 +73,7 @@ struct spool {
     struct pending *q_head, *q_tail; /* waiting to be written */
     struct pending *d_head, *d_tail; /* written and synced (or failed) */
     bool dir_dirty;
-    bool rotate_next; /* a write hit a full disk */
+    bool rotate_next;     /* a write hit a full disk */
     struct segment *segs; /* grows (under mu); index is stable */
     size_t n_segs, cap_segs;
     size_t cur; /* index of the segment being appended to (writer's) */

@@ -33,18 +33,18 @@ enum spool_op {
     SPOOL_OP_RCPT_FAILED = 2,    /* rcpt = index */
     SPOOL_OP_DEFER = 3,          /* attempts+1, next attempt at `when` */
     SPOOL_OP_HOLD = 4,
-    SPOOL_OP_RELEASE = 5,        /* held or dead -> active, due at `when` */
+    SPOOL_OP_RELEASE = 5, /* held or dead -> active, due at `when` */
     SPOOL_OP_DEAD = 6,
-    SPOOL_OP_DELETE = 7,         /* removed by an operator */
+    SPOOL_OP_DELETE = 7, /* removed by an operator */
 };
 
 struct spool_envelope {
-    const char *sender;             /* "" for the null reverse-path */
+    const char *sender; /* "" for the null reverse-path */
     const char *const *rcpts;
     size_t n_rcpts;
-    uint32_t flags;                 /* SPOOL_F_* */
-    int64_t received;               /* unix seconds */
-    const char *meta;               /* "key=value" lines (auth, client, tls...) or NULL */
+    uint32_t flags;   /* SPOOL_F_* */
+    int64_t received; /* unix seconds */
+    const char *meta; /* "key=value" lines (auth, client, tls...) or NULL */
 };
 
 /* A queued message as the spool knows it (read-only for callers). */
@@ -52,15 +52,15 @@ struct spool_msg {
     uint64_t id;
     char *sender;
     char **rcpts;
-    uint8_t *rcpt_state;            /* enum spool_rcpt_state per recipient */
+    uint8_t *rcpt_state; /* enum spool_rcpt_state per recipient */
     uint32_t n_rcpts;
     uint32_t flags;
     int64_t received;
     char *meta;
     enum spool_msg_state state;
     uint32_t attempts;
-    int64_t next_attempt;           /* unix seconds */
-    char *last_reply;               /* last delivery outcome text, or NULL */
+    int64_t next_attempt; /* unix seconds */
+    char *last_reply;     /* last delivery outcome text, or NULL */
     uint32_t data_len;
     /* private */
     uint32_t seg_index, rec_len;

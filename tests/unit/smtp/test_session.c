@@ -56,9 +56,9 @@ static int setup(void **state)
     struct relay *r = &f->r;
     r->base = event_base_new();
     char err[512];
-    assert_int_equal(tls_ensure_self_signed(r->cfg->tls_cert, r->cfg->tls_key, "relay.test", err,
-                                            sizeof err),
-                     0);
+    assert_int_equal(
+        tls_ensure_self_signed(r->cfg->tls_cert, r->cfg->tls_key, "relay.test", err, sizeof err),
+        0);
     r->tls = tls_server_ctx_new(r->cfg, err, sizeof err);
     assert_non_null(r->tls);
     r->users = users_load(NULL, err, sizeof err);

@@ -271,7 +271,7 @@ static void test_compaction_moves_live_messages(void **state)
     spool_get_stats(s, &st);
     assert_int_equal(st.messages, 1);
     assert_true(st.segments >= 2); /* opening already compacts what it can */
-    spool_compact(s); /* copies the live message forward */
+    spool_compact(s);              /* copies the live message forward */
     /* let the copy become durable, then compact again to drop old segments */
     uint64_t probe = put_msg(s, &c, "Subject: p\r\n\r\np\r\n", r1, 1);
     want++;
