@@ -160,16 +160,7 @@ static struct outcome_row *row(struct outcome_row *rows, size_t *n, size_t max, 
 
 const char *events_message_cred(const struct spool_msg *m, char *buf, size_t len)
 {
-    buf[0] = 0;
-    const char *p = m->meta ? strstr(m->meta, "auth=") : NULL;
-    if (p && (p == m->meta || p[-1] == '\n')) {
-        p += 5;
-        size_t n = strcspn(p, "\n");
-        if (n >= len)
-            n = len - 1;
-        memcpy(buf, p, n);
-        buf[n] = 0;
-    }
+    spool_meta_get(m->meta, "auth", buf, len);
     return buf;
 }
 
@@ -295,11 +286,9 @@ void events_delivery(struct relay *r, const struct spool_msg *m, uint32_t rcpt, 
             json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:I}", "event", state, "queue_id", ids, "recipient",
                       who, "upstream", upstream ? upstream : "", "reply", reply ? reply : "",
                       "credential", cred, "received", (json_int_t)m->received);
-        const char *mid = m->meta ? strstr(m->meta, "message_id=") : NULL;
-        if (mid) {
-            mid += 11;
-            json_object_set_new(o, "message_id", json_stringn(mid, strcspn(mid, "\n")));
-        }
+        char mid[256];
+        if (spool_meta_get(m->meta, "message_id", mid, sizeof mid) == 0)
+            json_object_set_new(o, "message_id", json_string(mid));
         webhook_emit(e->webhook, o);
     }
 }

@@ -177,24 +177,8 @@ static char *envelope_json(const struct spool_msg *m, const char *upstream)
     json_object_set_new(o, "upstream", json_string(upstream));
     json_object_set_new(o, "smtputf8", json_boolean(m->flags & SPOOL_F_SMTPUTF8));
     json_object_set_new(o, "bounce", json_boolean(m->flags & SPOOL_F_BOUNCE));
-    if (m->meta) {
-        json_t *meta = json_object();
-        const char *p = m->meta;
-        while (*p) {
-            const char *nl = strchr(p, '\n');
-            size_t n = nl ? (size_t)(nl - p) : strlen(p);
-            const char *eq = memchr(p, '=', n);
-            if (eq) {
-                char key[64];
-                size_t kl = (size_t)(eq - p) < sizeof key - 1 ? (size_t)(eq - p) : sizeof key - 1;
-                memcpy(key, p, kl);
-                key[kl] = 0;
-                json_object_set_new(meta, key, json_stringn_nocheck(eq + 1, n - kl - 1));
-            }
-            p += n + (nl ? 1 : 0);
-        }
-        json_object_set_new(o, "meta", meta);
-    }
+    if (m->meta)
+        json_object_set_new(o, "meta", spool_meta_json(m->meta));
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return s;

@@ -56,24 +56,8 @@ static json_t *msg_json(const struct spool_msg *m, bool full)
     json_object_set_new(o, "next_attempt", json_integer(m->next_attempt));
     json_object_set_new(o, "last_reply", m->last_reply ? json_string(m->last_reply) : json_null());
     json_object_set_new(o, "bounce", json_boolean(m->flags & SPOOL_F_BOUNCE));
-    if (full && m->meta) {
-        json_t *meta = json_object();
-        const char *p = m->meta;
-        while (*p) {
-            const char *nl = strchr(p, '\n');
-            size_t n = nl ? (size_t)(nl - p) : strlen(p);
-            const char *eq = memchr(p, '=', n);
-            if (eq) {
-                char key[64];
-                size_t kl = (size_t)(eq - p) < sizeof key - 1 ? (size_t)(eq - p) : sizeof key - 1;
-                memcpy(key, p, kl);
-                key[kl] = 0;
-                json_object_set_new(meta, key, json_stringn(eq + 1, n - kl - 1));
-            }
-            p += n + (nl ? 1 : 0);
-        }
-        json_object_set_new(o, "meta", meta);
-    }
+    if (full && m->meta)
+        json_object_set_new(o, "meta", spool_meta_json(m->meta));
     return o;
 }
 

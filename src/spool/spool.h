@@ -122,6 +122,13 @@ void spool_get_stats(struct spool *s, struct spool_stats *st);
 char *spool_id_str(uint64_t id, char *buf);
 int spool_id_parse(const char *s, uint64_t *id);
 
+/* Message metadata ("key=value" lines, see spool_envelope.meta): copies the
+ * value of key into out; returns 0, or -1 when absent. */
+int spool_meta_get(const char *meta, const char *key, char *out, size_t outlen);
+
+/* The metadata as a JSON object (allocates; the caller decrefs). */
+struct json_t *spool_meta_json(const char *meta);
+
 /* Exposed for tests and fuzzing: checks a buffer of records, returns the
  * length of its valid prefix. */
 size_t spool_scan_records(const unsigned char *buf, size_t len, size_t *n_records);
