@@ -109,8 +109,12 @@ def test_crash_loop_loses_nothing(make_sluice, make_upstream):
     finally:
         traffic.stop()
     acked = set(traffic.acked)
-    wait_for(lambda: acked <= set(mids(up.messages())), timeout=120,
-             what="every acknowledged message at the sink")
+    # drain first (cheap to poll), then read the sink's store once: after
+    # 100 rounds there are tens of thousands of files there
+    wait_for(lambda: s.queue("stats").get("data", {}).get("messages") == 0,
+             timeout=max(120, len(acked) / 40), what="the queue drained")
+    missing = acked - set(mids(up.messages()))
+    assert not missing, f"{len(missing)} acknowledged messages never reached the sink"
     got = mids(up.messages())
     dups = len(got) - len(set(got))
     print(f"\ncrash loop: kills={kills} acknowledged={len(acked)} delivered={len(set(got))} "
@@ -118,7 +122,6 @@ def test_crash_loop_loses_nothing(make_sluice, make_upstream):
     assert kills == KILLS
     # duplicates only from deliveries in flight: at most one per upstream connection per kill
     assert dups <= kills * 10
-    wait_for(lambda: s.queue("stats")["data"]["messages"] == 0, timeout=60, what="queue empty")
 
 
 def test_upstream_chaos_every_message_delivered_or_bounced(make_sluice, make_upstream, certs):
