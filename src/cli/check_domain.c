@@ -18,8 +18,6 @@
 
 #include <jansson.h>
 
-extern char **environ;
-
 #define MAX_SELECTORS 16
 #define MAX_DOMAINS 64
 
@@ -32,27 +30,6 @@ extern char **environ;
 
 /* Loads the configuration (--config, else $SLUICE_CONFIG, else defaults);
  * prints the problems and returns NULL when it does not load. */
-static struct config *load_config(const char *cmd, const char *path)
-{
-    if (!path) {
-        const char *env = getenv("SLUICE_CONFIG");
-        path = env && *env ? env : NULL;
-    }
-    struct config *cfg = NULL;
-    struct config_errors errs = {0};
-    if (config_load(path, environ, &cfg, &errs) < 0) {
-        for (size_t i = 0; i < errs.n; i++)
-            fprintf(stderr, "sluice %s: %s%s%s\n", cmd, errs.v[i].file ? errs.v[i].file : "",
-                    errs.v[i].file ? ": " : "", errs.v[i].message);
-        fprintf(stderr, "sluice %s: fix the configuration (sluice config check explains)\n", cmd);
-        config_errors_free(&errs);
-        config_free(cfg);
-        return NULL;
-    }
-    config_errors_free(&errs);
-    return cfg;
-}
-
 /* Host names of the configured smarthosts (capture upstreams send nothing). */
 static size_t upstream_hosts(const struct config *cfg, const char **out, size_t max)
 {
@@ -205,7 +182,7 @@ int cli_check_domain(int argc, char **argv)
         return 2;
     }
     const char *domain = argv[optind];
-    struct config *cfg = load_config("check-domain", cpath);
+    struct config *cfg = cli_load_config("check-domain", cpath);
     if (!cfg)
         return 2;
     const char *hosts[64];
@@ -414,7 +391,7 @@ int cli_dns_records(int argc, char **argv)
         records_usage(stderr);
         return 2;
     }
-    struct config *cfg = load_config("dns-records", cpath);
+    struct config *cfg = cli_load_config("dns-records", cpath);
     if (!cfg)
         return 2;
     int rc = 2;

@@ -17,4 +17,11 @@ int cli_audit(int argc, char **argv);        /* audit verify FILE... */
 int cli_creds(int argc, char **argv);        /* creds add|list|show|revoke|rotate|delete */
 int cli_stats(int argc, char **argv);        /* stats [--cred] [--since] */
 
+struct config;
+
+/* Loads path (or $SLUICE_CONFIG, or the embedded defaults when both are
+ * unset); prints the errors prefixed with "sluice CMD:" and returns NULL
+ * when the configuration is not valid. Allocates; config_free it. */
+struct config *cli_load_config(const char *cmd, const char *path);
+
 #endif

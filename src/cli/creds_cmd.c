@@ -20,8 +20,6 @@
 #include <time.h>
 #include <unistd.h>
 
-extern char **environ;
-
 #define MAX_PATTERNS 64
 #define PASSWORD_MAX 1024
 
@@ -44,22 +42,6 @@ static const char creds_usage[] =
 
 static const char stats_usage[] =
     "usage: sluice stats [--cred NAME] [--since 7d|YYYY-MM-DD] [--json]\n";
-
-/* Loads the configuration for the store path; NULL after printing why. */
-static struct config *load_config(void)
-{
-    const char *cpath = getenv("SLUICE_CONFIG");
-    struct config *cfg = NULL;
-    struct config_errors errs = {0};
-    if (config_load(cpath && *cpath ? cpath : NULL, environ, &cfg, &errs) < 0) {
-        fprintf(stderr, "sluice: configuration has errors; run 'sluice config check'\n");
-        config_errors_free(&errs);
-        config_free(cfg);
-        return NULL;
-    }
-    config_errors_free(&errs);
-    return cfg;
-}
 
 /* The store lives under var/, which may not exist yet on a fresh install. */
 static void make_parent_dir(const char *path)
@@ -506,7 +488,7 @@ int cli_creds(int argc, char **argv)
         fputs(creds_usage, stderr);
         return EXIT_ERROR;
     }
-    struct config *cfg = load_config();
+    struct config *cfg = cli_load_config(argv[0], NULL);
     if (!cfg)
         return EXIT_ERROR;
     int rc = EXIT_ERROR;
@@ -613,7 +595,7 @@ int cli_stats(int argc, char **argv)
     time_t now = time(NULL), since;
     if (parse_since(o.since ? o.since : "7d", now, &since) < 0)
         return fail(o.json, EXIT_ERROR, "--since '%s': expected Nd, today or YYYY-MM-DD", o.since);
-    struct config *cfg = load_config();
+    struct config *cfg = cli_load_config(argv[0], NULL);
     if (!cfg)
         return EXIT_ERROR;
     char err[512];

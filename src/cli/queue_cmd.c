@@ -14,8 +14,6 @@
 #include <time.h>
 #include <unistd.h>
 
-extern char **environ;
-
 static int usage(void)
 {
     fprintf(stderr, "usage: sluice queue [--json] [-c CONFIG] COMMAND\n"
@@ -94,7 +92,7 @@ static void print_msg_line(json_t *m)
 int cli_queue(int argc, char **argv)
 {
     bool json = false;
-    const char *cpath = getenv("SLUICE_CONFIG");
+    const char *cpath = NULL;
     char line[256] = "";
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
@@ -128,15 +126,9 @@ int cli_queue(int argc, char **argv)
         return usage();
     snprintf(line, sizeof line, "%s %s", verb, arg);
 
-    struct config *cfg = NULL;
-    struct config_errors errs = {0};
-    if (config_load(cpath && *cpath ? cpath : NULL, environ, &cfg, &errs) < 0) {
-        fprintf(stderr, "sluice: configuration has errors; run 'sluice config check'\n");
-        config_errors_free(&errs);
-        config_free(cfg);
+    struct config *cfg = cli_load_config("queue", cpath);
+    if (!cfg)
         return 2;
-    }
-    config_errors_free(&errs);
     char err[512];
     char *resp = request(cfg->control_socket, line, err, sizeof err);
     config_free(cfg);

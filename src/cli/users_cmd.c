@@ -13,8 +13,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-extern char **environ;
-
 int cli_users(int argc, char **argv)
 {
     if (argc < 2 || (strcmp(argv[1], "add") != 0 && strcmp(argv[1], "list") != 0) ||
@@ -23,16 +21,9 @@ int cli_users(int argc, char **argv)
                         "       sluice users list\n");
         return 2;
     }
-    const char *cpath = getenv("SLUICE_CONFIG");
-    struct config *cfg = NULL;
-    struct config_errors errs = {0};
-    if (config_load(cpath && *cpath ? cpath : NULL, environ, &cfg, &errs) < 0) {
-        fprintf(stderr, "sluice: configuration has errors; run 'sluice config check'\n");
-        config_errors_free(&errs);
-        config_free(cfg);
+    struct config *cfg = cli_load_config("users", NULL);
+    if (!cfg)
         return 2;
-    }
-    config_errors_free(&errs);
     int rc = 2;
     char err[512];
     struct users *u = users_load(cfg->users_file, err, sizeof err);

@@ -88,6 +88,7 @@ void upstream_pool_stats(const struct upstream *u, int *conns, int *connecting, 
 
 static void pump(struct upstream *u);
 static void maybe_free(struct upstream *u);
+static void upstream_destroy(struct upstream *u);
 
 /* ---- health ---- */
 
@@ -531,21 +532,19 @@ struct upstream *upstream_new(struct relay *r, const struct config_upstream *cfg
     u->idle_timer = evtimer_new(r->base, on_idle_timer, u);
     return u;
 fail:
-    free(u->host);
-    free(u->ca_file);
-    free(u->server_name);
-    free(u->pin);
-    free(u->username);
-    free(u->helo);
-    free(u);
+    upstream_destroy(u); /* also wipes a secret already read */
     return NULL;
 }
 
+/* Frees everything u holds; parts never made (a failed upstream_new) are NULL. */
 static void upstream_destroy(struct upstream *u)
 {
-    event_free(u->pump_timer);
-    event_free(u->probe_timer);
-    event_free(u->idle_timer);
+    if (u->pump_timer)
+        event_free(u->pump_timer);
+    if (u->probe_timer)
+        event_free(u->probe_timer);
+    if (u->idle_timer)
+        event_free(u->idle_timer);
     tls_client_ctx_free(u->tls);
     if (u->secret) {
         explicit_bzero(u->secret, strlen(u->secret));
