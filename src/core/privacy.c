@@ -138,8 +138,22 @@ struct privacy *privacy_open(const char *key_file, bool keep_domain, char *err, 
     }
     unsigned char raw[2 * PRIVACY_KEY_LEN + 2]; /* room for "\r\n" */
     size_t n = 0;
-    if (privacy_read_secret(key_file, raw, sizeof raw, &n, err, errlen) != 0)
+    struct stat st;
+    if (stat(key_file, &st) == 0 && st.st_size == PRIVACY_KEY_LEN) {
+        /* a binary key (as create_key writes) is taken whole: its last byte
+         * may be 0x0a, which the text reader would drop as a line end */
+        int fd = open(key_file, O_RDONLY | O_CLOEXEC);
+        ssize_t r = fd >= 0 ? read(fd, raw, PRIVACY_KEY_LEN) : -1;
+        if (fd >= 0)
+            close(fd);
+        if (r != PRIVACY_KEY_LEN) {
+            snprintf(err, errlen, "%s: cannot read the key", key_file);
+            return NULL;
+        }
+        n = PRIVACY_KEY_LEN;
+    } else if (privacy_read_secret(key_file, raw, sizeof raw, &n, err, errlen) != 0) {
         return NULL;
+    }
     unsigned char key[PRIVACY_KEY_LEN];
     if (n == PRIVACY_KEY_LEN) {
         memcpy(key, raw, PRIVACY_KEY_LEN);

@@ -163,6 +163,35 @@ static void *hammer(void *arg)
     return NULL;
 }
 
+/* A random binary key may end in 0x0a or 0x0d: it must load whole, not be
+ * cut as if it ended a text line (found when a fresh daemon refused to
+ * start on a 31-byte key). */
+static void test_binary_key_ending_in_newline(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/sluice-privacy-nl-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unsigned char key[PRIVACY_KEY_LEN];
+    for (size_t i = 0; i < sizeof key; i++)
+        key[i] = (unsigned char)(i * 7 + 1);
+    key[PRIVACY_KEY_LEN - 2] = '\r';
+    key[PRIVACY_KEY_LEN - 1] = '\n';
+    assert_int_equal(write(fd, key, sizeof key), (ssize_t)sizeof key);
+    close(fd);
+    char err[256];
+    struct privacy *from_file = privacy_open(path, false, err, sizeof err);
+    assert_non_null(from_file);
+    struct privacy *direct = privacy_new(key, false);
+    char a[64], b[64];
+    assert_int_equal(privacy_pseudonym(from_file, "user@example.com", a, sizeof a), 0);
+    assert_int_equal(privacy_pseudonym(direct, "user@example.com", b, sizeof b), 0);
+    assert_string_equal(a, b);
+    privacy_free(from_file);
+    privacy_free(direct);
+    unlink(path);
+}
+
 static void test_threads(void **state)
 {
     (void)state;
@@ -188,6 +217,7 @@ int main(void)
         cmocka_unit_test(test_key_file_created_and_reused),
         cmocka_unit_test(test_hex_and_bad_key_files),
         cmocka_unit_test(test_read_secret),
+        cmocka_unit_test(test_binary_key_ending_in_newline),
         cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
