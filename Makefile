@@ -1,4 +1,4 @@
-# Thin wrapper over Meson for the two README commands and the extra targets.
+# Conveniences over the scripts: `make run` = scripts/run.sh, `make check` = scripts/check.sh.
 BUILD ?= build
 
 .PHONY: all run check build deps test-deps unit integration fuzz fuzz-long torture bench clean
@@ -12,15 +12,15 @@ test-deps:
 	@scripts/deps.sh test
 
 build: deps
-	@[ -f $(BUILD)/build.ninja ] || meson setup $(BUILD) >/dev/null
+	@[ -f $(BUILD)/build.ninja ] || meson setup $(BUILD)
 	@ninja -C $(BUILD)
 
 # Builds and starts the relay on its embedded defaults (Ctrl-C stops it).
-run: build
-	./$(BUILD)/sluice serve
+run:
+	@scripts/run.sh
 
 # Every test: unit (plain and ASan/UBSan), integration, fuzz smoke.
-check: test-deps
+check:
 	@scripts/check.sh
 
 fuzz-long: test-deps

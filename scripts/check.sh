@@ -5,6 +5,12 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+# Installs the build and test packages first (a bare Debian 12 needs them all).
+if ! scripts/deps.sh test; then
+    echo "scripts/deps.sh test failed: the test packages could not be installed"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
 export SLUICE_TESTDATA=${SLUICE_TESTDATA:-$root/../shared/testdata}
 PY=/usr/bin/python3
 passed=0
@@ -35,12 +41,18 @@ count_meson() { # dir label
     rm -f "$log"
 }
 
-build() { # dir meson-args...
-    local dir=$1; shift
+build() { # dir meson-args...  (quiet when it works; the tool's own output when it fails)
+    local dir=$1 log; shift
+    log=$(mktemp)
     if [ ! -f "$dir/build.ninja" ]; then
-        meson setup "$dir" "$@" >/dev/null || return 1
+        if ! meson setup "$dir" "$@" >"$log" 2>&1; then
+            echo "meson setup $dir failed:"; cat "$log"; rm -f "$log"; return 1
+        fi
     fi
-    ninja -C "$dir" >/dev/null || { ninja -C "$dir" | tail -30; return 1; }
+    if ! ninja -C "$dir" >"$log" 2>&1; then
+        echo "ninja -C $dir failed:"; tail -60 "$log"; rm -f "$log"; return 1
+    fi
+    rm -f "$log"
 }
 
 echo "== build (gcc, -Wall -Wextra -Werror)"

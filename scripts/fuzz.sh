@@ -6,9 +6,11 @@ cd "$(dirname "$0")/.."
 secs=${FUZZ_SECONDS:-10}
 if [ ! -f build-fuzz/build.ninja ]; then
     CC=clang meson setup build-fuzz -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false \
-        -Dc_args=-fsanitize=fuzzer-no-link -Dbuildtype=debugoptimized >/dev/null || exit 1
+        -Dc_args=-fsanitize=fuzzer-no-link -Dbuildtype=debugoptimized >build-fuzz.setup.log 2>&1 ||
+        { echo "meson setup build-fuzz failed:"; cat build-fuzz.setup.log; exit 1; }
+    rm -f build-fuzz.setup.log
 fi
-ninja -C build-fuzz >/dev/null || { ninja -C build-fuzz | tail -20; exit 1; }
+ninja -C build-fuzz >/tmp/sluice-fuzz-build.log 2>&1 || { echo "ninja -C build-fuzz failed:"; tail -60 /tmp/sluice-fuzz-build.log; exit 1; }
 mkdir -p build-fuzz/crashes
 status=0
 for bin in build-fuzz/tests/fuzz/fuzz_*; do
