@@ -3,6 +3,7 @@
 #include "deliver/dsn.h"
 
 #include "deliver/deliver.h"
+#include "smtp/header_field.h"
 #include "smtp/intake.h"
 #include "spool/spool.h"
 
@@ -54,12 +55,18 @@ static void status_of(const char *reply, char *out, size_t len)
     }
 }
 
-static void clean_line(const char *in, char *out, size_t len)
+/* Every field of the report goes through header_field: the recipient
+ * addresses and the upstream's reply text come from outside. */
+__attribute__((format(printf, 3, 4))) static void sb_field(struct sbuf *b, const char *name,
+                                                          const char *fmt, ...)
 {
-    size_t j = 0;
-    for (size_t i = 0; in[i] && j + 1 < len; i++)
-        out[j++] = (in[i] == '\r' || in[i] == '\n') ? ' ' : in[i];
-    out[j] = 0;
+    char value[2048], field[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(value, sizeof value, fmt, ap);
+    va_end(ap);
+    if (header_field(field, sizeof field, name, value) > 0)
+        sb_printf(b, "%s", field);
 }
 
 int dsn_build(struct spool *sp, const struct spool_msg *m, const struct deliver_result *res,
@@ -72,57 +79,51 @@ int dsn_build(struct spool *sp, const struct spool_msg *m, const struct deliver_
     intake_date((time_t)now, date, sizeof date);
     spool_id_str(m->id, ids);
     snprintf(boundary, sizeof boundary, "%s/%lld/%s", ids, (long long)now, "report");
+    sb_field(&b, "From", "Mail Delivery System <MAILER-DAEMON@%s>", hostname);
+    sb_field(&b, "To", "<%s>", m->sender);
+    sb_field(&b, "Subject", "Undelivered Mail Returned to Sender");
+    sb_field(&b, "Date", "%s", date);
+    sb_field(&b, "Message-ID", "<%s.dsn.%lld@%s>", ids, (long long)now, hostname);
+    sb_field(&b, "Auto-Submitted", "auto-replied");
+    sb_field(&b, "MIME-Version", "1.0");
+    sb_field(&b, "Content-Type", "multipart/report; report-type=delivery-status; boundary=\"%s\"",
+             boundary);
+    sb_printf(&b, "\r\nThis is a MIME-encapsulated message.\r\n\r\n--%s\r\n", boundary);
+    sb_field(&b, "Content-Type", "text/plain; charset=utf-8");
+    char why_text[256];
+    header_text_clean(why_text, sizeof why_text, why);
     sb_printf(&b,
-              "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n"
-              "To: <%s>\r\n"
-              "Subject: Undelivered Mail Returned to Sender\r\n"
-              "Date: %s\r\n"
-              "Message-ID: <%s.dsn.%lld@%s>\r\n"
-              "Auto-Submitted: auto-replied\r\n"
-              "MIME-Version: 1.0\r\n"
-              "Content-Type: multipart/report; report-type=delivery-status;\r\n"
-              "\tboundary=\"%s\"\r\n"
-              "\r\n"
-              "This is a MIME-encapsulated message.\r\n"
-              "\r\n"
-              "--%s\r\n"
-              "Content-Type: text/plain; charset=utf-8\r\n"
               "\r\n"
               "Your message (queue id %s) could not be delivered to one or more\r\n"
               "recipients (%s). This is a permanent error; it will not be retried.\r\n\r\n",
-              hostname, m->sender, date, ids, (long long)now, hostname, boundary, boundary, ids,
-              why);
+              ids, why_text);
     for (uint32_t i = 0; i < res->n_rcpts && i < m->n_rcpts; i++) {
         if (res->rcpt[i].cls != DELIVER_PERM)
             continue;
-        char line[300];
-        clean_line(res->rcpt[i].reply, line, sizeof line);
-        sb_printf(&b, "<%s>: %s\r\n", m->rcpts[i], line);
+        char rcpt[300], line[300];
+        header_text_clean(rcpt, sizeof rcpt, m->rcpts[i]);
+        header_text_clean(line, sizeof line, res->rcpt[i].reply);
+        sb_printf(&b, "<%s>: %s\r\n", rcpt, line);
     }
-    sb_printf(&b,
-              "\r\n--%s\r\n"
-              "Content-Type: message/delivery-status\r\n"
-              "\r\n"
-              "Reporting-MTA: dns; %s\r\n"
-              "X-Sluice-Queue-ID: %s\r\n"
-              "Arrival-Date: ",
-              boundary, hostname, ids);
+    sb_printf(&b, "\r\n--%s\r\n", boundary);
+    sb_field(&b, "Content-Type", "message/delivery-status");
+    sb_printf(&b, "\r\n");
+    sb_field(&b, "Reporting-MTA", "dns; %s", hostname);
+    sb_field(&b, "X-Sluice-Queue-ID", "%s", ids);
     intake_date((time_t)m->received, date, sizeof date);
-    sb_printf(&b, "%s\r\n", date);
+    sb_field(&b, "Arrival-Date", "%s", date);
     for (uint32_t i = 0; i < res->n_rcpts && i < m->n_rcpts; i++) {
         if (res->rcpt[i].cls != DELIVER_PERM)
             continue;
-        char status[16], line[300];
+        char status[16];
         status_of(res->rcpt[i].reply, status, sizeof status);
-        clean_line(res->rcpt[i].reply, line, sizeof line);
-        sb_printf(&b,
-                  "\r\nFinal-Recipient: rfc822; %s\r\n"
-                  "Action: failed\r\n"
-                  "Status: %s\r\n"
-                  "Diagnostic-Code: smtp; %s\r\n",
-                  m->rcpts[i], status, line);
+        sb_printf(&b, "\r\n");
+        sb_field(&b, "Final-Recipient", "rfc822; %s", m->rcpts[i]);
+        sb_field(&b, "Action", "failed");
+        sb_field(&b, "Status", "%s", status);
+        sb_field(&b, "Diagnostic-Code", "smtp; %s", res->rcpt[i].reply);
         if (res->upstream[0])
-            sb_printf(&b, "Remote-MTA: dns; %s\r\n", res->upstream);
+            sb_field(&b, "Remote-MTA", "dns; %s", res->upstream);
     }
     sb_printf(&b, "\r\n--%s\r\nContent-Type: text/rfc822-headers\r\n\r\n", boundary);
     char *orig = NULL;

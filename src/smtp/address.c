@@ -325,6 +325,13 @@ static addr_err parse_domain(const unsigned char **pp, const unsigned char *end,
     return SMTP_ADDR_OK;
 }
 
+bool smtp_helo_valid(const char *arg, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)arg, *end = p + len;
+    struct smtp_path scratch = {0};
+    return len > 0 && parse_domain(&p, end, false, &scratch) == SMTP_ADDR_OK && p == end;
+}
+
 /* -------------------------------------------------------------- mailbox */
 
 static void path_reset(struct smtp_path *path)

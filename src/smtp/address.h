@@ -83,6 +83,12 @@ enum smtp_addr_error smtp_parse_rcpt(const char *arg, size_t len, bool smtputf8,
 enum smtp_addr_error smtp_parse_mailbox(const char *s, size_t len, bool allow_utf8,
                                         struct smtp_path *path);
 
+/* RFC 5321 4.1.1.1: the EHLO/HELO argument is a Domain or an
+ * address-literal, nothing else (ASCII only: SMTPUTF8 is not negotiated
+ * until EHLO has been answered). The name ends up in the Received field, so anything
+ * looser could carry octets a downstream server reads as a line end. */
+bool smtp_helo_valid(const char *arg, size_t len);
+
 /* Pointer to the domain part of a parsed path (after '@'), "" for null. */
 const char *smtp_path_domain(const struct smtp_path *path);
 

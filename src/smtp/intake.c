@@ -1,5 +1,9 @@
-/* Builds the trace and missing identity headers of an accepted message. */
+/* Builds the trace and missing identity headers of an accepted message.
+ * Every field goes through header_field, which keeps client-chosen text
+ * (EHLO name, login) from carrying line breaks into the message. */
 #include "smtp/intake.h"
+
+#include "smtp/header_field.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -91,18 +95,18 @@ void intake_build(const char *msg, size_t len, const struct intake_info *info,
 
     char date[64];
     intake_date(info->now, date, sizeof date);
+    int n;
     if (!has_msgid || !out->message_id[0]) {
         snprintf(out->message_id, sizeof out->message_id, "%s.%ld@%s", info->queue_id,
                  (long)info->now, info->hostname);
-        if (!has_msgid)
-            out->append_len += (size_t)snprintf(out->append + out->append_len,
-                                                sizeof out->append - out->append_len,
-                                                "Message-ID: <%s>\r\n", out->message_id);
+        if (!has_msgid && (n = header_fieldf(out->append + out->append_len,
+                                             sizeof out->append - out->append_len, "Message-ID",
+                                             "<%s>", out->message_id)) > 0)
+            out->append_len += (size_t)n;
     }
-    if (!has_date)
-        out->append_len +=
-            (size_t)snprintf(out->append + out->append_len, sizeof out->append - out->append_len,
-                             "Date: %s\r\n", date);
+    if (!has_date && (n = header_field(out->append + out->append_len,
+                                       sizeof out->append - out->append_len, "Date", date)) > 0)
+        out->append_len += (size_t)n;
 
     /* RFC 3848 / RFC 6531 protocol names */
     char proto[16];
@@ -111,16 +115,14 @@ void intake_build(const char *msg, size_t len, const struct intake_info *info,
              info->tls_desc ? "S" : "", info->auth_user ? "A" : "", "");
     if (!info->esmtp && !info->smtputf8)
         snprintf(proto, sizeof proto, "SMTP");
-    int n = snprintf(out->prepend, sizeof out->prepend,
-                     "Received: from %.100s ([%s])\r\n\tby %.200s (Sluice) with %s id %s",
-                     info->helo && *info->helo ? info->helo : "unknown", info->client_ip,
-                     info->hostname, proto, info->queue_id);
+    char tls[160] = "", auth[128] = "";
     if (info->tls_desc)
-        n += snprintf(out->prepend + n, sizeof out->prepend - (size_t)n, "\r\n\t(using %s)",
-                      info->tls_desc);
+        snprintf(tls, sizeof tls, " (using %.140s)", info->tls_desc);
     if (info->auth_user)
-        n += snprintf(out->prepend + n, sizeof out->prepend - (size_t)n,
-                      "\r\n\t(authenticated as %.100s)", info->auth_user);
-    n += snprintf(out->prepend + n, sizeof out->prepend - (size_t)n, ";\r\n\t%s\r\n", date);
-    out->prepend_len = (size_t)n < sizeof out->prepend ? (size_t)n : sizeof out->prepend - 1;
+        snprintf(auth, sizeof auth, " (authenticated as %.100s)", info->auth_user);
+    n = header_fieldf(out->prepend, sizeof out->prepend, "Received",
+                      "from %.100s ([%s]) by %.200s (Sluice) with %s id %s%s%s; %s",
+                      info->helo && *info->helo ? info->helo : "unknown", info->client_ip,
+                      info->hostname, proto, info->queue_id, tls, auth, date);
+    out->prepend_len = n > 0 ? (size_t)n : 0;
 }

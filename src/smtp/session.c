@@ -367,8 +367,9 @@ static void addr_reply(struct session *s, enum smtp_addr_error e, bool is_mail)
 static void cmd_ehlo(struct session *s, const struct smtp_command *c, bool esmtp)
 {
     const struct config *cfg = s->r->cfg;
-    if (c->arg_len == 0 || c->arg_len >= sizeof s->helo || memchr(c->arg, ' ', c->arg_len)) {
-        reply(s, "501 5.5.4 Syntax: %s hostname", esmtp ? "EHLO" : "HELO");
+    if (c->arg_len >= sizeof s->helo || !smtp_helo_valid(c->arg, c->arg_len)) {
+        /* RFC 5321 4.1.1.1: Domain or address-literal, no trailing text */
+        reply(s, "501 5.5.4 Syntax: %s domain or [address-literal]", esmtp ? "EHLO" : "HELO");
         bad_command(s);
         return;
     }

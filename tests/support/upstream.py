@@ -58,6 +58,9 @@ Output
                            DIR/NNNNNN.json (envelope; written last, atomically:
                            count *.json to count deliveries). Also the event
                            log DIR/events.jsonl unless --log is given.
+  --wire DIR               every octet each connection sent, as received (after
+                           TLS), in DIR/conn-N.raw: for tests of what reached
+                           the wire, before any parsing
   --log FILE               JSON lines: connect, command (verb, tls), tls,
                            auth (user, ok), message, drop. Secrets never appear.
 
@@ -124,6 +127,9 @@ class Config:
     def __init__(self, args):
         self.args = args
         self.rng = random.Random(args.chaos_seed)
+        self.wire = args.wire
+        if self.wire:
+            os.makedirs(self.wire, exist_ok=True)
         self.users = {}
         if args.user is not None:
             self.users[args.user] = args.password or ""
@@ -343,6 +349,12 @@ class ScriptedSMTP(SMTP):
     def is_tls(self):
         return self.implicit_tls or self._tls_protocol is not None
 
+    def data_received(self, data):
+        if self.cfg.wire:
+            with open(os.path.join(self.cfg.wire, f"conn-{self.conn_id}.raw"), "ab") as f:
+                f.write(data)
+        super().data_received(data)
+
     async def drop(self, where):
         self.state.log(event="drop", conn=self.conn_id, at=where)
         if self.transport is not None:
@@ -500,6 +512,7 @@ def parse_args(argv):
     p.add_argument("--chaos-stall", type=float, default=3.0)
     p.add_argument("--store")
     p.add_argument("--log")
+    p.add_argument("--wire")
     p.add_argument("--control")
     return p.parse_args(argv)
 
