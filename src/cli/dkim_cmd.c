@@ -9,6 +9,7 @@
 #include "mailauth/dns.h"
 #include "mailauth/psl.h"
 #include "mailauth/spf.h"
+#include "policy/mime.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -471,51 +472,6 @@ static void verify_usage(FILE *f)
                "are evaluated too, and the exit status follows DMARC: 0 pass, 1 none, 2 other.\n");
 }
 
-/* The domain of the RFC5322.From address: the first From field, the address
- * in <> when there is one, else the addr-spec; lower-cased, malloc'd. NULL
- * when the field or its domain is missing. */
-static char *from_domain(const char *msg, size_t len)
-{
-    for (size_t i = 0; i < len;) {
-        const char *eol = memchr(msg + i, '\n', len - i);
-        size_t end = eol ? (size_t)(eol - msg) : len;
-        if (end == i || (end == i + 1 && msg[i] == '\r'))
-            return NULL; /* end of the header block */
-        if (end - i > 5 && strncasecmp(msg + i, "From:", 5) == 0) {
-            size_t a = i + 5, b = end; /* unfold continuation lines */
-            while (b + 1 < len && (msg[b + 1] == ' ' || msg[b + 1] == '\t')) {
-                const char *e2 = memchr(msg + b + 1, '\n', len - b - 1);
-                b = e2 ? (size_t)(e2 - msg) : len;
-            }
-            char *v = strndup(msg + a, b - a);
-            if (!v)
-                return NULL;
-            char *addr = v, *lt = strchr(v, '<');
-            if (lt) {
-                addr = lt + 1;
-                char *gt = strchr(addr, '>');
-                if (gt)
-                    *gt = '\0';
-            }
-            char *at = strrchr(addr, '@'), *dom = NULL;
-            if (at) {
-                at++;
-                size_t n = strcspn(at, " \t\r\n>(),;");
-                while (n && at[n - 1] == '.')
-                    n--;
-                if (n)
-                    dom = strndup(at, n);
-                for (char *p = dom; p && *p; p++)
-                    *p = (char)tolower((unsigned char)*p);
-            }
-            free(v);
-            return dom;
-        }
-        i = end + 1;
-    }
-    return NULL;
-}
-
 static enum dmarc_auth dkim_to_dmarc(enum dkim_status s)
 {
     switch (s) {
@@ -554,18 +510,66 @@ static enum dmarc_auth spf_to_dmarc(enum spf_result r)
     }
 }
 
+/* What DMARC concluded for one Author Domain. */
+struct dmarc_check {
+    char from[MIME_DOMAIN_MAX]; /* the Author Domain, "" when none */
+    struct dmarc_discovery disc;
+    struct dmarc_verdict verdict;
+    const char *dmarc; /* RFC 8601 result: none, pass, fail, temperror, permerror */
+    char problem[160]; /* why DMARC gave none / permerror */
+};
+
 /* What SPF and DMARC concluded for the message (verify --client-ip). */
 struct receiver_view {
     struct spf_outcome spf;
     const char *spf_identity; /* "mailfrom" or "helo" */
     char spf_value[512];      /* the MAIL FROM address or the HELO name */
     char spf_domain[256];     /* domain the SPF result speaks for (DMARC input) */
-    char *from;               /* RFC5322.From domain, NULL when none */
-    struct dmarc_discovery disc;
-    struct dmarc_verdict verdict;
-    const char *dmarc; /* RFC 8601 result: none, pass, fail, temperror, permerror */
-    char problem[160]; /* why DMARC gave none / permerror */
+    struct dmarc_check dm;    /* the check that decided the DMARC result */
 };
+
+static int dmarc_check_domain(struct dns_resolver *dns, const struct psl *psl,
+                              const struct dkim_verify_result *res, const struct receiver_view *v,
+                              const char *from, struct dmarc_check *c)
+{
+    memset(c, 0, sizeof(*c));
+    snprintf(c->from, sizeof(c->from), "%s", from);
+    c->dmarc = "none";
+    int rc = dmarc_discover(dns, psl, c->from, &c->disc);
+    if (rc == 0 && c->disc.status == DMARC_DISC_FOUND) {
+        struct dmarc_dkim_input *dk = calloc(res->count ? res->count : 1, sizeof(*dk));
+        if (!dk)
+            return -1;
+        for (size_t i = 0; i < res->count; i++)
+            dk[i] =
+                (struct dmarc_dkim_input){res->sig[i].domain, dkim_to_dmarc(res->sig[i].status)};
+        struct dmarc_input in = {.from_domain = c->from,
+                                 .spf_domain = v->spf_domain,
+                                 .spf = spf_to_dmarc(v->spf.result),
+                                 .dkim = dk,
+                                 .ndkim = res->count,
+                                 .sample = 0};
+        rc = dmarc_evaluate(psl, &c->disc, &in, &c->verdict);
+        free(dk);
+        c->dmarc = rc < 0 ? "permerror" : dmarc_result_name(c->verdict.result);
+    } else if (rc == 0) {
+        c->dmarc = c->disc.status == DMARC_DISC_TEMPFAIL    ? "temperror"
+                   : c->disc.status == DMARC_DISC_NO_POLICY ? "permerror"
+                                                            : "none";
+        snprintf(c->problem, sizeof(c->problem), "%s",
+                 c->disc.problem ? c->disc.problem : "no DMARC record");
+    }
+    return rc == -ENOMEM ? -1 : 0;
+}
+
+/* Which of two checks of a multi-domain From decides (RFC 7489 6.6.1: the
+ * strictest policy among the checks that fail), then temperror. */
+static int check_weight(const struct dmarc_check *c)
+{
+    if (!strcmp(c->dmarc, "fail"))
+        return 10 + (int)c->verdict.applied;
+    return !strcmp(c->dmarc, "temperror") ? 2 : !strcmp(c->dmarc, "permerror") ? 1 : 0;
+}
 
 static int receiver_evaluate(struct dns_resolver *dns, const struct dkim_verify_result *res,
                              const char *msg, size_t len, int family, const unsigned char *addr,
@@ -582,48 +586,57 @@ static int receiver_evaluate(struct dns_resolver *dns, const struct dkim_verify_
     const char *at = use_helo ? NULL : strrchr(mail_from, '@');
     snprintf(v->spf_domain, sizeof(v->spf_domain), "%s", at ? at + 1 : use_helo ? helo : mail_from);
 
-    v->from = from_domain(msg, len);
-    v->dmarc = "none";
-    if (!v->from) {
-        snprintf(v->problem, sizeof(v->problem), "no From domain in the message");
+    v->dm.dmarc = "none";
+    struct mime_address_list *authors = malloc(sizeof(*authors));
+    if (!authors)
+        return -1;
+    /* RFC 7489 6.6.1: DMARC needs exactly one From field; a message without a
+     * usable one cannot pass, whatever its other fields say. */
+    int n = mime_from_domains(msg, len, authors);
+    if (n < 0) {
+        v->dm.dmarc = "permerror";
+        snprintf(v->dm.problem, sizeof(v->dm.problem), "%s",
+                 n == MIME_FROM_NONE      ? "no From field in the message"
+                 : n == MIME_FROM_SEVERAL ? "more than one From field (RFC 5322 3.6 allows one)"
+                                          : "the From field is not a valid RFC 5322 mailbox list");
+        free(authors);
         return 0;
     }
     struct psl *psl = psl_new_from_file(NULL);
-    int rc = dmarc_discover(dns, psl, v->from, &v->disc);
-    if (rc == 0 && v->disc.status == DMARC_DISC_FOUND) {
-        struct dmarc_dkim_input *dk = calloc(res->count ? res->count : 1, sizeof(*dk));
-        if (!dk) {
-            psl_free(psl);
-            return -1;
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        struct dmarc_check c;
+        rc = dmarc_check_domain(dns, psl, res, v, authors->domains[i], &c);
+        if (rc == 0 && (i == 0 || check_weight(&c) > check_weight(&v->dm))) {
+            dmarc_discovery_clear(&v->dm.disc);
+            v->dm = c;
+        } else {
+            dmarc_discovery_clear(&c.disc);
         }
-        for (size_t i = 0; i < res->count; i++)
-            dk[i] =
-                (struct dmarc_dkim_input){res->sig[i].domain, dkim_to_dmarc(res->sig[i].status)};
-        struct dmarc_input in = {.from_domain = v->from,
-                                 .spf_domain = v->spf_domain,
-                                 .spf = spf_to_dmarc(v->spf.result),
-                                 .dkim = dk,
-                                 .ndkim = res->count,
-                                 .sample = 0};
-        rc = dmarc_evaluate(psl, &v->disc, &in, &v->verdict);
-        free(dk);
-        v->dmarc = rc < 0 ? "permerror" : dmarc_result_name(v->verdict.result);
-    } else if (rc == 0) {
-        v->dmarc = v->disc.status == DMARC_DISC_TEMPFAIL    ? "temperror"
-                   : v->disc.status == DMARC_DISC_NO_POLICY ? "permerror"
-                                                            : "none";
-        snprintf(v->problem, sizeof(v->problem), "%s",
-                 v->disc.problem ? v->disc.problem : "no DMARC record");
+    }
+    /* Several Author Domains never pass, even when each one would. */
+    if (rc == 0 && n > 1 && check_weight(&v->dm) == 0) {
+        v->dm.dmarc = "permerror";
+        snprintf(v->dm.problem, sizeof(v->dm.problem),
+                 "the From field names %d domains; DMARC passes a single Author Domain", n);
     }
     psl_free(psl);
-    return rc < 0 ? -1 : 0;
+    free(authors);
+    return rc;
 }
 
 static void receiver_clear(struct receiver_view *v)
 {
     spf_outcome_clear(&v->spf);
-    dmarc_discovery_clear(&v->disc);
-    free(v->from);
+    dmarc_discovery_clear(&v->dm.disc);
+}
+
+/* A policy was found and the verdict below speaks for it. */
+static bool check_found(const struct dmarc_check *c)
+{
+    return c->disc.status == DMARC_DISC_FOUND && c->from[0] &&
+           (!strcmp(c->dmarc, "pass") || !strcmp(c->dmarc, "fail") ||
+            !strcmp(c->dmarc, "temperror"));
 }
 
 /* "; spf=... smtp.mailfrom=...; dmarc=... (p=... dis=...) header.from=..." (RFC 8601 2.7.2,
@@ -631,14 +644,14 @@ static void receiver_clear(struct receiver_view *v)
 static char *receiver_auth_results(const struct receiver_view *v)
 {
     char *out = NULL, dm[256] = "";
-    bool found = v->disc.status == DMARC_DISC_FOUND && v->from && strcmp(v->dmarc, "none");
-    if (found)
-        snprintf(dm, sizeof(dm), " (p=%s dis=%s)", dmarc_policy_name(v->verdict.policy),
-                 dmarc_policy_name(v->verdict.result == DMARC_RESULT_FAIL ? v->verdict.applied
+    const struct dmarc_check *c = &v->dm;
+    if (check_found(c))
+        snprintf(dm, sizeof(dm), " (p=%s dis=%s)", dmarc_policy_name(c->verdict.policy),
+                 dmarc_policy_name(c->verdict.result == DMARC_RESULT_FAIL ? c->verdict.applied
                                                                           : DMARC_POLICY_NONE));
     if (asprintf(&out, "; spf=%s smtp.%s=%s; dmarc=%s%s header.from=%s",
-                 spf_result_name(v->spf.result), v->spf_identity, v->spf_value, v->dmarc, dm,
-                 v->from ? v->from : "") < 0)
+                 spf_result_name(v->spf.result), v->spf_identity, v->spf_value, c->dmarc, dm,
+                 c->from) < 0)
         return NULL;
     return out;
 }
@@ -654,22 +667,24 @@ static json_t *receiver_json_spf(const struct receiver_view *v)
 
 static json_t *receiver_json_dmarc(const struct receiver_view *v)
 {
-    bool found = v->disc.status == DMARC_DISC_FOUND && v->from && strcmp(v->dmarc, "none");
-    json_t *o = json_pack("{s:s, s:s?, s:s?}", "result", v->dmarc, "from_domain", v->from, "record",
-                          found ? v->disc.record_name : NULL);
+    const struct dmarc_check *c = &v->dm;
+    bool found = check_found(c);
+    json_t *o = json_pack("{s:s, s:s?, s:s?}", "result", c->dmarc, "from_domain",
+                          c->from[0] ? c->from : NULL, "record",
+                          found ? c->disc.record_name : NULL);
     if (!o)
         return NULL;
     if (found) {
-        json_object_set_new(o, "policy", json_string(dmarc_policy_name(v->verdict.policy)));
+        json_object_set_new(o, "policy", json_string(dmarc_policy_name(c->verdict.policy)));
         json_object_set_new(o, "disposition",
-                            json_string(dmarc_policy_name(v->verdict.result == DMARC_RESULT_FAIL
-                                                              ? v->verdict.applied
+                            json_string(dmarc_policy_name(c->verdict.result == DMARC_RESULT_FAIL
+                                                              ? c->verdict.applied
                                                               : DMARC_POLICY_NONE)));
-        json_object_set_new(o, "spf_aligned", json_boolean(v->verdict.spf_aligned));
-        json_object_set_new(o, "dkim_aligned", json_boolean(v->verdict.dkim_aligned));
-    } else if (v->problem[0]) {
-        json_object_set_new(o, "problem", json_string(v->problem));
+        json_object_set_new(o, "spf_aligned", json_boolean(c->verdict.spf_aligned));
+        json_object_set_new(o, "dkim_aligned", json_boolean(c->verdict.dkim_aligned));
     }
+    if (c->problem[0])
+        json_object_set_new(o, "problem", json_string(c->problem));
     return o;
 }
 
@@ -814,7 +829,7 @@ int cli_verify(int argc, char **argv)
             ar = joined;
         }
         free(more);
-        rc = !strcmp(view.dmarc, "pass") ? 0 : !strcmp(view.dmarc, "none") ? 1 : 2;
+        rc = !strcmp(view.dm.dmarc, "pass") ? 0 : !strcmp(view.dm.dmarc, "none") ? 1 : 2;
     }
     if (json) {
         json_t *o = json_pack("{s:s, s:s, s:s, s:s?, s:o}", "file", path, "result", dkim_summary,

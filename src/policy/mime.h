@@ -116,4 +116,16 @@ int mime_address_domains(const char *value, size_t len, struct mime_address_list
  * domains. */
 int mime_author_domain(const char *value, size_t len, char *out, size_t out_size);
 
+#define MIME_FROM_NONE (-1)    /* no From field */
+#define MIME_FROM_INVALID (-2) /* not a mailbox-list, no mailbox, too many, an address literal */
+#define MIME_FROM_SEVERAL (-3) /* more than one From field (RFC 5322 section 3.6 allows one) */
+
+/* The Author Domains of a message for DMARC (RFC 7489 section 6.6.1): reads
+ * the header of msg (up to the empty line), requires exactly one From field
+ * and parses it with mime_address_domains. Returns the number of distinct
+ * domains put in out (lower-case, in order; 1 = a single Author Domain), or
+ * one of MIME_FROM_NONE, MIME_FROM_INVALID, MIME_FROM_SEVERAL. The one
+ * place a From domain is taken from a message. */
+int mime_from_domains(const char *msg, size_t len, struct mime_address_list *out);
+
 #endif

@@ -4,8 +4,10 @@
  * comments, quoted strings, groups and obsolete routes are all read, since
  * a display name that looks like an address is the usual spoofing trick. */
 #include "policy/mime.h"
+#include "policy/mime_field.h"
 
 #include <ctype.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,147 +103,196 @@ static enum atok alex_next(struct alex *lx)
     return AT_WORD;
 }
 
-struct amailbox {
-    bool any;        /* saw anything for this mailbox */
-    bool at;         /* '@' seen: collecting the domain */
-    bool angle;      /* inside <...> */
-    bool angle_done; /* <...> closed */
-    bool label_last; /* last domain piece was a label: a '.' must follow */
-    char domain[MIME_DOMAIN_MAX];
-    size_t dn;
-    bool dom_overflow;
+struct aparse {
+    struct alex lx;
+    enum atok t; /* current token */
+    struct mime_address_list *out;
 };
 
-static void amb_reset(struct amailbox *m)
+static void ap_next(struct aparse *ps)
 {
-    memset(m, 0, sizeof(*m));
+    ps->t = alex_next(&ps->lx);
 }
 
-static void amb_dom_add(struct amailbox *m, const char *s, size_t n)
+static bool ap_is(const struct aparse *ps, char special)
 {
-    if (m->dn + n >= sizeof(m->domain)) {
-        m->dom_overflow = true;
-        return;
-    }
-    for (size_t i = 0; i < n; i++)
-        if (!isspace((unsigned char)s[i])) /* folding inside a domain literal */
-            m->domain[m->dn++] = (char)tolower((unsigned char)s[i]);
-    m->domain[m->dn] = '\0';
+    return ps->t == AT_SPECIAL && ps->lx.special == special;
 }
 
-/* Ends one mailbox: 1 when it had an address, 0 when empty (obsolete empty
- * list element), -1 when it was not an address. */
-static int amb_finish(struct amailbox *m, struct mime_address_list *out)
+/* domain = dot-atom / domain-literal / obs-domain (RFC 5322 section 3.4.1,
+ * 4.4): atoms joined by dots, CFWS allowed around the dots; no empty label.
+ * One trailing dot (the root of a fully qualified name) is dropped. The
+ * domain goes lower-cased into dom (NULL: parse and drop, for a route). */
+static int ap_domain(struct aparse *ps, char *dom)
 {
-    if (!m->any)
+    size_t n = 0;
+    char scratch[MIME_DOMAIN_MAX];
+    char *d = dom ? dom : scratch;
+    if (ps->t == AT_DLIT) {
+        for (size_t i = 0; i < ps->lx.tn; i++) {
+            char c = ps->lx.tp[i];
+            if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
+                continue; /* folding inside the literal */
+            if (n + 1 >= MIME_DOMAIN_MAX)
+                return -1;
+            d[n++] = (char)tolower((unsigned char)c);
+        }
+        d[n] = '\0';
+        ap_next(ps);
         return 0;
-    if (m->angle && !m->angle_done)
-        return -1;
-    while (m->dn > 0 && m->domain[m->dn - 1] == '.')
-        m->domain[--m->dn] = '\0';
-    if (!m->at || m->dn == 0 || m->dom_overflow || m->domain[0] == '.')
-        return -1;
+    }
+    for (;;) {
+        if (ps->t != AT_WORD)
+            return -1;
+        if (n + ps->lx.tn + 1 >= MIME_DOMAIN_MAX)
+            return -1;
+        for (size_t i = 0; i < ps->lx.tn; i++)
+            d[n++] = (char)tolower((unsigned char)ps->lx.tp[i]);
+        d[n] = '\0';
+        ap_next(ps);
+        if (!ap_is(ps, '.'))
+            return 0;
+        ap_next(ps);
+        if (ps->t != AT_WORD)
+            return 0; /* "example.com." */
+        d[n++] = '.';
+    }
+}
+
+/* What a run of words and dots may stand for. */
+struct aphrase {
+    size_t tokens;
+    bool local_ok;   /* local-part: word *("." word) (dot-atom, obs-local-part) */
+    bool display_ok; /* display-name: word *(word / "." / CFWS) (phrase, obs-phrase) */
+};
+
+static void ap_phrase(struct aparse *ps, struct aphrase *ph)
+{
+    bool last_word = false;
+    memset(ph, 0, sizeof(*ph));
+    ph->local_ok = ph->display_ok = true;
+    while (ps->t == AT_WORD || ps->t == AT_QSTR || ap_is(ps, '.')) {
+        bool word = ps->t != AT_SPECIAL;
+        if (ph->tokens == 0 && !word)
+            ph->local_ok = ph->display_ok = false;
+        if (word == last_word)
+            ph->local_ok = false; /* two words, or two dots, in a row */
+        last_word = word;
+        ph->tokens++;
+        ap_next(ps);
+    }
+    if (!last_word)
+        ph->local_ok = false;
+}
+
+static void ap_add(struct aparse *ps, const char *dom)
+{
+    struct mime_address_list *out = ps->out;
     if (out->count < MIME_MAX_ADDRESSES)
-        memcpy(out->domains[out->count], m->domain, m->dn + 1);
+        memcpy(out->domains[out->count], dom, strlen(dom) + 1);
     out->count++;
+}
+
+/* angle-addr = "<" [obs-route] addr-spec ">", with
+ * obs-route = obs-domain-list ":" and
+ * obs-domain-list = *(CFWS / ",") "@" domain *("," [CFWS] ["@" domain]). */
+static int ap_angle(struct aparse *ps)
+{
+    char dom[MIME_DOMAIN_MAX];
+    struct aphrase ph;
+    ap_next(ps); /* '<' */
+    if (ap_is(ps, '@') || ap_is(ps, ',')) {
+        while (ap_is(ps, ','))
+            ap_next(ps);
+        if (!ap_is(ps, '@'))
+            return -1;
+        ap_next(ps);
+        if (ap_domain(ps, NULL) < 0)
+            return -1;
+        while (ap_is(ps, ',')) {
+            ap_next(ps);
+            if (ap_is(ps, '@')) {
+                ap_next(ps);
+                if (ap_domain(ps, NULL) < 0)
+                    return -1;
+            }
+        }
+        if (!ap_is(ps, ':'))
+            return -1;
+        ap_next(ps);
+    }
+    ap_phrase(ps, &ph);
+    if (!ph.local_ok || !ap_is(ps, '@'))
+        return -1;
+    ap_next(ps);
+    if (ap_domain(ps, dom) < 0 || !ap_is(ps, '>'))
+        return -1;
+    ap_next(ps);
+    ap_add(ps, dom);
     return 1;
+}
+
+/* One element of an address list: a mailbox, a group (not inside another
+ * group), or nothing (obs-addr-list and obs-group-list allow empty
+ * elements). Returns the mailboxes it held, or -1. */
+static int ap_element(struct aparse *ps, bool in_group)
+{
+    struct aphrase ph;
+    char dom[MIME_DOMAIN_MAX];
+    ap_phrase(ps, &ph);
+    if (ap_is(ps, '<')) {
+        if (ph.tokens > 0 && !ph.display_ok)
+            return -1;
+        return ap_angle(ps);
+    }
+    if (ap_is(ps, '@')) {
+        if (!ph.local_ok)
+            return -1; /* "@b.example", "a b@c.example", "a..b@c.example" */
+        ap_next(ps);
+        if (ap_domain(ps, dom) < 0)
+            return -1;
+        ap_add(ps, dom);
+        return 1;
+    }
+    if (ap_is(ps, ':')) {
+        /* group = display-name ":" [group-list] ";" */
+        if (in_group || ph.tokens == 0 || !ph.display_ok)
+            return -1;
+        ap_next(ps);
+        int total = 0;
+        for (;;) {
+            int n = ap_element(ps, true);
+            if (n < 0)
+                return -1;
+            total += n;
+            if (ap_is(ps, ';'))
+                break;
+            if (!ap_is(ps, ','))
+                return -1;
+            ap_next(ps);
+        }
+        ap_next(ps); /* ';' */
+        return total;
+    }
+    /* Only an empty element may end here. */
+    return ph.tokens == 0 ? 0 : -1;
 }
 
 int mime_address_domains(const char *value, size_t len, struct mime_address_list *out)
 {
-    struct alex lx = {.p = value, .end = value + len};
-    struct amailbox m;
-    bool in_group = false;
-    enum atok t;
-
+    struct aparse ps = {.lx = {.p = value, .end = value + len}, .out = out};
     memset(out, 0, sizeof(*out));
-    amb_reset(&m);
-    while ((t = alex_next(&lx)) != AT_END) {
-        if (t == AT_ERR)
+    ap_next(&ps);
+    for (;;) {
+        if (ap_element(&ps, false) < 0)
             return -1;
-        if (m.angle_done && !(t == AT_SPECIAL && (lx.special == ',' || lx.special == ';')))
-            return -1; /* text after "<addr>" */
-        if (t == AT_SPECIAL) {
-            char c = lx.special;
-            if (m.angle) {
-                /* Inside <...>: an obsolete route "@a,@b:" comes first. */
-                if (c == '>') {
-                    m.angle = false;
-                    m.angle_done = true;
-                } else if (c == ':' || c == '@') {
-                    m.at = c == '@';
-                    m.label_last = false;
-                    m.dn = 0;
-                    m.domain[0] = '\0';
-                } else if (c == '.') {
-                    if (m.at)
-                        amb_dom_add(&m, ".", 1);
-                    m.label_last = false;
-                } else if (c == ',') {
-                    /* between route domains */
-                } else {
-                    return -1;
-                }
-                continue;
-            }
-            switch (c) {
-            case '<':
-                /* The display name before it is not the address. */
-                m.any = true;
-                m.angle = true;
-                m.at = false;
-                m.dn = 0;
-                m.domain[0] = '\0';
-                break;
-            case '@':
-                if (m.at)
-                    return -1;
-                m.any = true;
-                m.at = true;
-                break;
-            case '.':
-                m.any = true;
-                if (m.at)
-                    amb_dom_add(&m, ".", 1);
-                m.label_last = false;
-                break;
-            case ',':
-                if (amb_finish(&m, out) < 0)
-                    return -1;
-                amb_reset(&m);
-                break;
-            case ':':
-                /* group = display-name ":" [group-list] ";" */
-                if (in_group || m.at)
-                    return -1;
-                in_group = true;
-                amb_reset(&m);
-                break;
-            case ';':
-                if (!in_group || amb_finish(&m, out) < 0)
-                    return -1;
-                in_group = false;
-                amb_reset(&m);
-                break;
-            default:
-                return -1;
-            }
-            continue;
-        }
-        m.any = true;
-        if (m.at) {
-            /* A domain is dot-separated labels or one literal, never quoted. */
-            if (t == AT_QSTR || m.label_last)
-                return -1;
-            amb_dom_add(&m, lx.tp, lx.tn);
-            m.label_last = true;
-        }
+        if (ps.t == AT_END)
+            break;
+        if (!ap_is(&ps, ','))
+            return -1; /* text after a mailbox, a stray ';' or '>', a bad token */
+        ap_next(&ps);
     }
-    if (m.angle || in_group)
-        return -1;
-    if (amb_finish(&m, out) < 0)
-        return -1;
-    return (int)out->count;
+    return out->count > (size_t)INT_MAX ? -1 : (int)out->count;
 }
 
 int mime_author_domain(const char *value, size_t len, char *out, size_t out_size)
@@ -267,4 +318,44 @@ int mime_author_domain(const char *value, size_t len, char *out, size_t out_size
     }
     free(list);
     return rc;
+}
+
+int mime_from_domains(const char *msg, size_t len, struct mime_address_list *out)
+{
+    const char *p = msg, *end = msg + len;
+    struct mime_field f, from = {{NULL, 0}, {NULL, 0}};
+    unsigned fields = 0;
+    memset(out, 0, sizeof(*out));
+    /* The header as the rest of the MIME module reads it: up to the empty
+     * line or the first line that is not a field. */
+    while (mime_field_next(&p, end, &f) == 1)
+        if (mime_span_ieq(f.name, "From") && fields++ == 0)
+            from = f;
+    if (fields == 0)
+        return MIME_FROM_NONE;
+    if (fields > 1)
+        return MIME_FROM_SEVERAL; /* RFC 5322 section 3.6: exactly one */
+    size_t vlen;
+    char *value = mime_field_unfold(from.raw, from.raw.n, &vlen);
+    struct mime_address_list *all = malloc(sizeof(*all));
+    int n = value && all ? mime_address_domains(value, vlen, all) : -1;
+    free(value);
+    if (n <= 0 || n > MIME_MAX_ADDRESSES) {
+        free(all);
+        return MIME_FROM_INVALID;
+    }
+    /* Distinct domains, in the order they first appear. */
+    for (size_t i = 0; i < (size_t)n; i++) {
+        bool seen = all->domains[i][0] == '[';
+        if (seen) {
+            free(all);
+            return MIME_FROM_INVALID; /* an address literal names no domain to look up */
+        }
+        for (size_t k = 0; k < out->count && !seen; k++)
+            seen = strcmp(out->domains[k], all->domains[i]) == 0;
+        if (!seen)
+            memcpy(out->domains[out->count++], all->domains[i], MIME_DOMAIN_MAX);
+    }
+    free(all);
+    return (int)out->count;
 }

@@ -4,8 +4,8 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "mailauth/dkim.h"
+#include "policy/mime.h"
 
-#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -167,46 +167,12 @@ size_t signing_for_domain(struct signing *s, const char *domain, struct dkim_sig
 
 int signing_from_domain(const char *h, size_t len, char *out, size_t outlen)
 {
-    size_t off = 0;
-    while (off < len) {
-        const char *line = h + off;
-        const char *nl = memchr(line, '\n', len - off);
-        size_t n = nl ? (size_t)(nl - line) + 1 : len - off;
-        if (n > 5 && strncasecmp(line, "from", 4) == 0 && (line[4] == ':' || line[4] == ' ')) {
-            /* the value runs on over folded continuation lines */
-            size_t end = off + n;
-            while (end < len && (h[end] == ' ' || h[end] == '\t')) {
-                const char *nl2 = memchr(h + end, '\n', len - end);
-                end = nl2 ? (size_t)(nl2 - h) + 1 : len;
-            }
-            const char *v = memchr(line, ':', n);
-            if (!v)
-                return -1;
-            const char *stop = h + end;
-            /* prefer the angle-addr; else the bare addr-spec */
-            const char *lt = memchr(v, '<', (size_t)(stop - v));
-            const char *at = NULL;
-            for (const char *p = lt ? lt : v; p < stop; p++) {
-                if (*p == '@') {
-                    at = p;
-                    break;
-                }
-                if (lt && *p == '>')
-                    break;
-            }
-            if (!at)
-                return -1;
-            size_t k = 0;
-            for (const char *p = at + 1; p < stop && k + 1 < outlen; p++) {
-                unsigned char c = (unsigned char)*p;
-                if (c == '>' || c == ',' || c == ';' || c == '(' || isspace(c))
-                    break;
-                out[k++] = (char)tolower(c);
-            }
-            out[k] = 0;
-            return k ? 0 : -1;
-        }
-        off += n;
-    }
-    return -1;
+    /* The same From parser as DMARC and the header policy: a signature is
+     * only useful when its d= aligns with the domain receivers will check. */
+    struct mime_address_list *l = malloc(sizeof(*l));
+    int rc = l ? mime_from_domains(h, len, l) : -1;
+    if (rc > 0 && (size_t)snprintf(out, outlen, "%s", l->domains[0]) >= outlen)
+        rc = -1;
+    free(l);
+    return rc > 0 ? 0 : -1;
 }

@@ -25,8 +25,9 @@ size_t signing_for_domain(struct signing *s, const char *domain, struct dkim_sig
 
 size_t signing_count(const struct signing *s);
 
-/* The domain of the first address in a From header value, lower-cased, into
- * out; returns 0, or -1 when none is found. */
+/* The Author Domain of the header block (mime_from_domains: exactly one From
+ * field; the first domain when its mailboxes name several), lower-cased, into
+ * out; returns 0, or -1 when there is none. */
 int signing_from_domain(const char *headers, size_t len, char *out, size_t outlen);
 
 #endif

@@ -584,7 +584,39 @@ static void test_addresses(void **state)
         {"Joe Q. Public <john.q.public@example.com>", 1, "example.com", 0},
         {"Mary Smith <@node.test,@node2.test:mary@example.net>", 1, "example.net", 0},
         {"\"ceo@bank.example\" <x@evil.example>", 1, "evil.example", 0},
-        {"=?utf-8?q?ceo@bank.example?= <x@evil.example>", 1, "evil.example", 0},
+        /* RFC 2047 5(3): '@' may not appear in an encoded-word in a phrase, so
+         * this display name is an addr-spec followed by text: not an address */
+        {"=?utf-8?q?ceo@bank.example?= <x@evil.example>", -1, NULL, -1},
+        {"=?utf-8?q?ceo_bank?= <x@evil.example>", 1, "evil.example", 0},
+        /* a comment is not an address, wherever it stands */
+        {"victim@bank.example (attacker@evil.example)", 1, "bank.example", 0},
+        {"victim@bank.example (x <attacker@evil.example>)", 1, "bank.example", 0},
+        {"(attacker@evil.example) victim@bank.example", 1, "bank.example", 0},
+        /* an unquoted '@' in a display name, or a second '@', is not RFC 5322 */
+        {"attacker@evil.example <victim@bank.example>", -1, NULL, -1},
+        {"victim@bank.example <attacker@evil.example>", -1, NULL, -1},
+        {"<victim@bank.example@evil.example>", -1, NULL, -1},
+        {"<attacker@evil.example:victim@bank.example>", -1, NULL, -1},
+        {"victim@bank.example@evil.example", -1, NULL, -1},
+        {"@bank.example", -1, NULL, -1},
+        {"a b@bank.example", -1, NULL, -1},
+        {"a..b@bank.example", -1, NULL, -1},
+        {".a@bank.example", -1, NULL, -1},
+        {"a@bank..example", -1, NULL, -1},
+        {"a@.bank.example", -1, NULL, -1},
+        {"a@bank.example..", -1, NULL, -1},
+        /* obsolete forms: CFWS around dots, quoted words in the local part */
+        {"john . q . public @ example . com", 1, "example.com", 0},
+        {"\"john\".\"q\"@example.com", 1, "example.com", 0},
+        {"<@a.example,,@b.example:x@c.example>", 1, "c.example", 0},
+        {"<,@a.example:x@c.example>", 1, "c.example", 0},
+        {"<@a.example:>", -1, NULL, -1},
+        {"Joe Q. Public <@:x@c.example>", -1, NULL, -1},
+        {"g: a@b.example, (c) ,c@b.example;", 2, "b.example", 0},
+        {"g: h: a@b.example;;", -1, NULL, -1},
+        {": a@b.example;", -1, NULL, -1},
+        {"a@b.example, g: c@d.example;", 2, "b.example", -2},
+        {"a@b.example > x", -1, NULL, -1},
         {"user@[192.0.2.1]", 1, "[192.0.2.1]", 0},
         {"user@[ 192.0.2.1\r\n ]", 1, "[192.0.2.1]", 0},
         {"user@[192.0\x01.2.1]", -1, NULL, -1},
@@ -634,10 +666,50 @@ static void test_addresses(void **state)
     assert_int_equal(mime_author_domain("a@b.example", 11, small, sizeof(small)), -1);
 }
 
+/* The Author Domains of a whole message (RFC 7489 6.6.1). */
+static void test_from_domains(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *msg;
+        int rc;
+        const char *first, *second;
+    } cases[] = {
+        {"From: victim@bank.example (attacker@evil.example)\r\n\r\n", 1, "bank.example", NULL},
+        {"from : \"Bank\"\r\n <Victim@Bank.Example>\r\nTo: a@b.example\r\n\r\n", 1,
+         "bank.example", NULL},
+        {"From: a@x.example, b@X.example\r\n\r\n", 1, "x.example", NULL},
+        {"From: a@x.example, b@y.example, c@x.example\r\n\r\n", 2, "x.example", "y.example"},
+        {"From: a@x.example\r\nFrom: b@x.example\r\n\r\n", MIME_FROM_SEVERAL, NULL, NULL},
+        {"To: a@x.example\r\n\r\nFrom: b@x.example\r\n", MIME_FROM_NONE, NULL, NULL},
+        {"From: Undisclosed:;\r\n\r\n", MIME_FROM_INVALID, NULL, NULL},
+        {"From: a@[192.0.2.1]\r\n\r\n", MIME_FROM_INVALID, NULL, NULL},
+        {"From: attacker@evil.example <victim@bank.example>\r\n\r\n", MIME_FROM_INVALID, NULL,
+         NULL},
+        {"From: \r\n\r\n", MIME_FROM_INVALID, NULL, NULL},
+        {"From: a@x.example\n\n", 1, "x.example", NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct mime_address_list l;
+        int rc = mime_from_domains(cases[i].msg, strlen(cases[i].msg), &l);
+        if (rc != cases[i].rc)
+            fail_msg("'%s': %d, want %d", cases[i].msg, rc, cases[i].rc);
+        if (cases[i].first)
+            assert_string_equal(l.domains[0], cases[i].first);
+        if (cases[i].second)
+            assert_string_equal(l.domains[1], cases[i].second);
+    }
+    /* A NUL in the field ends nothing early: the bytes after it still count. */
+    static const char nul[] = "From: a@x.example\0, b@y.example\r\n\r\n";
+    struct mime_address_list l;
+    assert_int_equal(mime_from_domains(nul, sizeof(nul) - 1, &l), MIME_FROM_INVALID);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nested),
+        cmocka_unit_test(test_from_domains),
         cmocka_unit_test(test_rfc2231_names),
         cmocka_unit_test(test_encoded_word_names),
         cmocka_unit_test(test_missing_close_and_oddities),
