@@ -59,6 +59,9 @@ static const char *const reason_names[REJECT_REASON_COUNT] = {
     [REJECT_SYNTAX] = "syntax",
     [REJECT_STORAGE] = "storage",
     [REJECT_SIGNING] = "signing",
+    [REJECT_LINE_TOO_LONG] = "line_too_long",
+    [REJECT_DEADLINE] = "deadline",
+    [REJECT_MEMORY] = "memory",
 };
 
 const char *reject_reason_name(enum reject_reason r)

@@ -29,6 +29,9 @@ enum reject_reason {
     REJECT_SYNTAX,    /* malformed message (long line, NUL, empty) */
     REJECT_STORAGE,   /* spool write failed */
     REJECT_SIGNING,   /* DKIM signing failed (deferred) */
+    REJECT_LINE_TOO_LONG, /* command or AUTH line over its limit */
+    REJECT_DEADLINE,      /* command or transaction took too long (slow client) */
+    REJECT_MEMORY,        /* in-flight message budget exhausted */
     REJECT_REASON_COUNT
 };
 

@@ -400,10 +400,13 @@ int authz_headers(const struct cred *c, const struct config *cfg, const char *ms
     if (patterns_empty(&ps))
         return 0;
     /* DMARC (RFC 7489 3.1) aligns on the From domain; Sender names who sent
-     * it on the author's behalf, so both stay inside the credential's domains */
-    if (!field_domains_allowed(c, &ps, msg, len, "From", out) ||
-        !field_domains_allowed(c, &ps, msg, len, "Sender", out))
-        return AUTHZ_REFUSED;
+     * it on the author's behalf, and Resent-From / Resent-Sender (RFC 5322
+     * 3.6.6) are what a reader sees as the author of a resent message, so
+     * all of them stay inside the credential's domains */
+    static const char *const author_fields[] = {"From", "Sender", "Resent-From", "Resent-Sender"};
+    for (size_t i = 0; i < sizeof author_fields / sizeof author_fields[0]; i++)
+        if (!field_domains_allowed(c, &ps, msg, len, author_fields[i], out))
+            return AUTHZ_REFUSED;
     return 0;
 }
 

@@ -21,17 +21,9 @@ static void copy_field(char *dst, const unsigned char *src, size_t len)
     dst[len] = '\0';
 }
 
-int sasl_plain_decode(const char *b64, size_t len, struct sasl_plain *out)
+/* The decoded message holds the password: every way out wipes it. */
+static int plain_fields(const unsigned char *msg, long n, struct sasl_plain *out)
 {
-    unsigned char msg[SASL_B64_MAX(SASL_PLAIN_MAX) / 4 * 3];
-
-    memset(out, 0, sizeof(*out));
-    if (len > SASL_B64_MAX(SASL_PLAIN_MAX))
-        return -1;
-    long n = base64_decode(b64, len, msg, 0);
-    if (n < 0)
-        return -1;
-
     /* message = [authzid] UTF8NUL authcid UTF8NUL passwd (RFC 4616 2):
      * exactly two NULs, authcid and passwd = 1*SAFE. */
     const unsigned char *end = msg + n;
@@ -60,6 +52,21 @@ int sasl_plain_decode(const char *b64, size_t len, struct sasl_plain *out)
     return 0;
 }
 
+int sasl_plain_decode(const char *b64, size_t len, struct sasl_plain *out)
+{
+    unsigned char msg[SASL_B64_MAX(SASL_PLAIN_MAX) / 4 * 3];
+
+    memset(out, 0, sizeof(*out));
+    if (len > SASL_B64_MAX(SASL_PLAIN_MAX))
+        return -1;
+    long n = base64_decode(b64, len, msg, 0);
+    int rc = n < 0 ? -1 : plain_fields(msg, n, out);
+    explicit_bzero(msg, sizeof msg);
+    if (rc < 0)
+        explicit_bzero(out, sizeof(*out));
+    return rc;
+}
+
 int sasl_login_decode(const char *b64, size_t len, char *out, size_t out_size)
 {
     unsigned char buf[SASL_B64_MAX(SASL_FIELD_MAX) / 4 * 3];
@@ -69,13 +76,16 @@ int sasl_login_decode(const char *b64, size_t len, char *out, size_t out_size)
     if (out_size == 0 || len > SASL_B64_MAX(SASL_FIELD_MAX))
         return -1;
     long n = base64_decode(b64, len, buf, 0);
-    if (n < 0 || (size_t)n > SASL_FIELD_MAX || (size_t)n >= out_size)
-        return -1;
     /* A NUL would cut the C string short and make "user\0x" log in as
      * "user"; LOGIN has no field separator, so none is legal. LOGIN names
      * no character set, so other octets are passed on unchanged. */
-    if (memchr(buf, '\0', (size_t)n) != NULL)
-        return -1;
-    copy_field(out, buf, (size_t)n);
-    return 0;
+    int rc = n < 0 || (size_t)n > SASL_FIELD_MAX || (size_t)n >= out_size ||
+                     memchr(buf, '\0', (size_t)n) != NULL
+                 ? -1
+                 : 0;
+    if (rc == 0)
+        copy_field(out, buf, (size_t)n);
+    /* the response may be the password */
+    explicit_bzero(buf, sizeof buf);
+    return rc;
 }

@@ -38,6 +38,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <inttypes.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -144,16 +145,22 @@ static void session_close(struct session *s);
 
 /* ---- output ---- */
 
-__attribute__((format(printf, 2, 3))) static void reply(struct session *s, const char *fmt, ...)
+__attribute__((format(printf, 2, 0))) static void vreply(struct session *s, const char *fmt,
+                                                          va_list ap)
 {
     if (s->dead)
         return;
     struct evbuffer *out = bufferevent_get_output(s->bev);
+    evbuffer_add_vprintf(out, fmt, ap);
+    evbuffer_add(out, "\r\n", 2);
+}
+
+__attribute__((format(printf, 2, 3))) static void reply(struct session *s, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    evbuffer_add_vprintf(out, fmt, ap);
+    vreply(s, fmt, ap);
     va_end(ap);
-    evbuffer_add(out, "\r\n", 2);
 }
 
 static void close_when_flushed(struct session *s);
@@ -315,14 +322,30 @@ static void logout(struct session *s)
     s->auth_method = NULL;
 }
 
-static bool bad_command(struct session *s)
+/* Counts a rejected command. The one that reaches max_bad_commands is
+ * answered with 421 alone (one reply per command, RFC 5321 4.2) and the
+ * session closes: returns true, and the caller sends nothing more. */
+static bool too_many_errors(struct session *s)
 {
-    if (++s->bad_commands >= s->r->cfg->max_bad_commands) {
-        reply(s, "421 4.7.0 %s Too many errors, closing connection", s->r->cfg->hostname);
-        log_event(LOG_WARN, "smtp.too_many_errors", "client_ip", "%s", s->ip, NULL);
-        close_when_flushed(s);
+    if (++s->bad_commands < s->r->cfg->max_bad_commands)
+        return false;
+    reply(s, "421 4.7.0 %s Too many errors, closing connection", s->r->cfg->hostname);
+    log_event(LOG_WARN, "smtp.too_many_errors", "client_ip", "%s", s->ip, NULL);
+    close_when_flushed(s);
+    return true;
+}
+
+/* A rejected command: its own reply, or the 421 once there were too many.
+ * Returns true when the session is closing. */
+__attribute__((format(printf, 2, 3))) static bool command_error(struct session *s,
+                                                                const char *fmt, ...)
+{
+    if (too_many_errors(s))
         return true;
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    vreply(s, fmt, ap);
+    va_end(ap);
     return false;
 }
 
@@ -337,26 +360,26 @@ static void addr_reply(struct session *s, enum smtp_addr_error e, bool is_mail)
     const char *text = smtp_addr_error_text(e);
     switch (e) {
     case SMTP_ADDR_MISSING_PREFIX:
-        reply(s, "501 5.5.4 Syntax: %s", is_mail ? "MAIL FROM:<address>" : "RCPT TO:<address>");
+        command_error(s, "501 5.5.4 Syntax: %s", is_mail ? "MAIL FROM:<address>" : "RCPT TO:<address>");
         break;
     case SMTP_ADDR_SOURCE_ROUTE:
-        reply(s, "553 5.1.3 Source routes are not accepted: %s", text);
+        command_error(s, "553 5.1.3 Source routes are not accepted: %s", text);
         break;
     case SMTP_ADDR_UTF8_NO_SMTPUTF8:
-        reply(s, "553 5.6.7 Non-ASCII address needs the SMTPUTF8 parameter on MAIL");
+        command_error(s, "553 5.6.7 Non-ASCII address needs the SMTPUTF8 parameter on MAIL");
         break;
     case SMTP_ADDR_BAD_UTF8:
-        reply(s, "501 5.6.7 Malformed UTF-8 in address");
+        command_error(s, "501 5.6.7 Malformed UTF-8 in address");
         break;
     case SMTP_ADDR_BAD_PARAM:
     case SMTP_ADDR_DUP_PARAM:
-        reply(s, "555 5.5.4 %s", text);
+        command_error(s, "555 5.5.4 %s", text);
         break;
     case SMTP_ADDR_NULL_RCPT:
-        reply(s, "501 5.1.3 The null address <> cannot be a recipient");
+        command_error(s, "501 5.1.3 The null address <> cannot be a recipient");
         break;
     default:
-        reply(s, "501 %s Bad %s address syntax: %s", is_mail ? "5.1.7" : "5.1.3",
+        command_error(s, "501 %s Bad %s address syntax: %s", is_mail ? "5.1.7" : "5.1.3",
               is_mail ? "sender" : "recipient", text);
         break;
     }
@@ -369,8 +392,7 @@ static void cmd_ehlo(struct session *s, const struct smtp_command *c, bool esmtp
     const struct config *cfg = s->r->cfg;
     if (c->arg_len >= sizeof s->helo || !smtp_helo_valid(c->arg, c->arg_len)) {
         /* RFC 5321 4.1.1.1: Domain or address-literal, no trailing text */
-        reply(s, "501 5.5.4 Syntax: %s domain or [address-literal]", esmtp ? "EHLO" : "HELO");
-        bad_command(s);
+        command_error(s, "501 5.5.4 Syntax: %s domain or [address-literal]", esmtp ? "EHLO" : "HELO");
         return;
     }
     memcpy(s->helo, c->arg, c->arg_len);
@@ -431,18 +453,17 @@ static void cmd_mail(struct session *s, const struct smtp_command *c)
         return;
     }
     if (!s->authed && !s->relay_net) {
-        refused(s, REJECT_UNAUTHENTICATED,
-                "530 5.7.0 Authentication required: log in with AUTH before sending");
         log_event(LOG_WARN, "policy.rejected", "client_ip", "%s", s->ip, "reason", "%s",
                   "unauthenticated", NULL);
-        bad_command(s);
+        if (!too_many_errors(s))
+            refused(s, REJECT_UNAUTHENTICATED,
+                    "530 5.7.0 Authentication required: log in with AUTH before sending");
         return;
     }
     enum smtp_addr_error e = smtp_parse_mail(c->arg, c->arg_len, &s->from, &s->mp);
     if (e != SMTP_ADDR_OK) {
         addr_reply(s, e, true);
         memset(&s->from, 0, sizeof s->from);
-        bad_command(s);
         return;
     }
     if (s->mp.size > cfg->max_message_size) {
@@ -467,7 +488,6 @@ static void cmd_rcpt(struct session *s, const struct smtp_command *c)
     enum smtp_addr_error e = smtp_parse_rcpt(c->arg, c->arg_len, s->mp.smtputf8, &p, &rp);
     if (e != SMTP_ADDR_OK) {
         addr_reply(s, e, false);
-        bad_command(s);
         return;
     }
     struct authz_refusal ref;
@@ -509,8 +529,7 @@ static void begin_content(struct session *s, bool dot_mode)
 static void cmd_data(struct session *s, const struct smtp_command *c)
 {
     if (c->arg_len) {
-        reply(s, "501 5.5.4 DATA takes no arguments");
-        bad_command(s);
+        command_error(s, "501 5.5.4 DATA takes no arguments");
         return;
     }
     if (s->mp.body == SMTP_BODY_BINARYMIME) {
@@ -526,8 +545,7 @@ static void cmd_bdat(struct session *s, const struct smtp_command *c)
 {
     char arg[64];
     if (c->arg_len == 0 || c->arg_len >= sizeof arg) {
-        reply(s, "501 5.5.4 Syntax: BDAT size [LAST]");
-        bad_command(s);
+        command_error(s, "501 5.5.4 Syntax: BDAT size [LAST]");
         return;
     }
     memcpy(arg, c->arg, c->arg_len);
@@ -537,8 +555,7 @@ static void cmd_bdat(struct session *s, const struct smtp_command *c)
     unsigned long long size = strtoull(arg, &end, 10);
     bool last = false;
     if (end == arg || errno || arg[0] == '-') {
-        reply(s, "501 5.5.4 Syntax: BDAT size [LAST]");
-        bad_command(s);
+        command_error(s, "501 5.5.4 Syntax: BDAT size [LAST]");
         return;
     }
     while (*end == ' ')
@@ -546,8 +563,7 @@ static void cmd_bdat(struct session *s, const struct smtp_command *c)
     if (strcasecmp(end, "LAST") == 0)
         last = true;
     else if (*end) {
-        reply(s, "501 5.5.4 Syntax: BDAT size [LAST]");
-        bad_command(s);
+        command_error(s, "501 5.5.4 Syntax: BDAT size [LAST]");
         return;
     }
     if (!s->bdat_used) {
@@ -600,8 +616,7 @@ static void auth_blocked(struct session *s, const struct authfail_verdict *v)
  * wrong, nor whether the user exists. */
 static bool auth_fail_reply(struct session *s)
 {
-    reply(s, "535 5.7.8 Authentication credentials invalid");
-    return !bad_command(s);
+    return !command_error(s, "535 5.7.8 Authentication credentials invalid");
 }
 
 /* Counts a failure for the address, then answers at once, later (on a
@@ -717,8 +732,7 @@ static void scram_input(struct session *s, const char *b64, size_t len)
         free(msg);
         scram_end(s);
         s->st = ST_READY;
-        reply(s, "501 5.5.2 Cannot decode the SCRAM-SHA-256 response");
-        bad_command(s);
+        command_error(s, "501 5.5.2 Cannot decode the SCRAM-SHA-256 response");
         return;
     }
     char *server_msg = NULL;
@@ -784,8 +798,7 @@ static bool plain_decode(struct session *s, const char *b64, size_t len, struct 
         return true;
     explicit_bzero(sp, sizeof *sp);
     s->st = ST_READY;
-    reply(s, "501 5.5.2 Cannot decode the PLAIN response");
-    bad_command(s);
+    command_error(s, "501 5.5.2 Cannot decode the PLAIN response");
     return false;
 }
 
@@ -793,8 +806,7 @@ static void cmd_auth(struct session *s, const struct smtp_command *c)
 {
     if (!auth_offered(s)) {
         /* RFC 4954 6 */
-        reply(s, "538 5.7.11 Encryption required for requested authentication mechanism");
-        bad_command(s);
+        command_error(s, "538 5.7.11 Encryption required for requested authentication mechanism");
         return;
     }
     if (s->authed) {
@@ -831,8 +843,7 @@ static void cmd_auth(struct session *s, const struct smtp_command *c)
     } else if (strcasecmp(mech, "LOGIN") == 0) {
         if (initial) {
             if (sasl_login_decode(initial, initial_len, s->login_user, sizeof s->login_user) < 0) {
-                reply(s, "501 5.5.2 Cannot decode the LOGIN response");
-                bad_command(s);
+                command_error(s, "501 5.5.2 Cannot decode the LOGIN response");
                 return;
             }
             s->st = ST_AUTH_LOGIN_PASS;
@@ -844,9 +855,8 @@ static void cmd_auth(struct session *s, const struct smtp_command *c)
     } else if (strcasecmp(mech, "SCRAM-SHA-256") == 0 && s->r->creds) {
         start_scram(s, initial, initial_len);
     } else {
-        reply(s, "504 5.5.4 Unrecognized authentication type; use PLAIN, LOGIN or "
-                 "SCRAM-SHA-256");
-        bad_command(s);
+        command_error(s, "504 5.5.4 Unrecognized authentication type; use PLAIN, LOGIN or "
+                         "SCRAM-SHA-256");
     }
 }
 
@@ -869,8 +879,7 @@ static void auth_continuation(struct session *s, const char *line, size_t len)
     } else if (s->st == ST_AUTH_LOGIN_USER) {
         if (sasl_login_decode(line, len, s->login_user, sizeof s->login_user) < 0) {
             s->st = ST_READY;
-            reply(s, "501 5.5.2 Cannot decode the LOGIN response");
-            bad_command(s);
+            command_error(s, "501 5.5.2 Cannot decode the LOGIN response");
             return;
         }
         s->st = ST_AUTH_LOGIN_PASS;
@@ -879,8 +888,7 @@ static void auth_continuation(struct session *s, const char *line, size_t len)
         char pass[SASL_FIELD_MAX + 1];
         if (sasl_login_decode(line, len, pass, sizeof pass) < 0) {
             s->st = ST_READY;
-            reply(s, "501 5.5.2 Cannot decode the LOGIN response");
-            bad_command(s);
+            command_error(s, "501 5.5.2 Cannot decode the LOGIN response");
             return;
         }
         start_auth_check(s, "LOGIN", s->login_user, pass);
@@ -931,15 +939,14 @@ static void sequence_error(struct session *s, enum smtp_verb v)
         why = "only BDAT, RSET, NOOP or QUIT between BDAT chunks";
     else if (v == SMTP_VERB_EHLO || v == SMTP_VERB_HELO || v == SMTP_VERB_STARTTLS)
         why = "not allowed during a mail transaction";
-    reply(s, "503 5.5.1 %s", why);
+    command_error(s, "503 5.5.1 %s", why);
 }
 
 static void handle_command(struct session *s, const char *line, size_t len)
 {
     struct smtp_command c;
     if (smtp_command_parse(line, len, &c) < 0 || c.verb == SMTP_VERB_UNKNOWN) {
-        reply(s, "500 5.5.2 Command not recognized");
-        bad_command(s);
+        command_error(s, "500 5.5.2 Command not recognized");
         return;
     }
     if (!(state_allows[s->st] & (1u << c.verb))) {
@@ -953,7 +960,6 @@ static void handle_command(struct session *s, const char *line, size_t len)
             return;
         }
         sequence_error(s, c.verb);
-        bad_command(s);
         return;
     }
     switch (c.verb) {
@@ -1009,8 +1015,7 @@ static void handle_command(struct session *s, const char *line, size_t len)
         cmd_auth(s, &c);
         break;
     default:
-        reply(s, "500 5.5.2 Command not recognized");
-        bad_command(s);
+        command_error(s, "500 5.5.2 Command not recognized");
         break;
     }
 }
@@ -1335,45 +1340,108 @@ static void handle_line(struct session *s, const char *line, size_t len)
         handle_command(s, line, len);
 }
 
+/* RFC 4954 4: an AUTH command carrying an initial response, and every line
+ * of the exchange after it, may be up to 12288 octets; other command lines
+ * are held to max_line_length. */
+static size_t line_limit(const struct session *s, struct evbuffer *in)
+{
+    char head[5];
+    if (auth_waiting(s->st) ||
+        (evbuffer_copyout(in, head, sizeof head) == (ev_ssize_t)sizeof head &&
+         strncasecmp(head, "AUTH ", sizeof head) == 0))
+        return AUTH_LINE_MAX;
+    return (size_t)s->r->cfg->max_line_length;
+}
+
+/* An over-long line is answered as soon as it passes the limit, not when
+ * (if ever) its LF arrives; what is left of it is then dropped. Inside a
+ * SASL exchange it also ends the exchange (RFC 4954 4: 500 5.5.6), so the
+ * next line is read as a command again. Returns true when closing. */
+static bool line_too_long(struct session *s, size_t limit)
+{
+    bool in_auth = auth_waiting(s->st);
+    if (in_auth) {
+        scram_end(s);
+        s->st = ST_READY;
+    }
+    if (too_many_errors(s))
+        return true;
+    char line[128];
+    if (in_auth)
+        snprintf(line, sizeof line, "500 5.5.6 Authentication exchange line is too long (limit "
+                                    "%zu octets); authentication cancelled",
+                 limit);
+    else
+        snprintf(line, sizeof line, "500 5.5.6 Line too long (limit %zu octets)", limit);
+    refused(s, REJECT_LINE_TOO_LONG, line);
+    return false;
+}
+
+/* Moves the next n octets (one line) from the input into dst, wiping them
+ * in the input buffer first: an AUTH line holds a password, and libevent
+ * would free that memory as it is. */
+static void take_line(struct evbuffer *in, char *dst, size_t n)
+{
+    evbuffer_copyout(in, dst, n);
+    struct evbuffer_iovec v[8];
+    int nv = evbuffer_peek(in, (ev_ssize_t)n, NULL, v, 8);
+    size_t left = n;
+    for (int i = 0; i < nv && i < 8 && left > 0; i++) {
+        size_t k = v[i].iov_len < left ? v[i].iov_len : left;
+        OPENSSL_cleanse(v[i].iov_base, k);
+        left -= k;
+    }
+    evbuffer_drain(in, n);
+}
+
 static void process_input(struct session *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->bev);
-    size_t max_line = (size_t)s->r->cfg->max_line_length;
     while (!session_paused(s)) {
         if (s->st == ST_DATA || s->st == ST_BDAT) {
             if (!consume_content(s, in))
                 break;
             continue;
         }
-        size_t limit = auth_waiting(s->st) ? AUTH_LINE_MAX : max_line;
+        size_t limit = line_limit(s, in);
         size_t eol_len;
         struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
         if (p.pos < 0) {
             size_t have = evbuffer_get_length(in);
-            if (have > limit) {
+            if (have > limit || (s->discarding && have > 0)) {
                 evbuffer_drain(in, have);
-                s->discarding = true;
+                if (!s->discarding) {
+                    s->discarding = true;
+                    if (line_too_long(s, limit))
+                        break;
+                }
             }
             break;
         }
         size_t n = (size_t)p.pos + 1; /* through the LF */
-        if (s->discarding || n > limit) {
+        if (s->discarding) {
+            /* the end of a line already answered */
             evbuffer_drain(in, n);
             s->discarding = false;
-            reply(s, "500 5.5.2 Line too long (limit %zu octets)", limit);
-            if (bad_command(s))
+            continue;
+        }
+        if (n > limit) {
+            evbuffer_drain(in, n);
+            if (line_too_long(s, limit))
                 break;
             continue;
         }
-        evbuffer_remove(in, s->line, n);
+        take_line(in, s->line, n);
         if (n < 2 || s->line[n - 2] != '\r') {
-            reply(s, "500 5.5.2 Command lines must end with CRLF");
-            if (bad_command(s))
+            OPENSSL_cleanse(s->line, n);
+            if (command_error(s, "500 5.5.2 Command lines must end with CRLF"))
                 break;
             continue;
         }
         s->line[n - 2] = 0;
         handle_line(s, s->line, n - 2);
+        /* the line may have been an AUTH response: no copy outlives its use */
+        OPENSSL_cleanse(s->line, n);
     }
 }
 

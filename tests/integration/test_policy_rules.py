@@ -95,7 +95,11 @@ def test_header_from_and_sender(relay):
                 ('"orders@shop.example" <x@evil.test>', b"",
                  "5.7.1 Header From domain evil.test not allowed for credential 'shop'"),
                 ("orders@shop.example", b"Sender: agent@evil.test\r\n",
-                 "5.7.1 Header Sender domain evil.test not allowed for credential 'shop'")):
+                 "5.7.1 Header Sender domain evil.test not allowed for credential 'shop'"),
+                ("orders@shop.example", b"Resent-From: ceo@evil.test\r\n",
+                 "5.7.1 Header Resent-From domain evil.test not allowed for credential 'shop'"),
+                ("orders@shop.example", b"Resent-Sender: x@evil.test\r\n",
+                 "5.7.1 Header Resent-Sender domain evil.test not allowed for credential 'shop'")):
             msgid = new_msgid()
             refused_ids.append(msgid)
             content = (f"From: {hdr_from}\r\nSubject: x\r\nMessage-ID: <{msgid}>\r\n".encode()

@@ -9,6 +9,7 @@ import pytest
 from conftest import RELAY_NET_SOURCE, Sluice, wait_for
 from support_smtp import (CaptureWatch, Conn, dot_stuff, message, new_msgid, open_session,
                           wait_captured_id)
+from test_observability import scrape
 
 LIMIT = 10 * 1024
 
@@ -116,19 +117,41 @@ def test_fourth_recipient_is_refused(limited):
     assert m["envelope"]["rcpt_to"] == ["r0@example.net", "r1@example.net", "r2@example.net"]
 
 
+def line_too_long_count(s):
+    return scrape(s).get('sluice_messages_rejected_total{reason="line_too_long"}', 0)
+
+
 def test_command_line_length(limited):
+    before = line_too_long_count(limited)
     with session(limited) as c:
         # 512 octets with the CRLF is the limit (RFC 5321 4.5.3.1.4)
         c.expect("NOOP " + "x" * (512 - 7), 250, "2.0.0")
-        c.expect("NOOP " + "x" * (512 - 6), 500, "5.5.2")
+        c.expect("NOOP " + "x" * (512 - 6), 500, "5.5.6")
         c.expect("NOOP", 250, "2.0.0")
         # far over the limit, arriving in many reads: one reply, then on
         c.send(b"MAIL FROM:<" + b"a" * 200000)
         c.send(b"@x.test>\r\n")
         r = c.reply()
-        assert (r.code, r.enhanced) == (500, "5.5.2"), str(r)
+        assert (r.code, r.enhanced) == (500, "5.5.6"), str(r)
         c.expect("RCPT TO:<rcpt@example.net>", 503, "5.5.1")  # the MAIL never ran
         c.expect("NOOP", 250, "2.0.0")
+    assert line_too_long_count(limited) == before + 2
+
+
+def test_overlong_line_is_answered_before_its_end_arrives(limited):
+    before = line_too_long_count(limited)
+    with session(limited) as c:
+        # no LF yet: the reply comes as soon as the limit is passed
+        c.send(b"NOOP " + b"x" * 600)
+        r = c.reply()
+        assert (r.code, r.enhanced) == (500, "5.5.6"), str(r)
+        assert "limit 512 octets" in r.text, str(r)
+        # the rest of that line is dropped without another reply
+        c.send(b"y" * 3000)
+        c.send(b"z\r\nNOOP\r\n")
+        r = c.reply()  # the NOOP sent behind the tail
+        assert (r.code, r.enhanced) == (250, "2.0.0"), str(r)
+    assert line_too_long_count(limited) == before + 1
 
 
 def test_command_with_bare_lf(limited):

@@ -275,7 +275,7 @@ static void test_line_limits(void **state)
     line[sizeof line - 3] = '\r';
     line[sizeof line - 2] = '\n';
     line[sizeof line - 1] = 0;
-    expect(f, line, "500 5.5.2 Line too long");
+    expect(f, line, "500 5.5.6 Line too long");
     expect(f, "NOOP\n", "500 5.5.2 Command lines must end with CRLF");
     expect(f, "NOOP\r\n", "250");
 }
