@@ -291,6 +291,7 @@ int cli_serve(int argc, char **argv)
         fprintf(stderr, "sluice: %s\n", err);
         goto out;
     }
+    spool_set_segment_size(r->spool, (uint64_t)cfg->spool_segment_size);
     struct spool_stats st;
     spool_get_stats(r->spool, &st);
     log_event(LOG_INFO, "spool.recovered", "messages", "#%llu", (unsigned long long)st.messages,

@@ -366,6 +366,13 @@ void events_fill_metrics(struct relay *r, struct metrics_snapshot *s)
     s->queue.inflight = queue_inflight(r->queue);
     s->oldest_message_age =
         st.messages && st.oldest_received ? (double)(time(NULL) - st.oldest_received) : 0;
-    s->spool_writable = !(e && e->spool_failing) && access(r->cfg->spool_dir, W_OK) == 0;
+    s->spool_writable =
+        !(e && e->spool_failing) && st.unrecorded == 0 && access(r->cfg->spool_dir, W_OK) == 0;
+    s->spool.damaged_ranges = st.damaged_ranges;
+    s->spool.damaged_bytes = st.damaged_bytes;
+    s->spool.compaction_bytes = st.compact_bytes;
+    s->spool.compaction_turns = st.compact_turns;
+    s->spool.unrecorded = st.unrecorded;
+    s->spool.append_failures = st.append_failures;
     deliver_foreach_upstream(r->deliver, health_one, s);
 }

@@ -245,6 +245,21 @@ int metrics_render(const struct metrics_snapshot *s, struct evbuffer *out)
                  s->health[i].up ? 1 : 0);
     scalar(out, "sluice_spool_writable", "gauge", "1 when the spool accepts writes, else 0.",
            s->spool_writable ? 1 : 0);
+    scalar(out, "sluice_spool_damaged_ranges_total", "counter",
+           "Damaged spool byte ranges recovery skipped and quarantined at this start.",
+           s->spool.damaged_ranges);
+    scalar(out, "sluice_spool_damaged_bytes_total", "counter",
+           "Bytes in damaged spool ranges found at this start.", s->spool.damaged_bytes);
+    scalar(out, "sluice_spool_compaction_bytes_total", "counter",
+           "Bytes of live messages compaction copied forward.", s->spool.compaction_bytes);
+    scalar(out, "sluice_spool_compaction_runs_total", "counter", "Compaction turns run.",
+           s->spool.compaction_turns);
+    scalar(out, "sluice_spool_unrecorded", "gauge",
+           "State changes and bounces not yet durable (disk full), waiting to be appended.",
+           s->spool.unrecorded);
+    scalar(out, "sluice_spool_append_failures_total", "counter",
+           "Appends of state changes and bounces that failed and were retried.",
+           s->spool.append_failures);
     scalar(out, "sluice_webhook_events_pending", "gauge",
            "Webhook events not yet delivered to every URL.", s->webhook_pending);
     return 0;

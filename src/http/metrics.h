@@ -79,6 +79,11 @@ struct metrics_snapshot {
     struct metrics_health *health; /* one per configured upstream */
     size_t n_health;
     bool spool_writable;
+    struct {
+        uint64_t damaged_ranges, damaged_bytes; /* skipped by recovery at this start */
+        uint64_t compaction_bytes, compaction_turns;
+        uint64_t unrecorded, append_failures; /* state changes not yet durable */
+    } spool;
     uint64_t webhook_pending; /* events not yet delivered to every URL */
 };
 

@@ -152,6 +152,14 @@ static void on_attempt_done(void *arg, uint64_t id, struct deliver_result *res);
 
 static void dispatch(struct queue *q)
 {
+    if (spool_unrecorded(q->r->spool) > 0 && !q->quiesced) {
+        /* outcomes cannot be made durable (a full disk): an attempt now
+         * would be repeated after a restart; look again once the spool
+         * has appended them */
+        struct timeval tv = {1, 0};
+        event_add(q->timer, &tv);
+        return;
+    }
     int64_t now = now_s();
     while (!q->quiesced && q->n && q->heap[0].when <= now && q->inflight < MAX_INFLIGHT) {
         struct due d = heap_pop(q);
@@ -199,13 +207,21 @@ static void schedule(struct queue *q, uint64_t id, int64_t when)
 struct bounce_put {
     struct queue *q;
     char *dsn; /* the spool borrows it until the put completes */
+    uint64_t original;
 };
 
+/* A bounce counts as sent once it is durable: on a full disk the spool
+ * keeps appending it again, and this runs only when that worked. */
 static void bounce_committed(void *arg, int err, uint64_t id)
 {
     struct bounce_put *b = arg;
-    if (!err)
+    if (!err) {
+        char ids[17], oid[17];
+        b->q->r->n.bounces++;
+        log_event(LOG_INFO, "queue.bounce", "id", "%s", spool_id_str(id, ids), "original", "%s",
+                  spool_id_str(b->original, oid), NULL);
         queue_add(b->q, id);
+    }
     free(b->dsn);
     free(b);
 }
@@ -229,18 +245,13 @@ static void bounce(struct queue *q, const struct spool_msg *m, const struct deli
                                  .meta = "origin=dsn\n"};
     uint64_t id = spool_new_id(q->r->spool);
     struct iovec iov = {dsn, len};
-    char ids[17], oid[17];
     struct bounce_put *b = malloc(sizeof *b);
     if (!b) {
         free(dsn);
         return;
     }
-    *b = (struct bounce_put){q, dsn};
-    if (spool_put(q->r->spool, id, &env, &iov, 1, bounce_committed, b) == 0) {
-        q->r->n.bounces++;
-        log_event(LOG_INFO, "queue.bounce", "id", "%s", spool_id_str(id, ids), "original", "%s",
-                  spool_id_str(m->id, oid), NULL);
-    } else {
+    *b = (struct bounce_put){q, dsn, m->id};
+    if (spool_put(q->r->spool, id, &env, &iov, 1, bounce_committed, b) < 0) {
         free(dsn);
         free(b);
     }

@@ -1,16 +1,16 @@
 /* The durable spool. Records are appended to segment files by the event-loop
  * thread; a dedicated commit thread calls fdatasync once for everything
  * appended since its last round (group commit) and then wakes the loop, which
- * runs the completions in append order. Recovery replays every segment. */
-#include "spool/spool.h"
+ * runs the completions in append order. Recovery (spool_recover.c) replays
+ * every segment; compaction (spool_compact.c) reclaims space. */
+#include "spool/spool_int.h"
 
 #include "core/crc32c.h"
+#include "core/log.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
-#include <jansson.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -20,105 +20,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-#define REC_MAGIC 0x31524c53u /* "SLR1" little-endian */
-#define REC_HDR_LEN 24
-#define REC_MAX_LEN (1u << 30)
-#define REC_MSG 1
-#define REC_STATE 2
-#define STATE_FIXED_LEN 16
-#define SEG_TARGET_SIZE (64u << 20)
-#define SPOOL_OP_RESTORE 8 /* snapshot written when a message is copied forward */
-
-struct segment {
-    uint32_t seq;
-    int fd;
-    uint64_t size;           /* bytes appended */
-    uint64_t synced;         /* bytes known durable */
-    uint32_t live;           /* messages whose current copy lives here */
-    uint64_t release_ticket; /* deletable once this ticket is durable */
-    bool deleted;
-};
-
-/* One record on its way to disk. The loop thread builds it; the writer
- * thread writes it, and the loop finishes it once durable. */
-struct pending {
-    struct pending *next;
-    struct iovec iov[12];
-    int n;
-    size_t total;
-    void *own[2]; /* buffers freed once written */
-    uint64_t ticket;
-    uint64_t id;
-    int kind;         /* PENDING_MSG, PENDING_STATE, PENDING_COPY */
-    size_t data_skip; /* message data's offset inside the record */
-    int err;          /* set by the writer */
-    uint32_t seg;     /* set by the writer: where it landed */
-    uint64_t off;
-    spool_done_fn cb;
-    void *arg;
-};
-
-enum { PENDING_MSG = 1, PENDING_STATE, PENDING_COPY };
-
-struct spool {
-    char *dir;
-    int dir_fd;
-    struct event_base *base;
-
-    /* shared with the writer thread, under mu */
-    pthread_mutex_t mu;
-    pthread_cond_t cond;
-    pthread_t thread;
-    bool stop;
-    struct pending *q_head, *q_tail; /* waiting to be written */
-    struct pending *d_head, *d_tail; /* written and synced (or failed) */
-    bool dir_dirty;
-    bool rotate_next;     /* a write hit a full disk */
-    struct segment *segs; /* grows (under mu); index is stable */
-    size_t n_segs, cap_segs;
-    size_t cur; /* index of the segment being appended to (writer's) */
-    uint64_t commits;
-
-    int efd;
-    struct event *wake_ev;
-
-    /* loop thread only */
-    uint64_t appended; /* ticket of the last record handed to the writer */
-    uint64_t durable;  /* highest ticket finished */
-    size_t inflight;   /* records handed over and not yet finished */
-
-    struct spool_msg **buckets;
-    size_t n_buckets, n_msgs;
-    uint64_t next_id;
-    uint64_t records;
-};
-
-/* ---- little-endian helpers ---- */
-
-static void put32(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)v;
-    p[1] = (unsigned char)(v >> 8);
-    p[2] = (unsigned char)(v >> 16);
-    p[3] = (unsigned char)(v >> 24);
-}
-
-static void put64(unsigned char *p, uint64_t v)
-{
-    put32(p, (uint32_t)v);
-    put32(p + 4, (uint32_t)(v >> 32));
-}
-
-static uint32_t get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const unsigned char *p)
-{
-    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
 
 char *spool_id_str(uint64_t id, char *buf)
 {
@@ -155,7 +56,7 @@ static size_t bucket_of(const struct spool *s, uint64_t id)
     return (size_t)(h >> 20) & (s->n_buckets - 1);
 }
 
-static struct spool_msg *index_find(const struct spool *s, uint64_t id)
+struct spool_msg *sp_index_find(const struct spool *s, uint64_t id)
 {
     for (struct spool_msg *m = s->buckets[bucket_of(s, id)]; m; m = m->hash_next)
         if (m->id == id)
@@ -163,7 +64,7 @@ static struct spool_msg *index_find(const struct spool *s, uint64_t id)
     return NULL;
 }
 
-static int index_add(struct spool *s, struct spool_msg *m)
+int sp_index_add(struct spool *s, struct spool_msg *m)
 {
     if (s->n_msgs + 1 > s->n_buckets) {
         size_t nb = s->n_buckets * 2;
@@ -207,7 +108,7 @@ static void msg_free(struct spool_msg *m)
     free(m);
 }
 
-static void index_remove(struct spool *s, struct spool_msg *m)
+void sp_index_remove(struct spool *s, struct spool_msg *m)
 {
     struct spool_msg **pp = &s->buckets[bucket_of(s, m->id)];
     while (*pp && *pp != m)
@@ -216,8 +117,8 @@ static void index_remove(struct spool *s, struct spool_msg *m)
         *pp = m->hash_next;
         s->n_msgs--;
     }
-    if (m->committed && s->segs[m->seg_index].live)
-        s->segs[m->seg_index].live--;
+    if (m->committed)
+        seg_drop(s, m->seg_index, m);
     msg_free(m);
 }
 
@@ -259,7 +160,7 @@ static size_t envelope_write(const struct spool_envelope *env, char *out)
 }
 
 /* Builds a message from a MSG record's envelope text. */
-static struct spool_msg *envelope_parse(uint64_t id, const char *env, size_t len)
+struct spool_msg *sp_envelope_parse(uint64_t id, const char *env, size_t len)
 {
     struct spool_msg *m = calloc(1, sizeof *m);
     if (!m)
@@ -341,7 +242,7 @@ static uint32_t iov_crc(const struct iovec *iov, int n)
     return c;
 }
 
-static int seg_open(struct spool *s, uint32_t seq, bool create, int *fd_out)
+int sp_seg_open(struct spool *s, uint32_t seq, bool create, int *fd_out)
 {
     char name[64];
     snprintf(name, sizeof name, "seg-%08" PRIx32 ".log", seq);
@@ -353,7 +254,7 @@ static int seg_open(struct spool *s, uint32_t seq, bool create, int *fd_out)
 }
 
 /* Called with mu held (or before the writer starts). */
-static int seg_add(struct spool *s, uint32_t seq, int fd, uint64_t size)
+int sp_seg_add(struct spool *s, uint32_t seq, int fd, uint64_t size)
 {
     if (s->n_segs == s->cap_segs) {
         size_t nc = s->cap_segs ? s->cap_segs * 2 : 16;
@@ -369,7 +270,7 @@ static int seg_add(struct spool *s, uint32_t seq, int fd, uint64_t size)
 
 /* The fd of segment i, read under the lock because the writer may grow the
  * array; segments are closed only by the loop thread, which calls this. */
-static int seg_fd(struct spool *s, uint32_t i)
+int sp_seg_fd(struct spool *s, uint32_t i)
 {
     pthread_mutex_lock(&s->mu);
     int fd = s->segs[i].fd;
@@ -378,7 +279,7 @@ static int seg_fd(struct spool *s, uint32_t i)
 }
 
 /* Hands a record to the writer. Takes ownership of p. */
-static void enqueue(struct spool *s, struct pending *p)
+void sp_enqueue(struct spool *s, struct pending *p)
 {
     unsigned char *h = p->iov[0].iov_base;
     put32(h + 4, iov_crc(p->iov, p->n));
@@ -388,6 +289,8 @@ static void enqueue(struct spool *s, struct pending *p)
     p->ticket = ++s->appended;
     s->inflight++;
     s->records++;
+    if (p->ordered)
+        s->ordered_inflight++;
     pthread_mutex_lock(&s->mu);
     if (s->q_tail)
         s->q_tail->next = p;
@@ -415,13 +318,13 @@ static int write_record(struct spool *s, struct pending *p, bool *rotated)
     pthread_mutex_lock(&s->mu);
     /* after a full disk, start a new segment: the full one can then be
      * reclaimed as soon as its messages are delivered */
-    if ((s->segs[s->cur].size + p->total > SEG_TARGET_SIZE || s->rotate_next) &&
+    if ((s->segs[s->cur].size + p->total > s->seg_target || s->rotate_next) &&
         s->segs[s->cur].size > 0) {
         s->rotate_next = false;
         uint32_t seq = s->segs[s->cur].seq + 1;
         int fd = -1;
-        int r = seg_open(s, seq, true, &fd);
-        if (r == 0 && (r = seg_add(s, seq, fd, 0)) < 0)
+        int r = sp_seg_open(s, seq, true, &fd);
+        if (r == 0 && (r = sp_seg_add(s, seq, fd, 0)) < 0)
             close(fd);
         if (r < 0) {
             pthread_mutex_unlock(&s->mu);
@@ -498,12 +401,23 @@ static void *writer_main(void *arg)
         struct pending *batch = s->q_head;
         s->q_head = s->q_tail = NULL;
         size_t first_seg = s->cur;
+        bool halted = s->ordered_halt, halt_now = false, any_ordered = false;
         pthread_mutex_unlock(&s->mu);
 
-        /* write everything that queued up, then one sync for all of it */
+        /* write everything that queued up, then one sync for all of it; once
+         * an ordered record fails, later ordered ones are not written, so a
+         * retried state change never lands after one made after it */
         bool rotated = false;
-        for (struct pending *p = batch; p; p = p->next)
+        for (struct pending *p = batch; p; p = p->next) {
+            any_ordered |= p->ordered;
+            if (p->ordered && (halted || halt_now)) {
+                p->err = -EAGAIN;
+                continue;
+            }
             p->err = write_record(s, p, &rotated);
+            if (p->err && p->ordered)
+                halt_now = true;
+        }
 
         pthread_mutex_lock(&s->mu);
         size_t n = 0;
@@ -527,12 +441,15 @@ static void *writer_main(void *arg)
 
         pthread_mutex_lock(&s->mu);
         s->commits++;
+        if (halt_now)
+            s->ordered_halt = true;
         if (err) {
             /* Linux may drop dirty pages after a failed fsync: nothing in
              * this round can be trusted */
             for (struct pending *p = batch; p; p = p->next)
                 if (!p->err)
                     p->err = err;
+            halt_now |= any_ordered;
         } else {
             for (size_t i = first_seg; i < s->n_segs; i++)
                 s->segs[i].synced = s->segs[i].size;
@@ -560,18 +477,60 @@ static void *writer_main(void *arg)
 
 /* ---- completions (loop thread) ---- */
 
+static void arm_retry(struct spool *s, int ms)
+{
+    if (s->retry_ev) {
+        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+        event_add(s->retry_ev, &tv);
+    }
+}
+
+/* An ordered record that did not become durable waits, in order, to be
+ * appended again: the in-memory state already says it happened, so losing
+ * it would repeat a delivery after a restart or lose a bounce. */
+static void hold_unrecorded(struct spool *s, struct pending *p)
+{
+    if (p->err != -EAGAIN)
+        s->append_failures++;
+    if (!p->waiting) {
+        p->waiting = true;
+        if (s->unrecorded++ == 0) {
+            log_event(LOG_ERROR, "spool.unrecorded", "error", "%s", strerror(-p->err), "retry_in",
+                      "#%d", SPOOL_RETRY_MS / 1000, NULL);
+            arm_retry(s, SPOOL_RETRY_MS);
+        }
+    }
+    p->next = NULL;
+    if (s->r_tail)
+        s->r_tail->next = p;
+    else
+        s->r_head = p;
+    s->r_tail = p;
+}
+
 static void finish(struct spool *s, struct pending *p)
 {
-    struct spool_msg *m = index_find(s, p->id);
+    if (p->ordered)
+        s->ordered_inflight--;
+    if (p->ordered && p->err) {
+        s->durable = p->ticket;
+        s->inflight--;
+        hold_unrecorded(s, p);
+        return;
+    }
+    if (p->waiting && --s->unrecorded == 0)
+        log_event(LOG_INFO, "spool.recorded", "failures", "#%llu",
+                  (unsigned long long)s->append_failures, NULL);
+    struct spool_msg *m = sp_index_find(s, p->id);
     if (p->kind == PENDING_MSG && m && !m->committed) {
         if (p->err) {
-            index_remove(s, m);
+            sp_index_remove(s, m);
         } else {
             m->seg_index = p->seg;
             m->rec_off = p->off;
             m->data_off = p->off + p->data_skip;
             m->committed = true;
-            s->segs[p->seg].live++;
+            seg_hold(s, p->seg, m);
         }
     } else if (p->kind == PENDING_COPY && m && m->copying) {
         m->copying = false;
@@ -579,12 +538,11 @@ static void finish(struct spool *s, struct pending *p)
             struct segment *old = &s->segs[m->seg_index];
             if (old->release_ticket < m->copy_release)
                 old->release_ticket = m->copy_release;
-            if (old->live)
-                old->live--;
+            seg_drop(s, m->seg_index, m);
             m->seg_index = p->seg;
             m->rec_off = p->off;
             m->data_off = p->off + p->data_skip;
-            s->segs[p->seg].live++;
+            seg_hold(s, p->seg, m);
         }
     }
     s->durable = p->ticket;
@@ -605,6 +563,46 @@ static void run_completions(struct spool *s)
         finish(s, p);
         p = next;
     }
+}
+
+/* Hands the waiting ordered records back to the writer, oldest first. Only
+ * when none is in flight: one in flight was appended after them. */
+static bool retry_unrecorded(struct spool *s)
+{
+    if (s->ordered_inflight > 0)
+        return false;
+    struct pending *p = s->r_head;
+    s->r_head = s->r_tail = NULL;
+    pthread_mutex_lock(&s->mu);
+    s->ordered_halt = false;
+    pthread_mutex_unlock(&s->mu);
+    while (p) {
+        struct pending *next = p->next;
+        p->next = NULL;
+        p->err = 0;
+        s->records--; /* counted once, when first appended */
+        sp_enqueue(s, p);
+        p = next;
+    }
+    return true;
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    struct spool *s = arg;
+    (void)fd;
+    (void)what;
+    if (!s->r_head)
+        return;
+    if (!retry_unrecorded(s))
+        arm_retry(s, 20); /* the ones in flight come back within a commit */
+    else
+        arm_retry(s, SPOOL_RETRY_MS); /* in case they fail again */
+}
+
+size_t spool_unrecorded(const struct spool *s)
+{
+    return s->unrecorded;
 }
 
 static void on_wake(evutil_socket_t fd, short what, void *arg)
@@ -636,7 +634,7 @@ static void set_reply(struct spool_msg *m, const char *reply, size_t len)
 }
 
 /* Returns true when the message is finished and must be dropped. */
-static bool apply_state(struct spool_msg *m, int op, int32_t rcpt, int64_t when, uint8_t extra,
+bool sp_apply_state(struct spool_msg *m, int op, int32_t rcpt, int64_t when, uint8_t extra,
                         const char *reply, size_t reply_len)
 {
     switch (op) {
@@ -684,7 +682,7 @@ static bool apply_state(struct spool_msg *m, int op, int32_t rcpt, int64_t when,
 }
 
 /* Queues a state record; returns its ticket. */
-static uint64_t append_state(struct spool *s, uint64_t id, int op, int32_t rcpt, int64_t when,
+uint64_t sp_append_state(struct spool *s, uint64_t id, int op, int32_t rcpt, int64_t when,
                              uint8_t extra, const char *reply, spool_done_fn cb, void *arg)
 {
     size_t rl = reply ? strlen(reply) : 0;
@@ -713,26 +711,27 @@ static uint64_t append_state(struct spool *s, uint64_t id, int op, int32_t rcpt,
     p->own[0] = buf;
     p->id = id;
     p->kind = PENDING_STATE;
+    p->ordered = true;
     p->cb = cb;
     p->arg = arg;
-    enqueue(s, p);
+    sp_enqueue(s, p);
     return p->ticket;
 }
 
 int spool_mark(struct spool *s, uint64_t id, enum spool_op op, int rcpt, int64_t when,
                const char *reply, spool_done_fn cb, void *arg)
 {
-    struct spool_msg *m = index_find(s, id);
+    struct spool_msg *m = sp_index_find(s, id);
     if (!m || !m->committed)
         return -ENOENT;
-    uint64_t t = append_state(s, id, op, rcpt, when, 0, reply, cb, arg);
+    uint64_t t = sp_append_state(s, id, op, rcpt, when, 0, reply, cb, arg);
     if (!t)
         return -ENOMEM;
     struct segment *home = &s->segs[m->seg_index];
     if (home->release_ticket < t)
         home->release_ticket = t;
-    if (apply_state(m, op, rcpt, when, 0, reply, reply ? strlen(reply) : 0))
-        index_remove(s, m);
+    if (sp_apply_state(m, op, rcpt, when, 0, reply, reply ? strlen(reply) : 0))
+        sp_index_remove(s, m);
     return 0;
 }
 
@@ -761,7 +760,7 @@ int spool_put(struct spool *s, uint64_t id, const struct spool_envelope *env,
         free(p);
         return -EFBIG;
     }
-    struct spool_msg *m = envelope_parse(id, envbuf, elen);
+    struct spool_msg *m = sp_envelope_parse(id, envbuf, elen);
     if (!m) {
         free(buf);
         free(p);
@@ -777,14 +776,15 @@ int spool_put(struct spool *s, uint64_t id, const struct spool_envelope *env,
     p->own[0] = buf;
     p->id = id;
     p->kind = PENDING_MSG;
+    p->ordered = (env->flags & SPOOL_F_BOUNCE) != 0; /* a bounce is never dropped */
     p->data_skip = REC_HDR_LEN + 4 + elen;
     p->cb = cb;
     p->arg = arg;
     m->rec_len = (uint32_t)(REC_HDR_LEN + 4 + elen + dlen);
     m->data_len = (uint32_t)dlen;
     m->next_attempt = m->received;
-    index_add(s, m);
-    enqueue(s, p);
+    sp_index_add(s, m);
+    sp_enqueue(s, p);
     return 0;
 }
 
@@ -792,7 +792,7 @@ int spool_put(struct spool *s, uint64_t id, const struct spool_envelope *env,
 
 const struct spool_msg *spool_get(struct spool *s, uint64_t id)
 {
-    struct spool_msg *m = index_find(s, id);
+    struct spool_msg *m = sp_index_find(s, id);
     return m && m->committed ? m : NULL;
 }
 
@@ -809,7 +809,7 @@ void spool_foreach(struct spool *s, void (*fn)(void *arg, const struct spool_msg
 
 int spool_read(struct spool *s, uint64_t id, char **data, size_t *len)
 {
-    struct spool_msg *m = index_find(s, id);
+    struct spool_msg *m = sp_index_find(s, id);
     if (!m)
         return -ENOENT;
     if (!m->committed)
@@ -817,7 +817,7 @@ int spool_read(struct spool *s, uint64_t id, char **data, size_t *len)
     char *buf = malloc(m->data_len + 1);
     if (!buf)
         return -ENOMEM;
-    int fd = seg_fd(s, m->seg_index);
+    int fd = sp_seg_fd(s, m->seg_index);
     size_t got = 0;
     while (got < m->data_len) {
         ssize_t r = pread(fd, buf + got, m->data_len - got, (off_t)(m->data_off + got));
@@ -836,157 +836,6 @@ int spool_read(struct spool *s, uint64_t id, char **data, size_t *len)
     return 0;
 }
 
-/* ---- recovery ---- */
-
-size_t spool_scan_records(const unsigned char *buf, size_t len, size_t *n_records)
-{
-    size_t off = 0, n = 0;
-    while (len - off >= REC_HDR_LEN) {
-        const unsigned char *h = buf + off;
-        uint32_t rl = get32(h + 8);
-        if (get32(h) != REC_MAGIC || rl > REC_MAX_LEN || rl > len - off - REC_HDR_LEN)
-            break;
-        if (h[12] != REC_MSG && h[12] != REC_STATE)
-            break;
-        uint32_t c = crc32c(0, h + 8, REC_HDR_LEN - 8 + (size_t)rl);
-        if (c != get32(h + 4))
-            break;
-        off += REC_HDR_LEN + rl;
-        n++;
-    }
-    if (n_records)
-        *n_records = n;
-    return off;
-}
-
-static int read_all(int fd, unsigned char **out, size_t *len)
-{
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return -errno;
-    size_t n = (size_t)st.st_size;
-    unsigned char *buf = malloc(n ? n : 1);
-    if (!buf)
-        return -ENOMEM;
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = pread(fd, buf + got, n - got, (off_t)got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    *out = buf;
-    *len = got;
-    return 0;
-}
-
-static void recover_segment(struct spool *s, size_t si, const unsigned char *buf, size_t len)
-{
-    size_t off = 0;
-    while (len - off >= REC_HDR_LEN) {
-        const unsigned char *h = buf + off;
-        uint32_t rl = get32(h + 8);
-        uint64_t id = get64(h + 16);
-        const unsigned char *p = h + REC_HDR_LEN;
-        if (h[12] == REC_MSG && rl >= 4) {
-            uint32_t el = get32(p);
-            if (el <= rl - 4) {
-                struct spool_msg *m = envelope_parse(id, (const char *)p + 4, el);
-                if (m) {
-                    struct spool_msg *old = index_find(s, id);
-                    if (old)
-                        index_remove(s, old);
-                    m->seg_index = (uint32_t)si;
-                    m->rec_off = off;
-                    m->rec_len = REC_HDR_LEN + rl;
-                    m->data_off = off + REC_HDR_LEN + 4 + el;
-                    m->data_len = rl - 4 - el;
-                    m->next_attempt = m->received;
-                    m->committed = true;
-                    s->segs[si].live++;
-                    index_add(s, m);
-                }
-            }
-            if (id >= s->next_id)
-                s->next_id = id + 1;
-        } else if (h[12] == REC_STATE && rl >= STATE_FIXED_LEN) {
-            struct spool_msg *m = index_find(s, id);
-            if (m) {
-                size_t reply_len = (size_t)p[2] | (size_t)p[3] << 8;
-                if (reply_len > rl - STATE_FIXED_LEN)
-                    reply_len = rl - STATE_FIXED_LEN;
-                if (apply_state(m, p[0], (int32_t)get32(p + 4), (int64_t)get64(p + 8), p[1],
-                                (const char *)p + STATE_FIXED_LEN, reply_len))
-                    index_remove(s, m);
-            }
-        }
-        off += REC_HDR_LEN + rl;
-        s->records++;
-    }
-}
-
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static int recover(struct spool *s, char *err, size_t errlen)
-{
-    DIR *d = fdopendir(dup(s->dir_fd));
-    if (!d) {
-        snprintf(err, errlen, "cannot list spool directory %s: %s", s->dir, strerror(errno));
-        return -1;
-    }
-    uint32_t *seqs = NULL;
-    size_t n = 0, cap = 0;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        unsigned int seq;
-        char tail[8];
-        if (sscanf(de->d_name, "seg-%8x.%4s", &seq, tail) == 2 && strcmp(tail, "log") == 0) {
-            if (n == cap) {
-                cap = cap ? cap * 2 : 16;
-                seqs = realloc(seqs, cap * sizeof *seqs);
-            }
-            seqs[n++] = seq;
-        }
-    }
-    closedir(d);
-    if (n)
-        qsort(seqs, n, sizeof *seqs, cmp_u32);
-    for (size_t i = 0; i < n; i++) {
-        int fd = -1;
-        int r = seg_open(s, seqs[i], false, &fd);
-        if (r < 0) {
-            snprintf(err, errlen, "cannot open spool segment %08x: %s", seqs[i], strerror(-r));
-            free(seqs);
-            return -1;
-        }
-        unsigned char *buf = NULL;
-        size_t len = 0;
-        if (read_all(fd, &buf, &len) < 0) {
-            snprintf(err, errlen, "cannot read spool segment %08x", seqs[i]);
-            close(fd);
-            free(seqs);
-            return -1;
-        }
-        size_t valid = spool_scan_records(buf, len, NULL);
-        if (valid < len) {
-            /* a torn tail from a crash: everything after the last complete
-             * record was never acknowledged, so it is cut off */
-            if (ftruncate(fd, (off_t)valid) == 0)
-                fdatasync(fd);
-        }
-        seg_add(s, seqs[i], fd, valid);
-        recover_segment(s, s->n_segs - 1, buf, valid);
-        free(buf);
-    }
-    free(seqs);
-    return 0;
-}
 
 /* ---- open / close ---- */
 
@@ -1001,6 +850,7 @@ int spool_open(const char *dir, struct event_base *base, struct spool **out, cha
     s->dir = strdup(dir);
     s->base = base;
     s->efd = -1;
+    s->seg_target = SEG_TARGET_SIZE;
     s->dir_fd = -1;
     s->n_buckets = 1024;
     s->buckets = calloc(s->n_buckets, sizeof *s->buckets);
@@ -1015,7 +865,7 @@ int spool_open(const char *dir, struct event_base *base, struct spool **out, cha
         snprintf(err, errlen, "cannot open spool directory %s: %s", dir, strerror(errno));
         goto fail;
     }
-    if (recover(s, err, errlen) < 0)
+    if (sp_recover(s, err, errlen) < 0)
         goto fail;
     /* ids: milliseconds in the high bits keep them unique across restarts
      * even when the spool was emptied (4096 ids per millisecond before the
@@ -1029,12 +879,12 @@ int spool_open(const char *dir, struct event_base *base, struct spool **out, cha
     /* always append to a fresh segment: an old tail may sit after a cut */
     uint32_t seq = s->n_segs ? s->segs[s->n_segs - 1].seq + 1 : 1;
     int fd = -1;
-    int r = seg_open(s, seq, true, &fd);
+    int r = sp_seg_open(s, seq, true, &fd);
     if (r < 0) {
         snprintf(err, errlen, "cannot create spool segment in %s: %s", dir, strerror(-r));
         goto fail;
     }
-    seg_add(s, seq, fd, 0);
+    sp_seg_add(s, seq, fd, 0);
     s->cur = s->n_segs - 1;
     s->dir_dirty = true;
     if (fsync(s->dir_fd) < 0) {
@@ -1049,6 +899,7 @@ int spool_open(const char *dir, struct event_base *base, struct spool **out, cha
     }
     if (base) {
         s->wake_ev = event_new(base, s->efd, EV_READ | EV_PERSIST, on_wake, s);
+        s->retry_ev = evtimer_new(base, on_retry, s);
         event_add(s->wake_ev, NULL);
     }
     if (pthread_create(&s->thread, NULL, writer_main, s) != 0) {
@@ -1061,10 +912,13 @@ int spool_open(const char *dir, struct event_base *base, struct spool **out, cha
 fail:
     if (s->wake_ev)
         event_free(s->wake_ev);
+    if (s->retry_ev)
+        event_free(s->retry_ev);
     if (s->efd >= 0)
         close(s->efd);
     for (size_t i = 0; i < s->n_segs; i++)
-        close(s->segs[i].fd);
+        if (s->segs[i].fd >= 0)
+            close(s->segs[i].fd);
     if (s->dir_fd >= 0)
         close(s->dir_fd);
     free(s->segs);
@@ -1080,8 +934,11 @@ void spool_close(struct spool *s)
         return;
     /* finish what is in flight; completions may queue more (state records),
      * so drain until nothing is left, for at most ten seconds */
-    for (int i = 0; i < 10000 && s->inflight > 0; i++) {
+    bool retried = false;
+    for (int i = 0; i < 10000 && (s->inflight > 0 || (s->r_head && !retried)); i++) {
         run_completions(s);
+        if (s->inflight == 0 && s->r_head && !retried)
+            retried = retry_unrecorded(s); /* a last chance for what could not be appended */
         if (s->inflight > 0)
             usleep(1000);
     }
@@ -1091,8 +948,23 @@ void spool_close(struct spool *s)
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->thread, NULL);
     run_completions(s);
+    if (s->r_head) {
+        /* lost: after the restart these deliveries are repeated and these
+         * bounces made again, so nothing is lost for the senders */
+        log_event(LOG_ERROR, "spool.unrecorded_at_exit", "records", "#%zu", s->unrecorded, NULL);
+        while (s->r_head) {
+            struct pending *p = s->r_head;
+            s->r_head = p->next;
+            if (p->cb)
+                p->cb(p->arg, p->err, p->id);
+            pending_free(p);
+        }
+        s->r_tail = NULL;
+    }
     if (s->wake_ev)
         event_free(s->wake_ev);
+    if (s->retry_ev)
+        event_free(s->retry_ev);
     close(s->efd);
     for (size_t i = 0; i < s->n_buckets; i++)
         for (struct spool_msg *m = s->buckets[i]; m;) {
@@ -1101,7 +973,7 @@ void spool_close(struct spool *s)
             m = next;
         }
     for (size_t i = 0; i < s->n_segs; i++)
-        if (!s->segs[i].deleted)
+        if (!s->segs[i].deleted && s->segs[i].fd >= 0)
             close(s->segs[i].fd);
     close(s->dir_fd);
     free(s->buckets);
@@ -1110,96 +982,18 @@ void spool_close(struct spool *s)
     free(s);
 }
 
+void spool_set_segment_size(struct spool *s, uint64_t bytes)
+{
+    pthread_mutex_lock(&s->mu);
+    s->seg_target = bytes;
+    pthread_mutex_unlock(&s->mu);
+}
+
 uint64_t spool_new_id(struct spool *s)
 {
     return s->next_id++;
 }
 
-/* ---- compaction ---- */
-
-/* Copies a live message forward into the current segment, with a snapshot
- * of its state, so that its old segment can go once the copy is durable. */
-static int copy_forward(struct spool *s, struct spool_msg *m)
-{
-    unsigned char *rec = malloc(m->rec_len);
-    struct pending *p = calloc(1, sizeof *p);
-    if (!rec || !p) {
-        free(rec);
-        free(p);
-        return -ENOMEM;
-    }
-    ssize_t r = pread(seg_fd(s, m->seg_index), rec, m->rec_len, (off_t)m->rec_off);
-    if (r != (ssize_t)m->rec_len) {
-        free(rec);
-        free(p);
-        return -EIO;
-    }
-    /* the record is self-contained: rewrite it as is (header, CRC and all) */
-    p->iov[0] = (struct iovec){rec, REC_HDR_LEN};
-    p->iov[1] = (struct iovec){rec + REC_HDR_LEN, m->rec_len - REC_HDR_LEN};
-    p->n = 2;
-    p->own[0] = rec;
-    p->id = m->id;
-    p->kind = PENDING_COPY;
-    p->data_skip = m->data_off - m->rec_off;
-    enqueue(s, p);
-    uint64_t t = p->ticket;
-    for (uint32_t i = 0; i < m->n_rcpts && t; i++)
-        if (m->rcpt_state[i] != SPOOL_RCPT_PENDING)
-            t = append_state(s, m->id,
-                             m->rcpt_state[i] == SPOOL_RCPT_DELIVERED ? SPOOL_OP_RCPT_DELIVERED
-                                                                      : SPOOL_OP_RCPT_FAILED,
-                             (int32_t)i, 0, 0, NULL, NULL, NULL);
-    if (t)
-        t = append_state(s, m->id, SPOOL_OP_RESTORE, (int32_t)m->attempts, m->next_attempt,
-                         (uint8_t)m->state, m->last_reply, NULL, NULL);
-    m->copying = true;
-    m->copy_release = t;
-    return t ? 0 : -ENOMEM;
-}
-
-void spool_compact(struct spool *s)
-{
-    uint64_t durable = s->durable;
-    pthread_mutex_lock(&s->mu);
-    size_t cur = s->cur;
-    pthread_mutex_unlock(&s->mu);
-    size_t active_segs = 0;
-    for (size_t i = 0; i < s->n_segs; i++)
-        active_segs += !s->segs[i].deleted;
-    /* segments go in order, oldest first, so state records that later
-     * segments hold for older messages are never orphaned by a crash */
-    for (size_t i = 0; i < s->n_segs; i++) {
-        struct segment *g = &s->segs[i];
-        if (g->deleted)
-            continue;
-        if (i == cur)
-            break;
-        if (g->live > 0 && active_segs > 3) {
-            /* the oldest segment pins the disk: move its messages on */
-            for (size_t b = 0; b < s->n_buckets; b++)
-                for (struct spool_msg *m = s->buckets[b]; m; m = m->hash_next)
-                    if (m->committed && !m->copying && m->seg_index == i)
-                        if (copy_forward(s, m) < 0)
-                            return;
-            g = &s->segs[i];
-        }
-        if (g->live > 0 || g->release_ticket > durable)
-            break;
-        char name[64];
-        snprintf(name, sizeof name, "seg-%08" PRIx32 ".log", g->seq);
-        if (unlinkat(s->dir_fd, name, 0) < 0)
-            break;
-        pthread_mutex_lock(&s->mu);
-        g->deleted = true;
-        close(g->fd);
-        g->fd = -1;
-        s->dir_dirty = true;
-        pthread_cond_signal(&s->cond);
-        pthread_mutex_unlock(&s->mu);
-        active_segs--;
-    }
-}
 
 void spool_get_stats(struct spool *s, struct spool_stats *st)
 {
@@ -1228,66 +1022,11 @@ void spool_get_stats(struct spool *s, struct spool_stats *st)
     st->commits = s->commits;
     pthread_mutex_unlock(&s->mu);
     st->records = s->records;
+    st->damaged_ranges = s->damaged_ranges;
+    st->damaged_bytes = s->damaged_bytes;
+    st->compact_bytes = s->compact_bytes;
+    st->compact_turns = s->compact_turns;
+    st->unrecorded = s->unrecorded;
+    st->append_failures = s->append_failures;
 }
 
-/* ---- metadata ---- */
-
-/* Calls fn for each "key=value" line; stops when fn returns non-zero. */
-static int meta_each(const char *meta,
-                     int (*fn)(void *arg, const char *k, size_t kl, const char *v, size_t vl),
-                     void *arg)
-{
-    const char *p = meta;
-    while (p && *p) {
-        size_t n = strcspn(p, "\n");
-        const char *eq = memchr(p, '=', n);
-        if (eq && fn(arg, p, (size_t)(eq - p), eq + 1, n - (size_t)(eq - p) - 1))
-            return 1;
-        p += n + (p[n] ? 1 : 0);
-    }
-    return 0;
-}
-
-struct meta_find {
-    const char *key;
-    char *out;
-    size_t outlen;
-};
-
-static int meta_find_one(void *arg, const char *k, size_t kl, const char *v, size_t vl)
-{
-    struct meta_find *f = arg;
-    if (strlen(f->key) != kl || memcmp(f->key, k, kl) != 0)
-        return 0;
-    if (vl >= f->outlen)
-        vl = f->outlen - 1;
-    memcpy(f->out, v, vl);
-    f->out[vl] = 0;
-    return 1;
-}
-
-int spool_meta_get(const char *meta, const char *key, char *out, size_t outlen)
-{
-    struct meta_find f = {key, out, outlen};
-    if (outlen)
-        out[0] = 0;
-    return outlen && meta_each(meta, meta_find_one, &f) ? 0 : -1;
-}
-
-static int meta_json_one(void *arg, const char *k, size_t kl, const char *v, size_t vl)
-{
-    char key[64];
-    if (kl >= sizeof key)
-        return 0;
-    memcpy(key, k, kl);
-    key[kl] = 0;
-    json_object_set_new(arg, key, json_stringn(v, vl));
-    return 0;
-}
-
-struct json_t *spool_meta_json(const char *meta)
-{
-    json_t *o = json_object();
-    meta_each(meta, meta_json_one, o);
-    return o;
-}

@@ -76,6 +76,10 @@ typedef void (*spool_done_fn)(void *arg, int err, uint64_t id);
 struct spool_stats {
     uint64_t messages, active, held, dead, segments, bytes, commits, records;
     int64_t oldest_received;
+    uint64_t damaged_ranges, damaged_bytes; /* found by recovery at this start */
+    uint64_t compact_bytes, compact_turns;  /* copied forward; compaction runs */
+    uint64_t unrecorded;      /* state changes and bounces not yet durable */
+    uint64_t append_failures; /* appends of those that failed (and were retried) */
 };
 
 /* Opens (creating if needed) the spool in `dir` and recovers every message
@@ -83,6 +87,9 @@ struct spool_stats {
  * notifies the caller's event loop `base`. Returns 0 or -1 with err set. */
 int spool_open(const char *dir, struct event_base *base, struct spool **out, char *err,
                size_t errlen);
+
+/* Segments are started anew past this size (default 64 MiB). */
+void spool_set_segment_size(struct spool *s, uint64_t bytes);
 
 /* Waits for pending commits, stops the commit thread, closes files. */
 void spool_close(struct spool *s);
@@ -94,14 +101,24 @@ uint64_t spool_new_id(struct spool *s);
  * (headers + body, CRLF); its buffers are borrowed and must stay unchanged
  * until cb runs. Returns 0 (cb then runs exactly once: err 0 when durable,
  * or a negative errno — -ENOSPC when the disk is full — and then nothing is
- * kept), or a negative errno at once for bad arguments or lack of memory. */
+ * kept), or a negative errno at once for bad arguments or lack of memory.
+ * A bounce (SPOOL_F_BOUNCE) is never dropped: a failed append is retried
+ * like a state change, and cb runs once it is durable. */
 int spool_put(struct spool *s, uint64_t id, const struct spool_envelope *env,
               const struct iovec *data, int n_data, spool_done_fn cb, void *arg);
 
 /* Records a state change; the in-memory view changes at once, cb runs when
- * the change is durable. Returns 0 or a negative errno (unknown id: -ENOENT). */
+ * the change is durable. An append that fails is retried, in order, until it
+ * is (see spool_unrecorded). Returns 0 or a negative errno (unknown id:
+ * -ENOENT). */
 int spool_mark(struct spool *s, uint64_t id, enum spool_op op, int rcpt, int64_t when,
                const char *reply, spool_done_fn cb, void *arg);
+
+/* State changes and bounces whose append failed (a full disk) and that wait,
+ * in order, to be appended again; their callbacks run once they are durable.
+ * While non-zero a delivery's outcome cannot be recorded, so the queue
+ * starts no new attempts. */
+size_t spool_unrecorded(const struct spool *s);
 
 /* Looks up a committed message, or NULL. */
 const struct spool_msg *spool_get(struct spool *s, uint64_t id);
@@ -132,5 +149,18 @@ struct json_t *spool_meta_json(const char *meta);
 /* Exposed for tests and fuzzing: checks a buffer of records, returns the
  * length of its valid prefix. */
 size_t spool_scan_records(const unsigned char *buf, size_t len, size_t *n_records);
+
+enum spool_scan_kind {
+    SPOOL_SCAN_RECORD,  /* a valid record */
+    SPOOL_SCAN_DAMAGED, /* bad bytes with a valid record after them */
+    SPOOL_SCAN_TAIL,    /* bad bytes up to the end of the buffer */
+};
+typedef void (*spool_scan_fn)(void *arg, enum spool_scan_kind kind, size_t off, size_t len);
+
+/* Walks a segment image (pure: no I/O). fn is called for every valid record
+ * and every bad range, in order; together they cover buf exactly. After a
+ * bad spot the scan resynchronises on the next offset where a whole valid
+ * record (magic, type, length, CRC) starts. Returns the number of records. */
+size_t spool_scan_segment(const unsigned char *buf, size_t len, spool_scan_fn fn, void *arg);
 
 #endif
