@@ -75,12 +75,6 @@ struct config {
     int max_connections;        /* default 1000 */
     int max_connections_per_ip; /* default 100 */
     int max_bad_commands;       /* then 421; default 10 */
-    int command_deadline;       /* seconds for one whole command line, default 300 */
-    long long data_min_rate;    /* content octets per second, default 500; 0 = off */
-    int transaction_deadline;   /* seconds from MAIL to the end-of-data reply, default 3600 */
-    int max_unauth_connections; /* not yet authenticated, default 750 */
-    int max_unauth_connections_per_ip; /* default 10 */
-    long long max_inflight_bytes;      /* message bytes held in memory, all sessions; 256 MiB */
 
     /* [queue] */
     int retry_base;   /* seconds, default 60 */
@@ -100,9 +94,6 @@ struct config {
     int auth_failures_before_block; /* default 10 */
     int auth_block_time;            /* seconds, default 900 */
     bool tls_request_client_cert;   /* [tls] request_client_cert, default true */
-    bool tls_session_tickets;       /* [tls] session_tickets, default true */
-    int tls_session_cache_size;     /* [tls] session_cache_size, default 20000 */
-    int tls_session_lifetime;       /* [tls] session_lifetime, seconds, default 1h */
     char *rate_per_ip;              /* [limits] rate_per_ip, "0" = none */
 
     /* [policy] */
