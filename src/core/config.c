@@ -161,6 +161,26 @@ static const struct config_key keys[] = {
      1000000, .doc = "Concurrent client connections from one address."},
     {SEC_LIMITS, "max_bad_commands", NULL, T_INT, S(max_bad_commands), "10", 1, 1000,
      .doc = "Rejected commands before the session is closed with 421."},
+    {SEC_LIMITS, "command_deadline", NULL, T_DURATION, S(command_deadline), "5m", 1, DAY,
+     .doc = "Whole time allowed for one command line, from the reply before it to its CRLF; "
+            "trickling octets does not extend it."},
+    {SEC_LIMITS, "data_min_rate", NULL, T_SIZE, S(data_min_rate), "500", 0, GIB,
+     .doc = "DATA/BDAT content must arrive at this many octets per second on average; each "
+            "octet extends the data_timeout allowance by 1/rate seconds. 0 turns it off."},
+    {SEC_LIMITS, "transaction_deadline", NULL, T_DURATION, S(transaction_deadline), "1h", 1,
+     DAY, .doc = "Whole time allowed from MAIL to the reply after the message content."},
+    {SEC_LIMITS, "max_unauth_connections", NULL, T_INT, S(max_unauth_connections), "750", 1,
+     1000000,
+     .doc = "Concurrent connections not yet authenticated (nor from relay_networks); below "
+            "max_connections, the rest is kept for authenticated sessions."},
+    {SEC_LIMITS, "max_unauth_connections_per_ip", NULL, T_INT, S(max_unauth_connections_per_ip),
+     "10", 1, 1000000,
+     .doc = "Concurrent not yet authenticated connections from one address (after AUTH, "
+            "max_connections_per_ip applies)."},
+    {SEC_LIMITS, "max_inflight_bytes", NULL, T_SIZE, S(max_inflight_bytes), "256MiB", 64 * KIB,
+     1024 * GIB,
+     .doc = "Memory all messages being received may hold together; past it MAIL SIZE= and "
+            "content get 452 4.3.1."},
 
     {SEC_QUEUE, "retry_base", NULL, T_DURATION, S(retry_base), "1m", 1, DAY,
      .doc = "First retry delay; doubles per attempt (with jitter)."},

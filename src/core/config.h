@@ -75,6 +75,12 @@ struct config {
     int max_connections;        /* default 1000 */
     int max_connections_per_ip; /* default 100 */
     int max_bad_commands;       /* then 421; default 10 */
+    int command_deadline;       /* seconds for one whole command line, default 300 */
+    long long data_min_rate;    /* content octets per second, default 500; 0 = off */
+    int transaction_deadline;   /* seconds from MAIL to the end-of-data reply, default 3600 */
+    int max_unauth_connections; /* not yet authenticated, default 750 */
+    int max_unauth_connections_per_ip; /* default 10 */
+    long long max_inflight_bytes;      /* message bytes held in memory, all sessions; 256 MiB */
 
     /* [queue] */
     int retry_base;   /* seconds, default 60 */

@@ -57,6 +57,7 @@ struct relay {
     SSL_CTX *tls;      /* replaced on SIGHUP; sessions keep their own SSL */
     bool draining;     /* SIGTERM received */
     unsigned sessions; /* open sessions */
+    long long inflight_bytes; /* message buffers of all sessions (smtp/msgbuf.h) */
     struct relay_counters n;
 };
 

@@ -5,6 +5,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/relay.h"
+#include "net/cidr.h"
 #include "smtp/session.h"
 
 #include <arpa/inet.h>
@@ -23,7 +24,8 @@
 
 struct ip_slot {
     unsigned char addr[16];
-    unsigned count;
+    unsigned count;  /* every connection from the address */
+    unsigned unauth; /* of which not yet authenticated */
     bool used;
 };
 
@@ -33,7 +35,7 @@ struct listener_set {
     bool implicit[2];
     int n;
     struct ip_slot ips[IP_TABLE_SIZE];
-    unsigned total;
+    unsigned total, unauth;
 };
 
 static void addr_key(const struct sockaddr *sa, unsigned char key[16])
@@ -75,13 +77,31 @@ static struct ip_slot *ip_find(struct listener_set *ls, const unsigned char key[
     return NULL;
 }
 
-void listeners_release(struct listener_set *ls, const struct sockaddr *sa)
+static struct ip_slot *slot_of(struct listener_set *ls, const struct sockaddr *sa)
+{
+    unsigned char key[16];
+    addr_key(sa, key);
+    return ip_find(ls, key, false);
+}
+
+void listeners_authenticated(struct listener_set *ls, const struct sockaddr *sa)
 {
     if (!ls)
         return;
-    unsigned char key[16];
-    addr_key(sa, key);
-    struct ip_slot *s = ip_find(ls, key, false);
+    struct ip_slot *s = slot_of(ls, sa);
+    if (s && s->unauth)
+        s->unauth--;
+    if (ls->unauth)
+        ls->unauth--;
+}
+
+void listeners_release(struct listener_set *ls, const struct sockaddr *sa, bool unauth)
+{
+    if (!ls)
+        return;
+    if (unauth)
+        listeners_authenticated(ls, sa);
+    struct ip_slot *s = slot_of(ls, sa);
     if (s && s->count)
         s->count--;
     if (ls->total)
@@ -128,11 +148,28 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         refuse(fd, implicit_tls, "max_connections_per_ip", ip);
         return;
     }
+    /* relay_networks clients may send without AUTH: they are as trusted as
+     * an authenticated session from the start */
+    bool unauth = !(r->relay_nets && cidr_list_match(r->relay_nets, sa));
+    if (unauth) {
+        if (slot->unauth >= (unsigned)r->cfg->max_unauth_connections_per_ip) {
+            refuse(fd, implicit_tls, "max_unauth_connections_per_ip", ip);
+            return;
+        }
+        /* the pool is full: the longest-waiting anonymous session makes
+         * room, so a trickle of idle connections cannot lock everyone out */
+        if (ls->unauth >= (unsigned)r->cfg->max_unauth_connections && !session_evict_unauth(r)) {
+            refuse(fd, implicit_tls, "max_unauth_connections", ip);
+            return;
+        }
+        slot->unauth++;
+        ls->unauth++;
+    }
     slot->count++;
     ls->total++;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    session_start(r, fd, sa, salen, implicit_tls);
+    session_start(r, fd, sa, salen, implicit_tls, unauth);
 }
 
 static void on_accept_error(struct evconnlistener *l, void *arg)

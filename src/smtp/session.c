@@ -24,7 +24,9 @@
 #include "smtp/address.h"
 #include "smtp/command.h"
 #include "smtp/data.h"
+#include "smtp/deadline.h"
 #include "smtp/intake.h"
+#include "smtp/msgbuf.h"
 #include "smtp/sasl.h"
 #include "smtp/scram.h"
 #include "smtp/signing.h"
@@ -82,11 +84,6 @@ static const unsigned state_allows[ST_COUNT] = {
     [ST_BDAT_WAIT] = V(NOOP) | V(QUIT) | V(RSET) | V(BDAT),
 };
 
-struct msgbuf {
-    char *p;
-    size_t len, cap;
-};
-
 struct session {
     struct relay *r;
     struct bufferevent *bev;
@@ -105,6 +102,9 @@ struct session {
     int busy;        /* callbacks outstanding (worker job, spool commit) */
     bool dead;       /* connection gone; free when busy drops to 0 */
     bool discarding; /* dropping an over-long line up to its end */
+    bool unauth_slot; /* holds a not-yet-authenticated connection slot */
+    struct event *deadline;     /* the next of the deadlines in `clock` */
+    struct deadline_clock clock;
     struct users *auth_users;
 
     /* transaction */
@@ -118,6 +118,7 @@ struct session {
     long long size_limit; /* the relay's limit, lowered by the credential's */
     struct authz_attachments atts;
     bool too_big, bdat_used, bdat_last, bdat_failed;
+    bool over_budget; /* the in-flight budget ran out: content read, not kept */
     /* DKIM: the body hash runs while the content streams in */
     bool hdr_found;
     size_t hdr_scan, body_start, dkim_hdr_len;
@@ -143,6 +144,13 @@ struct session {
 static void process_input(struct session *s);
 static void session_close(struct session *s);
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* ---- output ---- */
 
 __attribute__((format(printf, 2, 0))) static void vreply(struct session *s, const char *fmt,
@@ -150,6 +158,8 @@ __attribute__((format(printf, 2, 0))) static void vreply(struct session *s, cons
 {
     if (s->dead)
         return;
+    /* the client's next command line is due from its last reply */
+    s->clock.line_ms = mono_ms();
     struct evbuffer *out = bufferevent_get_output(s->bev);
     evbuffer_add_vprintf(out, fmt, ap);
     evbuffer_add(out, "\r\n", 2);
@@ -234,13 +244,13 @@ static void transaction_reset(struct session *s)
     memset(&s->from, 0, sizeof s->from);
     memset(&s->mp, 0, sizeof s->mp);
     s->msg.len = 0;
-    if (s->msg.cap > (1u << 20)) {
-        /* give back large buffers so idle sessions stay small */
-        free(s->msg.p);
-        s->msg.p = NULL;
-        s->msg.cap = 0;
-    }
+    /* the message is spooled or dropped: its memory goes back to the
+     * in-flight budget; only the first small buffer is kept for reuse */
+    if (s->msg.cap > MSGBUF_INITIAL)
+        msgbuf_release(&s->msg, &s->r->inflight_bytes);
     s->data_total = 0;
+    s->clock.txn_ms = 0;
+    s->over_budget = false;
     s->size_limit = s->r->cfg->max_message_size;
     authz_attachments_free(&s->atts);
     s->too_big = s->bdat_used = s->bdat_last = s->bdat_failed = false;
@@ -248,19 +258,29 @@ static void transaction_reset(struct session *s)
     s->bdat_left = 0;
 }
 
-static bool msg_reserve(struct session *s, size_t extra)
+static enum msgbuf_status msg_reserve(struct session *s, size_t extra)
 {
-    if (s->msg.len + extra <= s->msg.cap)
-        return true;
-    size_t cap = s->msg.cap ? s->msg.cap : 16384;
-    while (cap < s->msg.len + extra)
-        cap *= 2;
-    char *p = realloc(s->msg.p, cap);
-    if (!p)
-        return false;
-    s->msg.p = p;
-    s->msg.cap = cap;
-    return true;
+    return msgbuf_reserve(&s->msg, extra, &s->r->inflight_bytes, s->r->cfg->max_inflight_bytes);
+}
+
+/* The budget for messages in memory ran out while this one streamed in:
+ * what it held goes back at once, the rest is read and dropped, and the
+ * transaction ends with 452 (RFC 5321 4.5.3.1.9 style: try again later). */
+static void out_of_budget(struct session *s)
+{
+    s->over_budget = true;
+    msgbuf_release(&s->msg, &s->r->inflight_bytes);
+    dkim_drop(s);
+    log_event(LOG_WARN, "smtp.memory_budget", "client_ip", "%s", s->ip, "inflight_bytes", "#%lld",
+              s->r->inflight_bytes, NULL);
+}
+
+static void budget_refusal(struct authz_refusal *ref)
+{
+    ref->reason = REJECT_MEMORY;
+    snprintf(ref->reply, sizeof ref->reply,
+             "452 4.3.1 Insufficient system storage: too many messages in progress, try again "
+             "later");
 }
 
 static void after_transaction(struct session *s)
@@ -353,6 +373,61 @@ static void set_timeout(struct session *s, int seconds)
 {
     struct timeval tv = {seconds, 0};
     bufferevent_set_timeouts(s->bev, &tv, &tv);
+}
+
+/* ---- deadlines (whole command line, whole transaction, data rate) ---- */
+
+static enum deadline_phase deadline_phase(const struct session *s)
+{
+    switch (s->st) {
+    case ST_DATA:
+    case ST_BDAT:
+        return DEADLINE_CONTENT;
+    case ST_AUTH_CHECK:
+    case ST_COMMIT:
+    case ST_CLOSING:
+        return DEADLINE_PAUSED;
+    default:
+        return DEADLINE_COMMAND;
+    }
+}
+
+/* Arms the one timer for the earliest deadline. The deadlines only move
+ * later as the client makes progress (a reply, more content), so the timer
+ * may fire early; it then looks again. While the server itself is busy it
+ * looks again after command_deadline. */
+static void deadline_arm(struct session *s)
+{
+    if (!s->deadline)
+        return;
+    enum deadline_kind kind;
+    int64_t due = deadline_due(s->r->cfg, deadline_phase(s), &s->clock, &kind);
+    int64_t wait = kind == DEADLINE_NONE ? (int64_t)s->r->cfg->command_deadline * 1000
+                                         : due - mono_ms();
+    if (wait < 0)
+        wait = 0;
+    struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)(wait % 1000) * 1000};
+    evtimer_add(s->deadline, &tv);
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    (void)fd;
+    (void)what;
+    enum deadline_kind kind;
+    int64_t due = deadline_due(s->r->cfg, deadline_phase(s), &s->clock, &kind);
+    if (s->dead || kind == DEADLINE_NONE || mono_ms() < due) {
+        deadline_arm(s);
+        return;
+    }
+    char line[160];
+    snprintf(line, sizeof line, "421 4.4.2 %s Deadline exceeded (%s), closing connection",
+             s->r->cfg->hostname, deadline_kind_name(kind));
+    refused(s, REJECT_DEADLINE, line);
+    log_event(LOG_INFO, "smtp.deadline", "client_ip", "%s", s->ip, "deadline", "%s",
+              deadline_kind_name(kind), NULL);
+    close_when_flushed(s);
 }
 
 static void addr_reply(struct session *s, enum smtp_addr_error e, bool is_mail)
@@ -472,10 +547,20 @@ static void cmd_mail(struct session *s, const struct smtp_command *c)
         memset(&s->from, 0, sizeof s->from);
         return;
     }
+    if (s->mp.size > cfg->max_inflight_bytes - s->r->inflight_bytes) {
+        /* RFC 1870 6.1: the declared size does not fit in memory now */
+        refused(s, REJECT_MEMORY,
+                "452 4.3.1 Insufficient system storage: no room for a message of that size now, "
+                "try again later");
+        memset(&s->from, 0, sizeof s->from);
+        return;
+    }
     if (!mail_authorised(s)) {
         memset(&s->from, 0, sizeof s->from);
         return;
     }
+    s->clock.txn_ms = mono_ms();
+    deadline_arm(s);
     s->st = ST_MAIL;
     reply(s, "250 2.1.0 Sender ok");
 }
@@ -524,6 +609,8 @@ static void begin_content(struct session *s, bool dot_mode)
     s->data_total = 0;
     s->too_big = false;
     set_timeout(s, s->r->cfg->data_timeout);
+    s->clock.content_ms = mono_ms();
+    s->clock.content_bytes = 0;
 }
 
 static void cmd_data(struct session *s, const struct smtp_command *c)
@@ -539,6 +626,7 @@ static void cmd_data(struct session *s, const struct smtp_command *c)
     begin_content(s, true);
     s->st = ST_DATA;
     reply(s, "354 End data with <CR><LF>.<CR><LF>");
+    deadline_arm(s);
 }
 
 static void cmd_bdat(struct session *s, const struct smtp_command *c)
@@ -574,6 +662,7 @@ static void cmd_bdat(struct session *s, const struct smtp_command *c)
     s->bdat_last = last;
     s->st = ST_BDAT;
     set_timeout(s, s->r->cfg->data_timeout);
+    deadline_arm(s);
 }
 
 /* ---- AUTH (RFC 4954): PLAIN, LOGIN, SCRAM-SHA-256 ---- */
@@ -585,6 +674,10 @@ static void on_auth_delay(evutil_socket_t fd, short what, void *arg);
 static void set_identity(struct session *s, const char *method, struct cred *c, uint64_t gen)
 {
     logout(s);
+    if (s->unauth_slot) {
+        listeners_authenticated(s->r->listeners, (struct sockaddr *)&s->peer);
+        s->unauth_slot = false;
+    }
     s->authed = true;
     s->cred = c;
     s->cred_gen = gen;
@@ -1094,6 +1187,10 @@ static bool content_refused(struct session *s, struct authz_refusal *ref)
         events_security(s->r, s->ip, "bare_line_ending", detail);
         return true;
     }
+    if (s->over_budget) {
+        budget_refusal(ref);
+        return true;
+    }
     if (s->too_big) {
         ref->reason = REJECT_SIZE;
         if (s->size_limit < cfg->max_message_size)
@@ -1224,7 +1321,7 @@ static void content_done(struct session *s)
  * the body hash. */
 static void dkim_stream(struct session *s, size_t from)
 {
-    if (s->too_big || s->bdat_error) {
+    if (s->too_big || s->bdat_error || s->over_budget) {
         dkim_drop(s);
         return;
     }
@@ -1262,6 +1359,13 @@ static void bdat_chunk_done(struct session *s)
 {
     if (!s->bdat_last) {
         s->st = ST_BDAT_WAIT;
+        if (s->over_budget) {
+            struct authz_refusal ref;
+            budget_refusal(&ref);
+            policy_refused(s, &ref);
+            after_transaction(s);
+            return;
+        }
         if (s->bdat_error) {
             reply(s, "%s", s->bdat_error);
             after_transaction(s);
@@ -1290,23 +1394,28 @@ static bool consume_content(struct session *s, struct evbuffer *in)
         size_t avail = v.iov_len;
         if (s->st == ST_BDAT && avail > s->bdat_left)
             avail = (size_t)s->bdat_left;
-        if (s->too_big || s->bdat_error)
-            s->msg.len = 0; /* keep reading, stop keeping */
-        if (!msg_reserve(s, avail)) {
-            s->too_big = true;
-            s->msg.len = 0;
-            if (!msg_reserve(s, avail)) {
-                close_when_flushed(s);
-                return true;
-            }
+        bool keep = !(s->too_big || s->bdat_error || s->over_budget);
+        if (keep) {
+            enum msgbuf_status ms = msg_reserve(s, avail);
+            if (ms == MSGBUF_OVER_BUDGET)
+                out_of_budget(s);
+            else if (ms == MSGBUF_NOMEM)
+                s->too_big = true;
+            keep = ms == MSGBUF_OK;
         }
+        if (!keep)
+            s->msg.len = 0; /* keep reading, stop keeping */
         size_t out_len = 0;
         bool done = false;
         size_t before = s->msg.len;
-        size_t used =
-            smtp_data_decode(&s->dec, v.iov_base, avail, s->msg.p + s->msg.len, &out_len, &done);
-        s->msg.len += out_len;
+        /* content that is not kept is decoded in place, in the input
+         * buffer, so refusing a message never needs memory for it */
+        char *out = keep ? s->msg.p + s->msg.len : v.iov_base;
+        size_t used = smtp_data_decode(&s->dec, v.iov_base, avail, out, &out_len, &done);
+        if (keep)
+            s->msg.len += out_len;
         s->data_total += out_len;
+        s->clock.content_bytes += used;
         if ((long long)s->data_total > limit)
             s->too_big = true;
         if (out_len || s->too_big)
@@ -1483,6 +1592,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
             tls_describe(ssl, s->tls_desc, sizeof s->tls_desc);
         s->tls = true;
         s->st = ST_INIT;
+        s->clock.line_ms = mono_ms();
         const char *sni = ssl ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : NULL;
         log_event(LOG_INFO, "tls.established", "client_ip", "%s", s->ip, "tls", "%s", s->tls_desc,
                   "sni", "%s", sni ? sni : "", NULL);
@@ -1590,14 +1700,18 @@ static void session_close(struct session *s)
         if (s->bev)
             bufferevent_free(s->bev);
         s->bev = NULL;
-        listeners_release(s->r->listeners, (struct sockaddr *)&s->peer);
+        listeners_release(s->r->listeners, (struct sockaddr *)&s->peer, s->unauth_slot);
+        s->unauth_slot = false;
+        if (s->deadline)
+            event_free(s->deadline);
+        s->deadline = NULL;
         unlink_session(s);
         s->r->sessions--;
     }
     if (s->busy > 0)
         return; /* a worker job or spool commit still refers to s */
     transaction_reset(s);
-    free(s->msg.p);
+    msgbuf_release(&s->msg, &s->r->inflight_bytes);
     free(s->rcpts);
     if (s->auth_users)
         users_free(s->auth_users);
@@ -1609,15 +1723,16 @@ static void session_close(struct session *s)
 }
 
 void session_start(struct relay *r, evutil_socket_t fd, const struct sockaddr *sa, int salen,
-                   bool implicit_tls)
+                   bool implicit_tls, bool unauth)
 {
     struct session *s = calloc(1, sizeof *s);
     if (!s) {
         evutil_closesocket(fd);
-        listeners_release(r->listeners, sa);
+        listeners_release(r->listeners, sa, unauth);
         return;
     }
     s->r = r;
+    s->unauth_slot = unauth;
     memcpy(&s->peer, sa, (size_t)salen < sizeof s->peer ? (size_t)salen : sizeof s->peer);
     if (sa->sa_family == AF_INET)
         inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, s->ip, sizeof s->ip);
@@ -1652,9 +1767,30 @@ void session_start(struct relay *r, evutil_socket_t fd, const struct sockaddr *s
         return;
     }
     attach(s, bev);
+    s->deadline = evtimer_new(r->base, on_deadline, s);
+    s->clock.line_ms = mono_ms();
+    deadline_arm(s);
     log_event(LOG_DEBUG, "connection.open", "client_ip", "%s", s->ip, "implicit_tls", "#%d",
               (int)implicit_tls, NULL);
     reply(s, "220 %s ESMTP Sluice ready", r->cfg->hostname);
+}
+
+bool session_evict_unauth(struct relay *r)
+{
+    struct session *oldest = NULL;
+    /* newest first in the list: the last match is the longest connected */
+    for (struct session *s = r->session_list; s; s = s->next)
+        if (s->unauth_slot && !s->dead && s->st != ST_CLOSING && s->st != ST_AUTH_CHECK)
+            oldest = s;
+    if (!oldest)
+        return false;
+    listeners_authenticated(r->listeners, (struct sockaddr *)&oldest->peer);
+    oldest->unauth_slot = false;
+    reply(oldest, "421 4.7.0 %s Too many unauthenticated connections, closing the oldest",
+          r->cfg->hostname);
+    log_event(LOG_WARN, "connection.evicted", "client_ip", "%s", oldest->ip, NULL);
+    close_when_flushed(oldest);
+    return true;
 }
 
 void session_drain_all(struct relay *r)

@@ -11,9 +11,15 @@
 
 struct relay;
 
-/* Takes ownership of fd (already accepted and counted by the listener). */
+/* Takes ownership of fd (already accepted and counted by the listener).
+ * unauth: the listener counted it as not yet authenticated. */
 void session_start(struct relay *r, evutil_socket_t fd, const struct sockaddr *sa, int salen,
-                   bool implicit_tls);
+                   bool implicit_tls, bool unauth);
+
+/* Closes the oldest session still counted as not authenticated (421), and
+ * frees its not-yet-authenticated slot at once. Returns false when there is
+ * none that may be closed. */
+bool session_evict_unauth(struct relay *r);
 
 /* SIGTERM: idle sessions are told 421 and closed now; sessions inside a
  * transaction finish it and are closed after their reply. */

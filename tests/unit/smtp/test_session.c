@@ -77,7 +77,7 @@ static int setup(void **state)
     f->client = sv[0];
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(40000)};
     inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
-    session_start(r, sv[1], (struct sockaddr *)&sin, sizeof sin, false);
+    session_start(r, sv[1], (struct sockaddr *)&sin, sizeof sin, false, false);
     *state = f;
     return 0;
 }
