@@ -463,13 +463,16 @@ static void verify_usage(FILE *f)
 {
     fprintf(f, "usage: sluice verify FILE.eml [--json] [--key-file KEY] [--dns-zone ZONEFILE]\n"
                "                    [--authserv-id HOST]\n"
-               "                    [--client-ip IP --helo NAME [--mail-from ADDR]]\n"
+               "                    [--client-ip IP --helo NAME [--mail-from ADDR]\n"
+               "                     [--dmarc-mode rfc9989|rfc7489]]\n"
                "Checks every DKIM signature. Keys come from --key-file (a TXT record value\n"
                "or PEM public key, used for every signature), --dns-zone (lines\n"
                "`NAME TXT \"...\"`), or DNS. Exit 0: all pass, 1: no signature, 2: any other.\n"
                "With --client-ip (the connecting SMTP client) and --helo, SPF (MAIL FROM\n"
                "domain, or HELO when --mail-from is absent or empty) and DMARC (From domain)\n"
-               "are evaluated too, and the exit status follows DMARC: 0 pass, 1 none, 2 other.\n");
+               "are evaluated too, and the exit status follows DMARC: 0 pass, 1 none, 2 other.\n"
+               "DMARC follows RFC 9989 (DNS Tree Walk) unless --dmarc-mode rfc7489 asks for\n"
+               "the Public Suffix List and pct sampling.\n");
 }
 
 static enum dmarc_auth dkim_to_dmarc(enum dkim_status s)
@@ -528,14 +531,14 @@ struct receiver_view {
     struct dmarc_check dm;    /* the check that decided the DMARC result */
 };
 
-static int dmarc_check_domain(struct dns_resolver *dns, const struct psl *psl,
-                              const struct dkim_verify_result *res, const struct receiver_view *v,
-                              const char *from, struct dmarc_check *c)
+static int dmarc_check_domain(const struct dmarc_env *env, const struct dkim_verify_result *res,
+                              const struct receiver_view *v, const char *from,
+                              struct dmarc_check *c)
 {
     memset(c, 0, sizeof(*c));
     snprintf(c->from, sizeof(c->from), "%s", from);
     c->dmarc = "none";
-    int rc = dmarc_discover(dns, psl, c->from, &c->disc);
+    int rc = dmarc_discover(env, c->from, &c->disc);
     if (rc == 0 && c->disc.status == DMARC_DISC_FOUND) {
         struct dmarc_dkim_input *dk = calloc(res->count ? res->count : 1, sizeof(*dk));
         if (!dk)
@@ -549,7 +552,7 @@ static int dmarc_check_domain(struct dns_resolver *dns, const struct psl *psl,
                                  .dkim = dk,
                                  .ndkim = res->count,
                                  .sample = 0};
-        rc = dmarc_evaluate(psl, &c->disc, &in, &c->verdict);
+        rc = dmarc_evaluate(env, &c->disc, &in, &c->verdict);
         free(dk);
         c->dmarc = rc < 0 ? "permerror" : dmarc_result_name(c->verdict.result);
     } else if (rc == 0) {
@@ -571,9 +574,10 @@ static int check_weight(const struct dmarc_check *c)
     return !strcmp(c->dmarc, "temperror") ? 2 : !strcmp(c->dmarc, "permerror") ? 1 : 0;
 }
 
-static int receiver_evaluate(struct dns_resolver *dns, const struct dkim_verify_result *res,
-                             const char *msg, size_t len, int family, const unsigned char *addr,
-                             const char *helo, const char *mail_from, struct receiver_view *v)
+static int receiver_evaluate(struct dns_resolver *dns, enum dmarc_mode mode,
+                             const struct dkim_verify_result *res, const char *msg, size_t len,
+                             int family, const unsigned char *addr, const char *helo,
+                             const char *mail_from, struct receiver_view *v)
 {
     memset(v, 0, sizeof(*v));
     struct spf_request req = {.family = family, .sender = mail_from, .helo = helo};
@@ -602,11 +606,13 @@ static int receiver_evaluate(struct dns_resolver *dns, const struct dkim_verify_
         free(authors);
         return 0;
     }
-    struct psl *psl = psl_new_from_file(NULL);
+    /* The Public Suffix List only serves RFC 7489 mode. */
+    struct psl *psl = mode == DMARC_MODE_RFC7489 ? psl_new_from_file(NULL) : NULL;
+    struct dmarc_env env = {.mode = mode, .dns = dns, .psl = psl};
     int rc = 0;
     for (int i = 0; i < n && rc == 0; i++) {
         struct dmarc_check c;
-        rc = dmarc_check_domain(dns, psl, res, v, authors->domains[i], &c);
+        rc = dmarc_check_domain(&env, res, v, authors->domains[i], &c);
         if (rc == 0 && (i == 0 || check_weight(&c) > check_weight(&v->dm))) {
             dmarc_discovery_clear(&v->dm.disc);
             v->dm = c;
@@ -669,9 +675,9 @@ static json_t *receiver_json_dmarc(const struct receiver_view *v)
 {
     const struct dmarc_check *c = &v->dm;
     bool found = check_found(c);
-    json_t *o = json_pack("{s:s, s:s?, s:s?}", "result", c->dmarc, "from_domain",
-                          c->from[0] ? c->from : NULL, "record",
-                          found ? c->disc.record_name : NULL);
+    json_t *o = json_pack("{s:s, s:s, s:s?, s:s?}", "result", c->dmarc, "mode",
+                          dmarc_mode_name(c->disc.mode), "from_domain", c->from[0] ? c->from : NULL,
+                          "record", found ? c->disc.record_name : NULL);
     if (!o)
         return NULL;
     if (found) {
@@ -680,6 +686,10 @@ static json_t *receiver_json_dmarc(const struct receiver_view *v)
                             json_string(dmarc_policy_name(c->verdict.result == DMARC_RESULT_FAIL
                                                               ? c->verdict.applied
                                                               : DMARC_POLICY_NONE)));
+        json_object_set_new(o, "policy_tag", json_string(c->verdict.policy_tag));
+        if (c->disc.org_domain)
+            json_object_set_new(o, "org_domain", json_string(c->disc.org_domain));
+        json_object_set_new(o, "testing", json_boolean(c->verdict.testing));
         json_object_set_new(o, "spf_aligned", json_boolean(c->verdict.spf_aligned));
         json_object_set_new(o, "dkim_aligned", json_boolean(c->verdict.dkim_aligned));
     }
@@ -697,11 +707,14 @@ int cli_verify(int argc, char **argv)
                                          {"client-ip", required_argument, NULL, 'c'},
                                          {"helo", required_argument, NULL, 'H'},
                                          {"mail-from", required_argument, NULL, 'm'},
+                                         {"dmarc-mode", required_argument, NULL, 'D'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *key_file = NULL, *zone = NULL, *authserv = NULL;
     const char *client_ip = NULL, *helo = NULL, *mail_from = NULL;
     int json = 0, c;
+    enum dmarc_mode dmode = DMARC_MODE_RFC9989;
+    bool dmode_given = false;
     optind = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -726,6 +739,13 @@ int cli_verify(int argc, char **argv)
         case 'm':
             mail_from = optarg;
             break;
+        case 'D':
+            if (dmarc_mode_parse(optarg, &dmode) < 0) {
+                fprintf(stderr, "sluice verify: --dmarc-mode takes rfc9989 or rfc7489\n");
+                return 2;
+            }
+            dmode_given = true;
+            break;
         case 'h':
             verify_usage(stdout);
             return 0;
@@ -736,7 +756,7 @@ int cli_verify(int argc, char **argv)
     }
     /* --key-file with --dns-zone only makes sense when SPF and DMARC need DNS */
     if (optind != argc - 1 || (key_file && zone && !client_ip) ||
-        ((helo || mail_from) && !client_ip)) {
+        ((helo || mail_from || dmode_given) && !client_ip)) {
         verify_usage(stderr);
         return 2;
     }
@@ -812,8 +832,8 @@ int cli_verify(int argc, char **argv)
     struct receiver_view view;
     bool have_view = false;
     if (client_ip) {
-        if (receiver_evaluate(resolver, &res, msg, clen, family, caddr, helo, mail_from, &view) <
-            0) {
+        if (receiver_evaluate(resolver, dmode, &res, msg, clen, family, caddr, helo, mail_from,
+                              &view) < 0) {
             fprintf(stderr, "sluice verify: out of memory\n");
             rc = 2;
             receiver_clear(&view);

@@ -1,6 +1,7 @@
-/* DMARC (RFC 7489): tag-list parser (§6.3, §6.4), policy discovery (§6.6.3),
- * alignment (§3.1) and the verdict with pct sampling (§6.6.4). The parser
- * is pure; discovery asks the DNS module and the Public Suffix List. */
+/* DMARC policy discovery and verdict: the RFC 9989 DNS Tree Walk or RFC
+ * 7489 §6.6.3 with the Public Suffix List, Organizational Domains,
+ * alignment (§3.1) and the policy with t (RFC 9989) or pct (§6.6.4). Asks
+ * the DNS module; the record parser is dmarc_record.c. */
 #include "mailauth/dmarc.h"
 
 #include <errno.h>
@@ -10,346 +11,27 @@
 #include <string.h>
 #include <strings.h>
 
-/* §6.3 defaults. */
-#define DMARC_DEFAULT_PCT 100
-#define DMARC_DEFAULT_RI 86400
-#define DMARC_VERSION "DMARC1"
 #define DMARC_PREFIX "_dmarc."
 
-static int perr(struct dmarc_parse_error *err, const char *tag, size_t taglen, int rc,
-                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-static int perr(struct dmarc_parse_error *err, const char *tag, size_t taglen, int rc,
-                const char *fmt, ...)
-{
-    if (err) {
-        snprintf(err->tag, sizeof err->tag, "%.*s", (int)taglen, tag ? tag : "");
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
+/* ------------------------------------------------------------- discovery */
 
-static bool is_wsp(char c)
+int dmarc_mode_parse(const char *s, enum dmarc_mode *out)
 {
-    return c == ' ' || c == '\t';
-}
-
-static void trim(const char **p, const char **end)
-{
-    while (*p < *end && is_wsp(**p))
-        (*p)++;
-    while (*end > *p && is_wsp((*end)[-1]))
-        (*end)--;
-}
-
-static bool span_is(const char *p, size_t len, const char *word)
-{
-    return strlen(word) == len && strncasecmp(p, word, len) == 0;
-}
-
-void dmarc_record_clear(struct dmarc_record *rec)
-{
-    if (!rec)
-        return;
-    for (size_t i = 0; i < rec->nrua; i++)
-        free(rec->rua[i]);
-    for (size_t i = 0; i < rec->nruf; i++)
-        free(rec->ruf[i]);
-    free(rec->rua);
-    free(rec->ruf);
-    memset(rec, 0, sizeof *rec);
-}
-
-/* §6.4: dmarc-version = "v" *WSP "=" *WSP %x44 %x4d %x41 %x52 %x43 %x31,
- * followed by the separator or the end. */
-bool dmarc_record_is_dmarc(const char *txt, size_t len)
-{
-    const char *p = txt, *end = txt + len;
-    if (p == end || *p != 'v')
-        return false;
-    p++;
-    while (p < end && is_wsp(*p))
-        p++;
-    if (p == end || *p != '=')
-        return false;
-    p++;
-    while (p < end && is_wsp(*p))
-        p++;
-    size_t vl = sizeof DMARC_VERSION - 1;
-    if ((size_t)(end - p) < vl || memcmp(p, DMARC_VERSION, vl) != 0)
-        return false;
-    p += vl;
-    while (p < end && is_wsp(*p))
-        p++;
-    return p == end || *p == ';';
-}
-
-static int parse_policy(const char *v, size_t len, enum dmarc_policy *out)
-{
-    if (span_is(v, len, "none"))
-        *out = DMARC_POLICY_NONE;
-    else if (span_is(v, len, "quarantine"))
-        *out = DMARC_POLICY_QUARANTINE;
-    else if (span_is(v, len, "reject"))
-        *out = DMARC_POLICY_REJECT;
+    if (!s)
+        return -EINVAL;
+    if (!strcasecmp(s, "rfc9989") || !strcasecmp(s, "dmarcbis"))
+        *out = DMARC_MODE_RFC9989;
+    else if (!strcasecmp(s, "rfc7489"))
+        *out = DMARC_MODE_RFC7489;
     else
         return -EINVAL;
     return 0;
 }
 
-/* §6.4 dmarc-uri = URI [ "!" 1*DIGIT [ "k" / "m" / "g" / "t" ] ]. Only the
- * shape is checked: a scheme, no blanks, and for mailto an addr-spec. */
-static bool uri_ok(const char *u, size_t len)
+const char *dmarc_mode_name(enum dmarc_mode m)
 {
-    const char *bang = memchr(u, '!', len);
-    size_t ulen = bang ? (size_t)(bang - u) : len;
-    if (bang) {
-        const char *s = bang + 1, *e = u + len;
-        if (s == e)
-            return false;
-        while (s < e && *s >= '0' && *s <= '9')
-            s++;
-        if (s == bang + 1)
-            return false;
-        if (s < e && strchr("kmgtKMGT", *s))
-            s++;
-        if (s != e)
-            return false;
-    }
-    const char *colon = memchr(u, ':', ulen);
-    if (!colon || colon == u)
-        return false;
-    for (const char *c = u; c < colon; c++)
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
-              (c > u && ((*c >= '0' && *c <= '9') || *c == '+' || *c == '-' || *c == '.'))))
-            return false;
-    for (size_t i = 0; i < ulen; i++)
-        if ((unsigned char)u[i] <= 0x20 || (unsigned char)u[i] >= 0x7f)
-            return false;
-    if (colon - u == 6 && strncasecmp(u, "mailto", 6) == 0) {
-        const char *addr = colon + 1, *end = u + ulen;
-        const char *at = memchr(addr, '@', (size_t)(end - addr));
-        if (!at || at == addr || at + 1 >= end)
-            return false;
-    }
-    return true;
+    return m == DMARC_MODE_RFC7489 ? "rfc7489" : "rfc9989";
 }
-
-static int parse_uris(const char *v, size_t len, char ***list, size_t *n)
-{
-    const char *p = v, *end = v + len;
-    while (p <= end) {
-        const char *comma = memchr(p, ',', (size_t)(end - p));
-        const char *e = comma ? comma : end;
-        const char *s = p;
-        trim(&s, &e);
-        if (!uri_ok(s, (size_t)(e - s)))
-            return -EINVAL;
-        char **nl = realloc(*list, (*n + 1) * sizeof *nl);
-        if (!nl)
-            return -ENOMEM;
-        *list = nl;
-        if (!(nl[*n] = strndup(s, (size_t)(e - s))))
-            return -ENOMEM;
-        (*n)++;
-        if (!comma)
-            break;
-        p = comma + 1;
-    }
-    return 0;
-}
-
-/* §6.4 dmarc-fo = ( "0" / "1" / "d" / "s" ) *( *WSP ":" *WSP ( ... ) ) */
-static bool fo_ok(const char *v, size_t len)
-{
-    bool want_opt = true;
-    for (size_t i = 0; i < len; i++) {
-        char c = v[i];
-        if (is_wsp(c))
-            continue;
-        if (want_opt) {
-            if (!strchr("01dsDS", c))
-                return false;
-            want_opt = false;
-        } else if (c == ':') {
-            want_opt = true;
-        } else {
-            return false;
-        }
-    }
-    return !want_opt;
-}
-
-/* §6.4 dmarc-rfmt = Keyword *( *WSP ":" Keyword ) */
-static bool rf_ok(const char *v, size_t len)
-{
-    bool want_kw = true;
-    size_t kwlen = 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = v[i];
-        bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-        if (alnum || (c == '-' && kwlen > 0)) {
-            if (!want_kw && kwlen == 0)
-                return false;
-            want_kw = false;
-            kwlen++;
-        } else if (c == ':' && !want_kw) {
-            want_kw = true;
-            kwlen = 0;
-        } else if (!is_wsp(c)) {
-            return false;
-        }
-    }
-    return !want_kw;
-}
-
-static int parse_uint(const char *v, size_t len, unsigned long long max, unsigned long long *out)
-{
-    if (len == 0)
-        return -EINVAL;
-    unsigned long long x = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (v[i] < '0' || v[i] > '9')
-            return -EINVAL;
-        x = x * 10 + (unsigned)(v[i] - '0');
-        if (x > max)
-            return -EINVAL;
-    }
-    *out = x;
-    return 0;
-}
-
-int dmarc_record_parse(const char *txt, size_t len, struct dmarc_record *out,
-                       struct dmarc_parse_error *err)
-{
-    memset(out, 0, sizeof *out);
-    if (err)
-        memset(err, 0, sizeof *err);
-    out->pct = DMARC_DEFAULT_PCT;
-    out->ri = DMARC_DEFAULT_RI;
-    strcpy(out->fo, "0");
-    strcpy(out->rf, "afrf");
-    if (!dmarc_record_is_dmarc(txt, len))
-        return perr(err, "v", 1, -EINVAL, "record does not start with v=DMARC1");
-
-    bool bad_policy = false, seen_p = false;
-    unsigned seen = 0;
-    const char *p = memchr(txt, ';', len), *end = txt + len;
-    p = p ? p + 1 : end;
-    int rc = 0;
-    while (p < end && rc == 0) {
-        const char *semi = memchr(p, ';', (size_t)(end - p));
-        const char *te = semi ? semi : end;
-        const char *eq = memchr(p, '=', (size_t)(te - p));
-        const char *ts = p;
-        p = semi ? semi + 1 : end;
-        const char *blank = ts, *blank_end = te;
-        trim(&blank, &blank_end);
-        if (blank == blank_end)
-            continue; /* empty element, e.g. a trailing ";" */
-        if (!eq) {
-            rc = perr(err, blank, (size_t)(blank_end - blank), -EINVAL, "tag without '='");
-            break;
-        }
-        const char *n = ts, *ne = eq, *v = eq + 1, *ve = te;
-        trim(&n, &ne);
-        trim(&v, &ve);
-        size_t nl = (size_t)(ne - n), vl = (size_t)(ve - v);
-        static const char *const known[] = {"p",   "sp",  "np", "adkim", "aspf", "pct",
-                                            "rua", "ruf", "fo", "rf",    "ri",   "v"};
-        int idx = -1;
-        for (int i = 0; i < (int)(sizeof known / sizeof known[0]); i++)
-            if (span_is(n, nl, known[i]))
-                idx = i;
-        if (idx < 0)
-            continue; /* §6.3: unknown tags are ignored */
-        if (seen & (1u << idx)) {
-            rc = perr(err, n, nl, -EINVAL, "tag given twice");
-            break;
-        }
-        seen |= 1u << idx;
-        unsigned long long num;
-        switch (idx) {
-        case 0: /* p */
-            seen_p = true;
-            if (parse_policy(v, vl, &out->p) < 0)
-                bad_policy = true;
-            break;
-        case 1: /* sp */
-            if (parse_policy(v, vl, &out->sp) < 0)
-                bad_policy = true;
-            break;
-        case 2: /* np */
-            if (parse_policy(v, vl, &out->np) < 0)
-                rc = perr(err, n, nl, -EINVAL, "np must be none, quarantine or reject");
-            break;
-        case 3: /* adkim */
-        case 4: /* aspf */
-            if (vl == 1 && (v[0] == 'r' || v[0] == 'R' || v[0] == 's' || v[0] == 'S')) {
-                enum dmarc_align a =
-                    (v[0] | 0x20) == 's' ? DMARC_ALIGN_STRICT : DMARC_ALIGN_RELAXED;
-                if (idx == 3)
-                    out->adkim = a;
-                else
-                    out->aspf = a;
-            } else {
-                rc = perr(err, n, nl, -EINVAL, "%.*s must be r or s", (int)nl, n);
-            }
-            break;
-        case 5: /* pct */
-            if (parse_uint(v, vl, 100, &num) < 0)
-                rc = perr(err, n, nl, -EINVAL, "pct must be a number from 0 to 100");
-            else
-                out->pct = (unsigned)num;
-            break;
-        case 6: /* rua */
-        case 7: /* ruf */
-            rc = parse_uris(v, vl, idx == 6 ? &out->rua : &out->ruf,
-                            idx == 6 ? &out->nrua : &out->nruf);
-            if (rc == -EINVAL)
-                perr(err, n, nl, -EINVAL, "bad reporting URI in %.*s", (int)nl, n);
-            break;
-        case 8: /* fo */
-            if (!fo_ok(v, vl) || vl >= sizeof out->fo)
-                rc = perr(err, n, nl, -EINVAL, "fo must be 0, 1, d or s, joined by ':'");
-            else
-                snprintf(out->fo, sizeof out->fo, "%.*s", (int)vl, v);
-            break;
-        case 9: /* rf */
-            if (!rf_ok(v, vl) || vl >= sizeof out->rf)
-                rc = perr(err, n, nl, -EINVAL, "rf must be report format keywords");
-            else
-                snprintf(out->rf, sizeof out->rf, "%.*s", (int)vl, v);
-            break;
-        case 10: /* ri */
-            if (parse_uint(v, vl, UINT32_MAX, &num) < 0)
-                rc = perr(err, n, nl, -EINVAL, "ri must be a number of seconds");
-            else
-                out->ri = (uint32_t)num;
-            break;
-        case 11: /* v again, after the first tag */
-            rc = perr(err, n, nl, -EINVAL, "v must be the first tag, once");
-            break;
-        }
-    }
-    if (rc < 0) {
-        dmarc_record_clear(out);
-        return rc;
-    }
-    if (!seen_p || bad_policy) {
-        if (out->sp == DMARC_POLICY_UNSET)
-            out->sp = out->p;
-        return perr(err, seen_p ? "p" : "", seen_p ? 1 : 0, DMARC_E_POLICY,
-                    !seen_p ? "p= is required" : "p/sp must be none, quarantine or reject");
-    }
-    if (out->sp == DMARC_POLICY_UNSET)
-        out->sp = out->p;
-    return 0;
-}
-
-/* ------------------------------------------------------------- discovery */
 
 int dmarc_org_domain(const struct psl *psl, const char *domain, char *out, size_t size)
 {
@@ -402,6 +84,7 @@ void dmarc_discovery_clear(struct dmarc_discovery *d)
     dmarc_record_clear(&d->rec);
     free(d->record_name);
     free(d->org_domain);
+    free(d->policy_domain);
     free(d->problem);
     memset(d, 0, sizeof *d);
 }
@@ -446,14 +129,224 @@ static int fetch_record(struct dns_resolver *dns, const char *name, char **txt, 
     return found;
 }
 
-int dmarc_discover(struct dns_resolver *dns, const struct psl *psl, const char *from_domain,
-                   struct dmarc_discovery *out)
+/* ---- RFC 9989 DNS Tree Walk ---- */
+
+/* RFC 9989: a walk asks at most this many names: the starting name, then
+ * (when it is longer) its last DMARC_WALK_MAX_LABELS - 1 labels, then one
+ * label fewer each time, down to the top-level label. */
+#define DMARC_WALK_MAX_LABELS 8
+
+struct tree_walk {
+    char name[256];                           /* the starting name, lower-case, no trailing dot */
+    size_t start[DMARC_WALK_MAX_LABELS * 16]; /* offset of each label in name */
+    size_t nlabels;
+    char policy[256]; /* first name with one DMARC record ("" when none) */
+    char *policy_txt; /* that record (malloc'd) */
+    size_t policy_len;
+    char org[256];    /* the Organizational Domain */
+    char failed[300]; /* the _dmarc name whose lookup failed temporarily */
+    unsigned queries;
+};
+
+static int walk_split(struct tree_walk *w, const char *domain)
 {
-    memset(out, 0, sizeof *out);
-    if (!dns || !from_domain || !*from_domain)
+    size_t len = strlen(domain);
+    if (len > 0 && domain[len - 1] == '.')
+        len--;
+    if (len == 0 || len >= sizeof w->name)
         return -EINVAL;
+    w->nlabels = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = domain[i];
+        w->name[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+        if (i == 0 || domain[i - 1] == '.') {
+            if (c == '.' || w->nlabels == sizeof w->start / sizeof w->start[0])
+                return -EINVAL; /* an empty label */
+            w->start[w->nlabels++] = i;
+        }
+    }
+    w->name[len] = '\0';
+    return w->name[len - 1] == '.' ? -EINVAL : 0; /* "a.b.." */
+}
+
+/* Walks from domain towards the root (RFC 9989 DNS Tree Walk). Records the
+ * first policy record met and the Organizational Domain:
+ * - a record with psd=n: that name;
+ * - a record with psd=y above the starting name: the name one label below it;
+ * - else the name with the fewest labels that has a record;
+ * - no record at all: the starting name.
+ * With org_needed false the walk stops at the first record. Returns 0,
+ * -EAGAIN (w->failed names the lookup), -EINVAL or -ENOMEM. */
+static int walk(struct dns_resolver *dns, const char *domain, bool org_needed, struct tree_walk *w)
+{
+    memset(w, 0, sizeof *w);
+    if (walk_split(w, domain) < 0)
+        return -EINVAL;
+    snprintf(w->org, sizeof w->org, "%s", w->name);
+    bool any = false;
+    size_t i = 0;
+    while (i < w->nlabels) {
+        const char *target = w->name + w->start[i];
+        char qname[300];
+        snprintf(qname, sizeof qname, DMARC_PREFIX "%s", target);
+        char *txt = NULL;
+        size_t tlen = 0;
+        w->queries++;
+        int got = fetch_record(dns, qname, &txt, &tlen);
+        if (got == -2) {
+            snprintf(w->failed, sizeof w->failed, "%s", qname);
+            return -EAGAIN;
+        }
+        /* Several records at one name are all discarded; the walk goes on. */
+        if (got == 1) {
+            struct dmarc_record rec;
+            int prc = dmarc_record_parse(txt, tlen, &rec, NULL);
+            if (prc == -ENOMEM) {
+                free(txt);
+                return prc;
+            }
+            enum dmarc_psd psd = rec.psd;
+            dmarc_record_clear(&rec);
+            if (!w->policy_txt) {
+                snprintf(w->policy, sizeof w->policy, "%s", target);
+                w->policy_txt = txt;
+                w->policy_len = tlen;
+                txt = NULL;
+            }
+            free(txt);
+            any = true;
+            snprintf(w->org, sizeof w->org, "%s", target);
+            if (psd == DMARC_PSD_NO)
+                return 0;
+            if (psd == DMARC_PSD_YES && i > 0) {
+                snprintf(w->org, sizeof w->org, "%s", w->name + w->start[i - 1]);
+                return 0;
+            }
+            if (!org_needed)
+                return 0;
+        }
+        /* Step 5: from a long name straight to its last seven labels. */
+        if (i == 0 && w->nlabels >= DMARC_WALK_MAX_LABELS)
+            i = w->nlabels - (DMARC_WALK_MAX_LABELS - 1);
+        else
+            i++;
+    }
+    if (!any)
+        snprintf(w->org, sizeof w->org, "%s", w->name);
+    return 0;
+}
+
+int dmarc_tree_org_domain(struct dns_resolver *dns, const char *domain, char *out, size_t size)
+{
+    struct tree_walk *w = malloc(sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    int rc = dns && domain ? walk(dns, domain, true, w) : -EINVAL;
+    if (rc == 0 && (size_t)snprintf(out, size, "%s", w->org) >= size)
+        rc = -ENOSPC;
+    free(w->policy_txt);
+    free(w);
+    return rc;
+}
+
+/* RFC 9989 "Non-existent Domains": NXDOMAIN or NODATA for A, AAAA and MX.
+ * A failed lookup counts as existing, so np never applies on a guess. */
+static bool domain_exists(struct dns_resolver *dns, const char *domain)
+{
+    static const enum dns_type types[] = {DNS_T_A, DNS_T_AAAA, DNS_T_MX};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        struct dns_result res;
+        dns_lookup(dns, domain, types[i], &res);
+        enum dns_status st = res.status;
+        dns_result_clear(&res);
+        if (st != DNS_NXDOMAIN && st != DNS_NODATA)
+            return true;
+    }
+    return false;
+}
+
+/* The policy record once found: parse it and apply the mode's rules for a
+ * missing or invalid p / sp. */
+static int take_record(struct dmarc_discovery *out, char *txt, size_t tlen)
+{
+    struct dmarc_parse_error perror_;
+    int rc = dmarc_record_parse(txt, tlen, &out->rec, &perror_);
+    free(txt);
+    if (rc == -ENOMEM)
+        return rc;
+    if (rc == 0) {
+        out->status = DMARC_DISC_FOUND;
+        return 0;
+    }
+    if (rc == DMARC_E_POLICY && out->mode == DMARC_MODE_RFC9989) {
+        /* RFC 9989: p is only RECOMMENDED; without a valid one the record
+         * stands as p=none, and an invalid sp falls back to p. */
+        if (out->rec.p == DMARC_POLICY_UNSET) {
+            out->rec.p = DMARC_POLICY_NONE;
+            out->p_defaulted = true;
+        }
+        if (out->rec.sp == DMARC_POLICY_UNSET)
+            out->rec.sp = out->rec.p;
+        out->status = DMARC_DISC_FOUND;
+        return 0;
+    }
+    if (rc == DMARC_E_POLICY && out->rec.nrua > 0) {
+        /* RFC 7489 §6.6.3 step 6: a valid rua keeps the record, as p=none. */
+        out->rec.p = DMARC_POLICY_NONE;
+        out->rec.sp = DMARC_POLICY_NONE;
+        out->p_defaulted = true;
+        out->status = DMARC_DISC_FOUND;
+        return 0;
+    }
+    dmarc_record_clear(&out->rec);
+    out->status = DMARC_DISC_NO_POLICY;
+    set_problem(out, "invalid DMARC record at %s: %s%s%s", out->record_name,
+                perror_.tag[0] ? perror_.tag : "", perror_.tag[0] ? ": " : "", perror_.message);
+    return 0;
+}
+
+static int discover_tree(const struct dmarc_env *env, const char *from_domain,
+                         struct dmarc_discovery *out)
+{
+    struct tree_walk *w = malloc(sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    int rc = walk(env->dns, from_domain, true, w);
+    out->queries = w->queries;
+    if (rc == -EAGAIN) {
+        out->status = DMARC_DISC_TEMPFAIL;
+        set_problem(out, "DNS lookup of %s failed temporarily", w->failed);
+        rc = 0;
+    } else if (rc == 0 && !(out->org_domain = strdup(w->org))) {
+        rc = -ENOMEM;
+    } else if (rc == 0 && !w->policy_txt) {
+        out->status = DMARC_DISC_NONE;
+    } else if (rc == 0) {
+        if (!(out->policy_domain = strdup(w->policy)) ||
+            asprintf(&out->record_name, DMARC_PREFIX "%s", w->policy) < 0) {
+            out->record_name = NULL;
+            rc = -ENOMEM;
+        } else {
+            out->at_org = same_domain(w->policy, w->org);
+            rc = take_record(out, w->policy_txt, w->policy_len);
+            w->policy_txt = NULL;
+            /* np (RFC 9989) is for subdomains of the policy domain that do
+             * not exist; ask only when it could matter. */
+            if (rc == 0 && out->status == DMARC_DISC_FOUND && out->rec.np != DMARC_POLICY_UNSET &&
+                !same_domain(from_domain, w->policy))
+                out->nonexistent = !domain_exists(env->dns, from_domain);
+        }
+    }
+    free(w->policy_txt);
+    free(w);
+    return rc;
+}
+
+static int discover_psl(const struct dmarc_env *env, const char *from_domain,
+                        struct dmarc_discovery *out)
+{
     char org[256];
-    if (dmarc_org_domain(psl, from_domain, org, sizeof org) < 0)
+    if (dmarc_org_domain(env->psl, from_domain, org, sizeof org) < 0)
         return -EINVAL;
     if (!(out->org_domain = strdup(org)))
         return -ENOMEM;
@@ -463,13 +356,15 @@ int dmarc_discover(struct dns_resolver *dns, const struct psl *psl, const char *
     char *name = NULL;
     if (asprintf(&name, DMARC_PREFIX "%s", from_domain) < 0)
         return -ENOMEM;
-    int got = fetch_record(dns, name, &txt, &tlen);
+    out->queries = 1;
+    int got = fetch_record(env->dns, name, &txt, &tlen);
     if (got == 0 && !same_domain(from_domain, org)) {
         /* Step 3: fall back to the Organizational Domain. */
         free(name);
         if (asprintf(&name, DMARC_PREFIX "%s", org) < 0)
             return -ENOMEM;
-        got = fetch_record(dns, name, &txt, &tlen);
+        out->queries++;
+        got = fetch_record(env->dns, name, &txt, &tlen);
         out->at_org = true;
     } else {
         out->at_org = same_domain(from_domain, org);
@@ -492,31 +387,27 @@ int dmarc_discover(struct dns_resolver *dns, const struct psl *psl, const char *
         return 0;
     }
     out->record_name = name;
-    struct dmarc_parse_error perror_;
-    int rc = dmarc_record_parse(txt, tlen, &out->rec, &perror_);
-    free(txt);
-    if (rc == -ENOMEM)
-        return rc;
-    if (rc == DMARC_E_POLICY) {
-        /* Step 6: a valid rua keeps the record, as p=none. */
-        if (out->rec.nrua > 0) {
-            out->rec.p = DMARC_POLICY_NONE;
-            out->rec.sp = DMARC_POLICY_NONE;
-            out->p_from_rua = true;
-            out->status = DMARC_DISC_FOUND;
-            return 0;
-        }
-        dmarc_record_clear(&out->rec);
-        rc = -EINVAL;
+    if (!(out->policy_domain = strdup(name + sizeof DMARC_PREFIX - 1))) {
+        free(txt);
+        return -ENOMEM;
     }
+    return take_record(out, txt, tlen);
+}
+
+int dmarc_discover(const struct dmarc_env *env, const char *from_domain,
+                   struct dmarc_discovery *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!env || !env->dns || !from_domain || !*from_domain)
+        return -EINVAL;
+    out->mode = env->mode;
+    int rc = env->mode == DMARC_MODE_RFC7489 ? discover_psl(env, from_domain, out)
+                                             : discover_tree(env, from_domain, out);
     if (rc < 0) {
-        out->status = DMARC_DISC_NO_POLICY;
-        set_problem(out, "invalid DMARC record at %s: %s%s%s", out->record_name,
-                    perror_.tag[0] ? perror_.tag : "", perror_.tag[0] ? ": " : "", perror_.message);
-        return 0;
+        dmarc_discovery_clear(out);
+        out->mode = env->mode;
     }
-    out->status = DMARC_DISC_FOUND;
-    return 0;
+    return rc;
 }
 
 /* ------------------------------------------------------------- verdict */
@@ -532,11 +423,38 @@ enum dmarc_result dmarc_combine(enum dmarc_auth spf, bool spf_aligned, enum dmar
     return DMARC_RESULT_FAIL;
 }
 
-int dmarc_evaluate(const struct psl *psl, const struct dmarc_discovery *disc,
+/* Identifier alignment in the discovery's mode: 1 aligned, 0 not, -EAGAIN
+ * when the tree walk for the authenticated domain failed temporarily. */
+static int env_aligned(const struct dmarc_env *env, const struct dmarc_discovery *disc,
+                       const char *auth_domain, const char *from_domain, enum dmarc_align mode)
+{
+    if (disc->mode == DMARC_MODE_RFC7489)
+        return dmarc_aligned(env->psl, auth_domain, from_domain, mode);
+    if (!auth_domain || !*auth_domain)
+        return 0;
+    if (same_domain(auth_domain, from_domain))
+        return 1;
+    if (mode == DMARC_ALIGN_STRICT || !disc->org_domain)
+        return 0;
+    char org[256];
+    int rc = dmarc_tree_org_domain(env->dns, auth_domain, org, sizeof org);
+    if (rc == -EAGAIN)
+        return rc;
+    return rc == 0 && same_domain(org, disc->org_domain);
+}
+
+static enum dmarc_policy one_step_down(enum dmarc_policy p)
+{
+    return p == DMARC_POLICY_REJECT       ? DMARC_POLICY_QUARANTINE
+           : p == DMARC_POLICY_QUARANTINE ? DMARC_POLICY_NONE
+                                          : p;
+}
+
+int dmarc_evaluate(const struct dmarc_env *env, const struct dmarc_discovery *disc,
                    const struct dmarc_input *in, struct dmarc_verdict *out)
 {
     memset(out, 0, sizeof *out);
-    if (!disc || !in || !in->from_domain)
+    if (!env || !disc || !in || !in->from_domain)
         return -EINVAL;
     if (disc->status == DMARC_DISC_TEMPFAIL) {
         out->result = DMARC_RESULT_TEMPERROR;
@@ -547,12 +465,17 @@ int dmarc_evaluate(const struct psl *psl, const struct dmarc_discovery *disc,
         return 0;
     }
     const struct dmarc_record *rec = &disc->rec;
-    out->spf_aligned = dmarc_aligned(psl, in->spf_domain, in->from_domain, rec->aspf);
+    bool org_failed = false;
+    int a = env_aligned(env, disc, in->spf_domain, in->from_domain, rec->aspf);
+    org_failed |= a < 0;
+    out->spf_aligned = a > 0;
     /* The best DKIM signature: an aligned pass, else an aligned temperror. */
     enum dmarc_auth dkim = DMARC_AUTH_NONE;
     bool dkim_aligned = false;
     for (size_t i = 0; i < in->ndkim; i++) {
-        if (!dmarc_aligned(psl, in->dkim[i].d, in->from_domain, rec->adkim))
+        a = env_aligned(env, disc, in->dkim[i].d, in->from_domain, rec->adkim);
+        org_failed |= a < 0;
+        if (a <= 0)
             continue;
         if (in->dkim[i].result == DMARC_AUTH_PASS) {
             dkim = DMARC_AUTH_PASS;
@@ -566,25 +489,46 @@ int dmarc_evaluate(const struct psl *psl, const struct dmarc_discovery *disc,
     }
     out->dkim_aligned = dkim_aligned;
     out->result = dmarc_combine(in->spf, out->spf_aligned, dkim, dkim_aligned);
+    /* Alignment could not be known: a fail would be a guess. */
+    if (out->result == DMARC_RESULT_FAIL && org_failed)
+        out->result = DMARC_RESULT_TEMPERROR;
 
-    /* §6.3: sp applies to subdomains when the record came from the org domain. */
-    bool subdomain =
-        disc->at_org && disc->org_domain && !same_domain(in->from_domain, disc->org_domain);
-    out->policy = subdomain ? rec->sp : rec->p;
+    if (disc->mode == DMARC_MODE_RFC7489) {
+        /* §6.3: sp applies to subdomains when the record came from the org domain. */
+        bool subdomain =
+            disc->at_org && disc->org_domain && !same_domain(in->from_domain, disc->org_domain);
+        out->policy = subdomain ? rec->sp : rec->p;
+        out->policy_tag = subdomain ? "sp" : "p";
+    } else if (disc->policy_domain && same_domain(in->from_domain, disc->policy_domain)) {
+        out->policy = rec->p;
+        out->policy_tag = "p";
+    } else if (disc->nonexistent && rec->np != DMARC_POLICY_UNSET) {
+        out->policy = rec->np; /* RFC 9989: non-existent subdomains */
+        out->policy_tag = "np";
+    } else {
+        out->policy = rec->sp; /* sp defaults to p */
+        out->policy_tag = "sp";
+    }
     if (out->result != DMARC_RESULT_FAIL) {
         out->applied = DMARC_POLICY_NONE;
         return 0;
     }
     out->applied = out->policy;
+    if (disc->mode == DMARC_MODE_RFC9989) {
+        /* RFC 9989 t=y: the owner is testing; apply one step less. pct is
+         * gone from RFC 9989; without t, pct=0 (what owners used for
+         * testing) still reads as t=y, any other pct as t=n. */
+        out->testing = rec->t_given ? rec->testing : rec->pct_given && rec->pct == 0;
+        if (out->testing)
+            out->applied = one_step_down(out->applied);
+        return 0;
+    }
     /* §6.6.4: outside the pct sample, apply the next less strict policy. */
     if (rec->pct < 100) {
         int roll = in->sample >= 0 ? in->sample % 100 : (int)(random() % 100);
         if ((unsigned)roll >= rec->pct) {
             out->sampled_out = true;
-            if (out->applied == DMARC_POLICY_REJECT)
-                out->applied = DMARC_POLICY_QUARANTINE;
-            else if (out->applied == DMARC_POLICY_QUARANTINE)
-                out->applied = DMARC_POLICY_NONE;
+            out->applied = one_step_down(out->applied);
         }
     }
     return 0;

@@ -792,7 +792,9 @@ static void check_dmarc(struct ctx *c)
     int rc = dmarc_record_parse(res.rr[which].text, res.rr[which].text_len, &rec, &perr);
     char *text = strndup(res.rr[which].text, res.rr[which].text_len);
     dns_result_clear(&res);
-    if (rc != 0) {
+    /* Receivers ignore a bad tag (RFC 7489 6.3), so the record does not say
+     * what its owner meant: still a failure here. */
+    if (rc != 0 || rec.nignored > 0) {
         if (rc == 0 || rc == DMARC_E_POLICY)
             dmarc_record_clear(&rec);
         if (rc == -ENOMEM)

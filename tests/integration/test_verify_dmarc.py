@@ -23,6 +23,10 @@ bank.example          TXT "v=spf1 -all"
 _dmarc.bank.example   TXT "v=DMARC1; p=reject"
 evil.example          TXT "v=spf1 ip4:{CLIENT} -all"
 _dmarc.evil.example   TXT "v=DMARC1; p=none"
+strict.example        TXT "v=spf1 -all"
+_dmarc.strict.example TXT "v=DMARC1; p=reject; pct=150; ri=abc; junk"
+_dmarc.team.corp.example TXT "v=DMARC1; p=none"
+_dmarc.corp.example   TXT "v=DMARC1; p=reject"
 """
 
 
@@ -100,3 +104,32 @@ def test_several_author_domains(zone, tmp_path):
     # several mailboxes of one domain are one Author Domain
     rc, doc = verify(zone, tmp_path, "From: a@evil.example, b@Evil.Example\nSender: a@evil.example\n")
     assert doc["dmarc"]["result"] == "pass" and rc == 0
+
+
+def test_bad_tags_keep_the_policy(zone, tmp_path):
+    # RFC 7489 6.3: pct=150, ri=abc and a tag without '=' are ignored, p=reject stays
+    for mode in ("rfc9989", "rfc7489"):
+        rc, doc = verify(zone, tmp_path, "From: a@strict.example\n", "bounce@evil.example",
+                         "--dmarc-mode", mode)
+        d = doc["dmarc"]
+        assert (d["result"], d["policy"], d["disposition"], d["mode"]) == (
+            "fail", "reject", "reject", mode), d
+        assert rc == 2
+
+
+def test_dmarc_mode_switch(zone, tmp_path):
+    # a.team.corp.example: RFC 9989 walks up to team.corp.example's own record;
+    # RFC 7489 asks the From domain, then the PSL Organizational Domain
+    header = "From: x@a.team.corp.example\n"
+    rc, doc = verify(zone, tmp_path, header)
+    d = doc["dmarc"]
+    assert (d["mode"], d["record"], d["policy"], d["org_domain"]) == (
+        "rfc9989", "_dmarc.team.corp.example", "none", "corp.example"), d
+    rc, doc = verify(zone, tmp_path, header, "bounce@evil.example", "--dmarc-mode", "rfc7489")
+    d = doc["dmarc"]
+    assert (d["mode"], d["record"], d["policy"], d["disposition"]) == (
+        "rfc7489", "_dmarc.corp.example", "reject", "reject"), d
+    p = subprocess.run([SLUICE, "verify", str(tmp_path / "m.eml"), "--client-ip", CLIENT,
+                        "--helo", "h.example", "--dmarc-mode", "psl"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "--dmarc-mode takes rfc9989 or rfc7489" in p.stderr

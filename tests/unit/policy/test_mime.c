@@ -676,8 +676,8 @@ static void test_from_domains(void **state)
         const char *first, *second;
     } cases[] = {
         {"From: victim@bank.example (attacker@evil.example)\r\n\r\n", 1, "bank.example", NULL},
-        {"from : \"Bank\"\r\n <Victim@Bank.Example>\r\nTo: a@b.example\r\n\r\n", 1,
-         "bank.example", NULL},
+        {"from : \"Bank\"\r\n <Victim@Bank.Example>\r\nTo: a@b.example\r\n\r\n", 1, "bank.example",
+         NULL},
         {"From: a@x.example, b@X.example\r\n\r\n", 1, "x.example", NULL},
         {"From: a@x.example, b@y.example, c@x.example\r\n\r\n", 2, "x.example", "y.example"},
         {"From: a@x.example\r\nFrom: b@x.example\r\n\r\n", MIME_FROM_SEVERAL, NULL, NULL},
