@@ -424,9 +424,15 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     char line[160];
     snprintf(line, sizeof line, "421 4.4.2 %s Deadline exceeded (%s), closing connection",
              s->r->cfg->hostname, deadline_kind_name(kind));
-    refused(s, REJECT_DEADLINE, line);
     log_event(LOG_INFO, "smtp.deadline", "client_ip", "%s", s->ip, "deadline", "%s",
               deadline_kind_name(kind), NULL);
+    if (s->st == ST_TLS) {
+        /* a handshake never finished: no channel for a reply */
+        events_reject(s->r, s->ip, NULL, REJECT_DEADLINE, line);
+        session_close(s);
+        return;
+    }
+    refused(s, REJECT_DEADLINE, line);
     close_when_flushed(s);
 }
 
@@ -1601,8 +1607,12 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (what & BEV_EVENT_TIMEOUT) {
-        reply(s, "421 4.4.2 %s Timeout exceeded, closing connection", s->r->cfg->hostname);
         log_event(LOG_INFO, "smtp.timeout", "client_ip", "%s", s->ip, NULL);
+        if (s->st == ST_TLS) {
+            session_close(s); /* mid-handshake: a reply could never leave */
+            return;
+        }
+        reply(s, "421 4.4.2 %s Timeout exceeded, closing connection", s->r->cfg->hostname);
         close_when_flushed(s);
         return;
     }
@@ -1786,9 +1796,14 @@ bool session_evict_unauth(struct relay *r)
         return false;
     listeners_authenticated(r->listeners, (struct sockaddr *)&oldest->peer);
     oldest->unauth_slot = false;
+    log_event(LOG_WARN, "connection.evicted", "client_ip", "%s", oldest->ip, NULL);
+    if (oldest->st == ST_TLS) {
+        /* mid-handshake there is no channel for a reply */
+        session_close(oldest);
+        return true;
+    }
     reply(oldest, "421 4.7.0 %s Too many unauthenticated connections, closing the oldest",
           r->cfg->hostname);
-    log_event(LOG_WARN, "connection.evicted", "client_ip", "%s", oldest->ip, NULL);
     close_when_flushed(oldest);
     return true;
 }

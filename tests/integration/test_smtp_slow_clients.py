@@ -6,6 +6,7 @@ address, and the oldest of them gives way when that pool is full.
 
 The trickling here is paced with short sleeps on purpose: slowness is what is
 under test; every wait for the relay's own reaction polls with a deadline."""
+import socket
 import time
 
 import pytest
@@ -201,3 +202,53 @@ def test_authenticated_sessions_are_not_limited_by_the_anonymous_cap(pooled):
     finally:
         for c in held:
             c.close()
+
+
+def raw_tls_connect(port, source="127.0.0.1"):
+    """A TCP connection to the implicit-TLS port that starts a handshake
+    record and never finishes it."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+    sock.sendall(b"\x16\x03\x01\x02\x00")  # a 512-octet handshake record begins
+    return sock
+
+
+def closed_by_peer(sock, within):
+    sock.settimeout(within)
+    try:
+        return sock.recv(4096) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_tls_handshake_trickled_past_the_deadline(make_sluice):
+    s = make_sluice(env={"SLUICE_LIMITS_COMMAND_DEADLINE": "2s",
+                         "SLUICE_LIMITS_COMMAND_TIMEOUT": "30s"}).start()
+    sock = raw_tls_connect(s.tls_port)
+    t0 = time.monotonic()
+    try:
+        for _ in range(60):  # one octet of the record every 0.25 s
+            try:
+                sock.sendall(b"\x00")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if closed_by_peer(sock, 0.25):
+                break
+        took = time.monotonic() - t0
+        assert 1.5 <= took < 6, took
+    finally:
+        sock.close()
+
+
+def test_half_open_tls_connections_give_way_too(pooled):
+    socks = [raw_tls_connect(pooled.tls_port, f"127.0.3.{i + 1}") for i in range(4)]
+    try:
+        fresh, g = greeting(pooled.port, "127.0.2.2")
+        assert g.code == 220, str(g)
+        assert closed_by_peer(socks[0], 5)  # the oldest handshake was dropped
+        assert all(not closed_by_peer(x, 0.1) for x in socks[1:])
+        fresh.close()
+    finally:
+        for x in socks:
+            x.close()
