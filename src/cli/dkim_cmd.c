@@ -536,8 +536,14 @@ static int dmarc_check_domain(const struct dmarc_env *env, const struct dkim_ver
                               struct dmarc_check *c)
 {
     memset(c, 0, sizeof(*c));
-    snprintf(c->from, sizeof(c->from), "%s", from);
     c->dmarc = "none";
+    /* RFC 7489 6.6.1: U-labels are looked up as A-labels */
+    if (dmarc_domain_to_ascii(from, c->from, sizeof(c->from)) < 0) {
+        snprintf(c->from, sizeof(c->from), "%s", from);
+        c->dmarc = "permerror";
+        snprintf(c->problem, sizeof(c->problem), "the From domain is not a valid domain name");
+        return 0;
+    }
     int rc = dmarc_discover(env, c->from, &c->disc);
     if (rc == 0 && c->disc.status == DMARC_DISC_FOUND) {
         struct dmarc_dkim_input *dk = calloc(res->count ? res->count : 1, sizeof(*dk));

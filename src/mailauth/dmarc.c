@@ -33,6 +33,31 @@ const char *dmarc_mode_name(enum dmarc_mode m)
     return m == DMARC_MODE_RFC7489 ? "rfc7489" : "rfc9989";
 }
 
+int dmarc_domain_to_ascii(const char *domain, char *out, size_t size)
+{
+    size_t o = 0;
+    const char *p = domain;
+    if (!domain || !*domain || size == 0)
+        return -EINVAL;
+    for (;;) {
+        const char *dot = strchr(p, '.');
+        size_t n = dot ? (size_t)(dot - p) : strlen(p);
+        if (n == 0 && dot)
+            return -EINVAL;
+        int rc = psl_label_to_ascii(p, n, out + o, size - o);
+        if (rc < 0)
+            return rc;
+        o += strlen(out + o);
+        if (!dot)
+            return 0;
+        if (o + 2 > size)
+            return -ENOSPC;
+        out[o++] = '.';
+        out[o] = '\0';
+        p = dot + 1;
+    }
+}
+
 int dmarc_org_domain(const struct psl *psl, const char *domain, char *out, size_t size)
 {
     if (!domain)

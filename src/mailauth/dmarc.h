@@ -125,6 +125,11 @@ void dmarc_discovery_clear(struct dmarc_discovery *d);
  * questions). 0, -EAGAIN (DNS failed temporarily), -EINVAL, -ENOSPC. */
 int dmarc_tree_org_domain(struct dns_resolver *dns, const char *domain, char *out, size_t size);
 
+/* RFC 7489 §6.6.1: a From domain in U-labels is looked up in A-labels.
+ * Each label punycode-encoded (ASCII lower-cased) into out. 0, -EINVAL
+ * (empty label, bad UTF-8), -ENOSPC. */
+int dmarc_domain_to_ascii(const char *domain, char *out, size_t size);
+
 /* RFC 7489 Organizational Domain (§3.2) from the Public Suffix List into out; a name that is itself
  * a public suffix (or unknown to the list) is its own org domain. 0 or -ENOSPC/-EINVAL. */
 int dmarc_org_domain(const struct psl *psl, const char *domain, char *out, size_t size);

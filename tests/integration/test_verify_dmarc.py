@@ -27,6 +27,7 @@ strict.example        TXT "v=spf1 -all"
 _dmarc.strict.example TXT "v=DMARC1; p=reject; pct=150; ri=abc; junk"
 _dmarc.team.corp.example TXT "v=DMARC1; p=none"
 _dmarc.corp.example   TXT "v=DMARC1; p=reject"
+_dmarc.xn--bcher-kva.example TXT "v=DMARC1; p=quarantine"
 """
 
 
@@ -133,3 +134,12 @@ def test_dmarc_mode_switch(zone, tmp_path):
                         "--helo", "h.example", "--dmarc-mode", "psl"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "--dmarc-mode takes rfc9989 or rfc7489" in p.stderr
+
+
+def test_unicode_from_domain_is_looked_up_as_a_label(zone, tmp_path):
+    # RFC 7489 6.6.1 (SMTPUTF8 mail): bücher.example is asked as xn--bcher-kva.example
+    rc, doc = verify(zone, tmp_path, "From: a@b\u00fccher.example\n")
+    d = doc["dmarc"]
+    assert (d["result"], d["from_domain"], d["policy"]) == (
+        "fail", "xn--bcher-kva.example", "quarantine"), d
+    assert rc == 2

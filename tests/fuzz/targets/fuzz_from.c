@@ -20,11 +20,15 @@ static void check_domain(const char *d)
 {
     size_t n = strlen(d);
     CHECK(n > 0 && n < MIME_DOMAIN_MAX);
+    if (d[0] == '[') {
+        CHECK(n >= 2 && d[n - 1] == ']'); /* a literal: dtext, any dots */
+        return;
+    }
     CHECK(d[0] != '.' && d[n - 1] != '.' && strstr(d, "..") == NULL);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)d[i];
         CHECK(c > 0x20 && c != 0x7f && !(c >= 'A' && c <= 'Z'));
-        CHECK(d[0] == '[' || strchr("()<>[]:;@\\,\"", c) == NULL);
+        CHECK(strchr("()<>[]:;@\\,\"", c) == NULL);
     }
 }
 

@@ -151,7 +151,7 @@ static bool check_discovery_case(json_t *c)
                 ok &= d.at_org;
         }
     }
-    if (!ok)
+    if (!ok && disc_env == &env7489)
         printf("FAIL discovery %s: status %d record %s problem %s\n", from, d.status,
                d.record_name ? d.record_name : "-", d.problem ? d.problem : "-");
     dmarc_discovery_clear(&d);
@@ -248,6 +248,7 @@ static void test_vectors(void **state)
             const char *note = json_string_value(json_object_get(c, "note"));
             if (!note || !strstr(note, "invalid p and no valid rua"))
                 fail_msg("RFC 9989 disagrees on discovery case %zu", i);
+            printf("RFC 9989 differs, as intended, on case %zu (%s)\n", i, note);
         }
     }
     disc_env = &env7489;
@@ -693,6 +694,16 @@ static void test_mode_names(void **state)
     assert_int_equal(dmarc_mode_parse("psl", &m), -EINVAL);
     assert_string_equal(dmarc_mode_name(DMARC_MODE_RFC7489), "rfc7489");
     assert_string_equal(dmarc_mode_name(DMARC_MODE_RFC9989), "rfc9989");
+
+    char a[256];
+    assert_int_equal(dmarc_domain_to_ascii("Mail.B\xc3\xbc"
+                                           "cher.Example",
+                                           a, sizeof a),
+                     0);
+    assert_string_equal(a, "mail.xn--bcher-kva.example");
+    assert_int_equal(dmarc_domain_to_ascii("a..example", a, sizeof a), -EINVAL);
+    assert_int_equal(dmarc_domain_to_ascii("b\xffx.example", a, sizeof a), -EINVAL);
+    assert_int_equal(dmarc_domain_to_ascii("example.com", a, 5), -ENOSPC);
 }
 
 int main(void)
