@@ -293,12 +293,22 @@ def process_memory_holds(pid, needles):
             if "w" not in fields[1]:
                 continue
             start, end = (int(x, 16) for x in fields[0].split("-"))
-            try:
-                mem.seek(start)
-                chunk = mem.read(end - start)
-            except (OSError, ValueError, OverflowError):
-                continue
-            found.update(n for n in needles if n in chunk)
+            if end - start > 1 << 30:
+                continue  # a sanitizer's shadow memory, not the heap
+            overlap = max(len(n) for n in needles)
+            pos, tail = start, b""
+            while pos < end:
+                try:
+                    mem.seek(pos)
+                    data = mem.read(min(end - pos, 16 << 20))
+                except (OSError, ValueError, OverflowError):
+                    break
+                if not data:
+                    break
+                chunk = tail + data
+                found.update(n for n in needles if n in chunk)
+                pos += len(data)
+                tail = chunk[-overlap:]
     return found
 
 
