@@ -22,8 +22,8 @@ int64_t deadline_due(const struct config *cfg, enum deadline_phase phase,
     if (phase == DEADLINE_PAUSED)
         return due;
     if (c->txn_ms)
-        earliest(c->txn_ms + (int64_t)cfg->transaction_deadline * 1000, DEADLINE_TRANSACTION,
-                 &due, kind);
+        earliest(c->txn_ms + (int64_t)cfg->transaction_deadline * 1000, DEADLINE_TRANSACTION, &due,
+                 kind);
     if (phase == DEADLINE_COMMAND)
         earliest(c->line_ms + (int64_t)cfg->command_deadline * 1000, DEADLINE_LINE, &due, kind);
     if (phase == DEADLINE_CONTENT && cfg->data_min_rate > 0) {

@@ -99,9 +99,9 @@ void intake_build(const char *msg, size_t len, const struct intake_info *info,
     if (!has_msgid || !out->message_id[0]) {
         snprintf(out->message_id, sizeof out->message_id, "%s.%ld@%s", info->queue_id,
                  (long)info->now, info->hostname);
-        if (!has_msgid && (n = header_fieldf(out->append + out->append_len,
-                                             sizeof out->append - out->append_len, "Message-ID",
-                                             "<%s>", out->message_id)) > 0)
+        if (!has_msgid &&
+            (n = header_fieldf(out->append + out->append_len, sizeof out->append - out->append_len,
+                               "Message-ID", "<%s>", out->message_id)) > 0)
             out->append_len += (size_t)n;
     }
     if (!has_date && (n = header_field(out->append + out->append_len,

@@ -105,12 +105,14 @@ static void test_long_word_and_limits(void **state)
 static void test_helo_syntax(void **state)
 {
     (void)state;
-    static const char *const good[] = {"client.test", "a", "mail-1.example.com", "[127.0.0.1]",
-                                       "[IPv6:::1]", "[IPv6:2001:db8::1]", "localhost"};
+    static const char *const good[] = {"client.test", "a",          "mail-1.example.com",
+                                       "[127.0.0.1]", "[IPv6:::1]", "[IPv6:2001:db8::1]",
+                                       "localhost"};
     static const char *const bad[] = {
-        "x\r.\rQUIT\tnow", "x\r", "x\n", "a b", "a\tb", "-a.test", "a-.test", "a..test",
-        "a.test.", ".a.test", "a_b.test", "[1.2.3]", "[300.1.1.1]", "[foo:bar]", "a.test]",
-        "\xc3\xa9.test", "a\x7f", "(comment)", ""};
+        "x\r.\rQUIT\tnow", "x\r",     "x\n",         "a b",       "a\tb",
+        "-a.test",         "a-.test", "a..test",     "a.test.",   ".a.test",
+        "a_b.test",        "[1.2.3]", "[300.1.1.1]", "[foo:bar]", "a.test]",
+        "\xc3\xa9.test",   "a\x7f",   "(comment)",   ""};
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
         assert_true(smtp_helo_valid(good[i], strlen(good[i])));
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
