@@ -152,14 +152,6 @@ static void on_attempt_done(void *arg, uint64_t id, struct deliver_result *res);
 
 static void dispatch(struct queue *q)
 {
-    if (spool_unrecorded(q->r->spool) > 0 && !q->quiesced) {
-        /* outcomes cannot be made durable (a full disk): an attempt now
-         * would be repeated after a restart; look again once the spool
-         * has appended them */
-        struct timeval tv = {1, 0};
-        event_add(q->timer, &tv);
-        return;
-    }
     int64_t now = now_s();
     while (!q->quiesced && q->n && q->heap[0].when <= now && q->inflight < MAX_INFLIGHT) {
         struct due d = heap_pop(q);

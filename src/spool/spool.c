@@ -494,6 +494,8 @@ static void hold_unrecorded(struct spool *s, struct pending *p)
         s->append_failures++;
     if (!p->waiting) {
         p->waiting = true;
+        if (p->pin_seg)
+            s->segs[p->pin_seg - 1].pinned++; /* the old copy is all there is */
         if (s->unrecorded++ == 0) {
             log_event(LOG_ERROR, "spool.unrecorded", "error", "%s", strerror(-p->err), "retry_in",
                       "#%d", SPOOL_RETRY_MS / 1000, NULL);
@@ -518,6 +520,8 @@ static void finish(struct spool *s, struct pending *p)
         hold_unrecorded(s, p);
         return;
     }
+    if (p->waiting && p->pin_seg)
+        s->segs[p->pin_seg - 1].pinned--;
     if (p->waiting && --s->unrecorded == 0)
         log_event(LOG_INFO, "spool.recorded", "failures", "#%llu",
                   (unsigned long long)s->append_failures, NULL);
@@ -712,6 +716,7 @@ uint64_t sp_append_state(struct spool *s, uint64_t id, int op, int32_t rcpt, int
     p->id = id;
     p->kind = PENDING_STATE;
     p->ordered = true;
+    p->pin_seg = s->pin_next;
     p->cb = cb;
     p->arg = arg;
     sp_enqueue(s, p);

@@ -61,6 +61,7 @@ static int copy_forward(struct spool *s, struct spool_msg *m)
     p->data_skip = m->data_off - m->rec_off;
     sp_enqueue(s, p);
     uint64_t t = p->ticket;
+    s->pin_next = m->seg_index + 1;
     for (uint32_t i = 0; i < m->n_rcpts && t; i++)
         if (m->rcpt_state[i] != SPOOL_RCPT_PENDING)
             t = sp_append_state(s, m->id,
@@ -70,6 +71,7 @@ static int copy_forward(struct spool *s, struct spool_msg *m)
     if (t)
         t = sp_append_state(s, m->id, SPOOL_OP_RESTORE, (int32_t)m->attempts, m->next_attempt,
                          (uint8_t)m->state, m->last_reply, NULL, NULL);
+    s->pin_next = 0;
     m->copying = true;
     m->copy_release = t;
     return t ? 0 : -ENOMEM;
@@ -78,7 +80,7 @@ static int copy_forward(struct spool *s, struct spool_msg *m)
 static bool seg_deletable(const struct spool *s, size_t i, uint64_t durable)
 {
     const struct segment *g = &s->segs[i];
-    return g->live == 0 && g->release_ticket <= durable;
+    return g->live == 0 && g->pinned == 0 && g->release_ticket <= durable;
 }
 
 static int seg_delete(struct spool *s, size_t i)
@@ -101,10 +103,6 @@ static int seg_delete(struct spool *s, size_t i)
 void spool_compact(struct spool *s)
 {
     s->compact_turns++;
-    /* records waiting to be appended again may be the only trace of a state
-     * change: nothing goes while they wait */
-    if (s->unrecorded)
-        return;
     uint64_t durable = s->durable;
     pthread_mutex_lock(&s->mu);
     size_t cur = s->cur;
@@ -123,8 +121,12 @@ void spool_compact(struct spool *s)
         if (!seg_deletable(s, i, durable) || seg_delete(s, i) < 0)
             break;
     }
-    if (i >= cur || s->segs[i].live == 0)
-        return; /* nothing pins the disk, or state records still in flight */
+    /* a segment whose messages are all finished may go even while state
+     * records wait to be appended (a full disk): its deletion records that
+     * they are finished, and is what frees the disk. A copy waits: it
+     * would only add records to a disk that has no room for them */
+    if (i >= cur || s->segs[i].live == 0 || s->unrecorded)
+        return;
     /* moving the oldest live segment's messages frees it and the run of
      * segments after it that hold nothing live */
     uint64_t freed = s->segs[i].size;

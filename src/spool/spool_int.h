@@ -32,6 +32,7 @@ struct segment {
     uint64_t release_ticket; /* deletable once this ticket is durable */
     bool deleted;
     bool unreadable; /* could not be read at start: kept for the operator, never deleted */
+    uint32_t pinned; /* records of a copy out of it wait to be appended: it must stay */
 };
 
 /* One record on its way to disk. The loop thread builds it; the writer
@@ -47,6 +48,7 @@ struct pending {
     int kind;         /* PENDING_MSG, PENDING_STATE, PENDING_COPY */
     bool ordered;     /* a state change or a bounce: retried in order until durable */
     bool waiting;     /* counted in spool.unrecorded */
+    uint32_t pin_seg; /* part of a copy out of segment pin_seg - 1 (0: none) */
     size_t data_skip; /* message data's offset inside the record */
     int err;          /* set by the writer */
     uint32_t seg;     /* set by the writer: where it landed */
@@ -91,6 +93,7 @@ struct spool {
     struct pending *r_head, *r_tail; /* ordered records not yet durable, in order */
     size_t unrecorded;               /* how many */
     struct event *retry_ev;
+    uint32_t pin_next; /* pin_seg for the records sp_append_state makes next */
     uint64_t append_failures; /* ordered records that failed to append */
     uint64_t damaged_ranges, damaged_bytes; /* found by recovery */
     uint64_t compact_bytes, compact_turns;

@@ -673,6 +673,43 @@ static void test_unrecorded_states_are_retried_in_order(void **state)
     cleanup(dir, &c);
 }
 
+static void test_finished_segment_goes_while_states_wait(void **state)
+{
+    (void)state;
+    char *dir = tmpdir();
+    struct ctx c = {.base = event_base_new()};
+    struct spool *s;
+    open_ok(dir, &c, &s);
+    const char *r1[] = {"x@y.example"};
+    uint64_t ids[3];
+    for (int i = 0; i < 3; i++)
+        ids[i] = put_msg(s, &c, "Subject: f\r\n\r\nf\r\n", r1, 1);
+    run_until(&c, 3);
+    spool_close(s);
+    open_ok(dir, &c, &s); /* segment 1 holds the three; segment 2 is empty */
+    signal(SIGXFSZ, SIG_IGN);
+    limit_file_size(0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(spool_mark(s, ids[i], SPOOL_OP_RCPT_DELIVERED, 0, 0, NULL, NULL, NULL),
+                         0);
+    run_until_unrecorded(s, &c, 3);
+    /* delivering is what frees a full spool: the finished segment goes */
+    spool_compact(s);
+    struct stat st;
+    char path[512];
+    snprintf(path, sizeof path, "%s/seg-00000001.log", dir);
+    assert_int_equal(stat(path, &st), -1);
+    spool_close(s); /* the records could never be appended */
+    limit_file_size(RLIM_INFINITY);
+    signal(SIGXFSZ, SIG_DFL);
+    open_ok(dir, &c, &s);
+    struct spool_stats ss;
+    spool_get_stats(s, &ss);
+    assert_int_equal(ss.messages, 0); /* not delivered again */
+    spool_close(s);
+    cleanup(dir, &c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -688,6 +725,7 @@ int main(void)
         cmocka_unit_test(test_compaction_settles_with_live_backlog),
         cmocka_unit_test(test_compaction_frees_dead_segments_paced),
         cmocka_unit_test(test_unrecorded_states_are_retried_in_order),
+        cmocka_unit_test(test_finished_segment_goes_while_states_wait),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
