@@ -116,8 +116,7 @@ int spool_mark(struct spool *s, uint64_t id, enum spool_op op, int rcpt, int64_t
 
 /* State changes and bounces whose append failed (a full disk) and that wait,
  * in order, to be appended again; their callbacks run once they are durable.
- * While non-zero a delivery's outcome cannot be recorded, so the queue
- * starts no new attempts. */
+ * While non-zero the spool is not ready (/readyz) and raises an alert. */
 size_t spool_unrecorded(const struct spool *s);
 
 /* Looks up a committed message, or NULL. */
