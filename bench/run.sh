@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
 # Sluice measured beside Postfix on this machine, in one run: one smtp-sink as
-# the common upstream, a private Postfix instance and Sluice both relaying to
-# it, then bench/driver.py drives the matrix and writes bench/results/latest.md.
-# Needs root (Postfix's master must start as root) and Debian's postfix package.
+# the common upstream, a private Postfix instance (STARTTLS submission with
+# Cyrus SASL on a sasldb, OpenDKIM as a milter on a third listener) and Sluice
+# (password and API-key credentials, a DKIM key) both relaying to it. Then
+# bench/workloads.py runs the submission workloads with sluice-loadgen and
+# writes bench/results/workloads.md, and/or bench/driver.py runs the older
+# smtp-source matrix and writes bench/results/latest.md.
+# Needs root (Postfix's master must start as root) and Debian's postfix,
+# sasl2-bin, libsasl2-modules, opendkim and opendkim-tools packages.
 #
 # Environment:
+#   BENCH_SUITE             workloads (default: TLS, AUTH, DKIM rows with sluice-loadgen),
+#                           matrix (sizes x concurrency, plaintext, smtp-source), or both
+#   BENCH_SECONDS           seconds per workload run (default 10; QUICK 5)
+#   BENCH_WL_REPEAT         passes over the workloads, medians reported (default 2)
+#   BENCH_WL_OUT            workloads results file (default bench/results/workloads.md)
+#   LOADGEN                 default sluice-loadgen beside SLUICE_BIN
 #   QUICK=1                 10 KiB at concurrency 1, 10, 50 only
 #   BENCH_SIZES="1 10 100"  message sizes in KiB
 #   BENCH_CONCURRENCY="1 10 50 200"
@@ -24,7 +35,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH="$ROOT/bench"
 PY=/usr/bin/python3
 SLUICE_BIN=${SLUICE_BIN:-$ROOT/build/sluice}
-CMDLINE="$(env | { grep -E '^(QUICK|BENCH_[A-Z_]+|SLUICE_BIN)=' || true; } | sort | tr '\n' ' ')"
+LOADGEN=${LOADGEN:-$(dirname "$SLUICE_BIN")/sluice-loadgen}
+SUITE=${BENCH_SUITE:-workloads}
+CMDLINE="$(env | { grep -E '^(QUICK|BENCH_[A-Z_]+|SLUICE_BIN|LOADGEN)=' || true; } | sort | tr '\n' ' ')"
 CMDLINE="${CMDLINE}bench/run.sh${*:+ $*}"
 
 if [ "${QUICK:-0}" = 1 ]; then
@@ -40,15 +53,22 @@ else
 fi
 IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 REPEAT=${BENCH_REPEAT:-3}
+if [ "${QUICK:-0}" = 1 ]; then WL_SECONDS=${BENCH_SECONDS:-5}; else WL_SECONDS=${BENCH_SECONDS:-10}; fi
+WL_REPEAT=${BENCH_WL_REPEAT:-2}
+WL_OUT=${BENCH_WL_OUT:-$BENCH/results/workloads.md}
+case "$SUITE" in workloads | matrix | both) ;; *) echo "bench: BENCH_SUITE is workloads, matrix or both" >&2; exit 2 ;; esac
+[ "$SUITE" = workloads ] && IDLE_CONNS=0   # the idle-connection test belongs to the matrix
 RELAYS=${BENCH_RELAYS:-postfix sluice}
 OUT=${BENCH_OUT:-$BENCH/results/latest.md}
 
 die() { echo "bench: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "run as root: a private Postfix instance can only be started by root"
 [ -x "$SLUICE_BIN" ] || die "no Sluice binary at $SLUICE_BIN (build with: make build)"
-for t in smtp-source smtp-sink postfix postconf cc; do
+for t in smtp-source smtp-sink postfix postconf cc openssl saslpasswd2 opendkim; do
     command -v "$t" >/dev/null || die "$t not found (install with: scripts/deps.sh test)"
 done
+[ -x "$LOADGEN" ] || die "no load generator at $LOADGEN (it is built with Sluice: make build)"
+getent passwd opendkim >/dev/null || die "no opendkim user (install with: scripts/deps.sh test)"
 
 # Descriptors for 10,000 idle connections (Sluice and the client inherit this).
 ulimit -Hn 65536 2>/dev/null || true
@@ -59,7 +79,7 @@ TMPBASE=${BENCH_TMPDIR:-/var/tmp}
 TMP=$(mktemp -d "$TMPBASE/sluice-bench.XXXXXX")
 chmod 755 "$TMP"   # Postfix daemons run as user postfix and must reach their queue
 PF="$TMP/postfix"
-SINK_PID= SLUICE_PID= SLUICE_IDLE_PID= PF_STARTED=
+SINK_PID= SLUICE_PID= SLUICE_IDLE_PID= PF_STARTED= DKIM_PID= DK=
 
 cleanup() {
     local rc=$?
@@ -92,6 +112,8 @@ cleanup() {
         kill -KILL "$SLUICE_IDLE_PID" 2>/dev/null || true
     fi
     [ -n "$SINK_PID" ] && kill -TERM "$SINK_PID" 2>/dev/null || true
+    [ -n "$DKIM_PID" ] && kill -TERM "$DKIM_PID" 2>/dev/null || true
+    [ -n "$DK" ] && rm -rf "$DK"
     if [ "${BENCH_KEEP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then
         echo "bench: logs and spools kept in $TMP" >&2
         [ "${BENCH_KEEP:-0}" = 1 ] || echo "bench: (remove with rm -rf $TMP)" >&2
@@ -117,11 +139,38 @@ wait_port() {
     return 1
 }
 
-SINK_PORT=$(free_port)
-PF_PORT=$(free_port)
-SL_PORT=$(free_port)
-while [ "$PF_PORT" = "$SINK_PORT" ]; do PF_PORT=$(free_port); done
-while [ "$SL_PORT" = "$SINK_PORT" ] || [ "$SL_PORT" = "$PF_PORT" ]; do SL_PORT=$(free_port); done
+# Distinct free loopback ports, one per listener.
+PORTS=()
+new_port() {
+    local p
+    while :; do
+        p=$(free_port)
+        [[ " ${PORTS[*]} " == *" $p "* ]] || break
+    done
+    PORTS+=("$p")
+}
+new_port; SINK_PORT=${PORTS[-1]}
+new_port; PF_PORT=${PORTS[-1]}
+new_port; PF_SUB_PORT=${PORTS[-1]}
+new_port; PF_DKIM_PORT=${PORTS[-1]}
+new_port; MILTER_PORT=${PORTS[-1]}
+new_port; SL_PORT=${PORTS[-1]}
+
+# One certificate (ECDSA P-256, as Sluice generates for itself) and one DKIM
+# key (RSA 2048) shared by both relays, so both do the same cryptography.
+mkdir -p "$TMP/tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=relay.bench.test -addext subjectAltName=DNS:relay.bench.test \
+    -keyout "$TMP/tls/key.pem" -out "$TMP/tls/cert.pem" 2>"$TMP/openssl.log" || die "openssl: $(cat "$TMP/openssl.log")"
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TMP/dkim.key" 2>>"$TMP/openssl.log" \
+    || die "openssl: $(cat "$TMP/openssl.log")"
+chmod 644 "$TMP/tls/cert.pem"
+chmod 600 "$TMP/tls/key.pem" "$TMP/dkim.key"
+# Mail From: this domain is signed (the DKIM rows); the other rows use bench.test.
+DKIM_DOMAIN=dkim.bench.test DKIM_SELECTOR=bench
+# The secret of the password rows. Postfix has no API keys: its API-key row
+# logs in with Sluice's key as the password of a second SASL user.
+AUTH_PASS="correct horse battery staple"
 
 # 1. The common upstream. -c keeps a running "mesg=N" counter on stdout.
 sink_user=()
@@ -162,7 +211,21 @@ maillog_file = $PF/maillog
 maillog_file_prefixes = $PF
 # 200 concurrent clients need 200 smtpd processes (the default limit is 100).
 default_process_limit = 250
+# Submission (the services in master.cf turn these on): TLS with the shared
+# certificate, Cyrus SASL on a sasldb, OpenDKIM as a milter.
+smtpd_tls_cert_file = $TMP/tls/cert.pem
+smtpd_tls_key_file = $TMP/tls/key.pem
+smtpd_tls_session_cache_database = btree:$PF/data/smtpd_scache
+smtpd_sasl_type = cyrus
+smtpd_sasl_path = smtpd
+cyrus_sasl_config_path = $PF/etc/sasl
+smtpd_sasl_local_domain = bench.test
+milter_default_action = tempfail
+# One log line per milter-added signature: how the driver checks that every
+# message of a DKIM row was signed.
+milter_header_checks = regexp:$PF/etc/milter_header_checks
 EOF
+    printf '%s\n' '/^DKIM-Signature:/ WARN dkim-signed' >"$PF/etc/milter_header_checks"
     # The services of Debian's master.cf that a relay uses, without chroot;
     # no local delivery, smtpd on its own loopback port, postlogd for maillog_file.
     cat >"$PF/etc/master.cf" <<EOF
@@ -187,7 +250,57 @@ discard    unix  - - n - - discard
 anvil      unix  - - n - 1 anvil
 scache     unix  - - n - 1 scache
 postlog    unix-dgram n - n - 1 postlogd
+tlsmgr     unix  - - n 1000? 1 tlsmgr
+127.0.0.1:$PF_SUB_PORT inet n - n - - smtpd
+  -o syslog_name=postfix/submission
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_tls_auth_only=yes
+  -o smtpd_client_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+127.0.0.1:$PF_DKIM_PORT inet n - n - - smtpd
+  -o syslog_name=postfix/submission-dkim
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_tls_auth_only=yes
+  -o smtpd_client_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_milters=inet:127.0.0.1:$MILTER_PORT
 EOF
+    # Cyrus SASL: PLAIN and LOGIN checked against a sasldb that smtpd (user
+    # postfix) can read; the users are USER@bench.test (smtpd_sasl_local_domain).
+    mkdir -p "$PF/etc/sasl"
+    cat >"$PF/etc/sasl/smtpd.conf" <<EOF
+pwcheck_method: auxprop
+auxprop_plugin: sasldb
+mech_list: PLAIN LOGIN
+sasldb_path: $PF/etc/sasl/sasldb2
+EOF
+    # OpenDKIM: signs mail From the DKIM domain with the shared key; it runs as
+    # its own user, which must own the key. It refuses a configuration or key
+    # under a directory others may write (/var/tmp), hence a directory in /run.
+    DK=$(mktemp -d /run/sluice-bench-opendkim.XXXXXX)
+    install -m 600 -o opendkim -g opendkim "$TMP/dkim.key" "$DK/bench.private"
+    chown opendkim:opendkim "$DK"
+    cat >"$DK/opendkim.conf" <<EOF
+Syslog no
+Mode s
+Socket inet:$MILTER_PORT@127.0.0.1
+Domain $DKIM_DOMAIN
+Selector $DKIM_SELECTOR
+KeyFile $DK/bench.private
+Canonicalization relaxed/relaxed
+SignatureAlgorithm rsa-sha256
+UserID opendkim
+PidFile $DK/opendkim.pid
+EOF
+    opendkim -f -x "$DK/opendkim.conf" >"$DK/opendkim.log" 2>&1 &
+    DKIM_PID=$!
+    wait_port "$MILTER_PORT" || die "OpenDKIM did not start: $(cat "$DK/opendkim.log")"
+    printf '%s' "$AUTH_PASS" | saslpasswd2 -p -c -f "$PF/etc/sasl/sasldb2" -u bench.test app \
+        || die "saslpasswd2 failed"
+    chown root:postfix "$PF/etc/sasl/sasldb2"
+    chmod 640 "$PF/etc/sasl/sasldb2"
     postfix -c "$PF/etc" check >"$TMP/postfix-start.log" 2>&1 || true
     PF_STARTED=1
     postfix -c "$PF/etc" start >>"$TMP/postfix-start.log" 2>&1 || true
@@ -227,6 +340,13 @@ max_connections_per_ip = 2000
 file = $1/sluice.log
 $(http_section)
 
+[tls]
+cert = $TMP/tls/cert.pem
+key = $TMP/tls/key.pem
+
+[dkim]
+key_dir = $1/dkim
+
 [upstream sink]
 host = 127.0.0.1
 port = $SINK_PORT
@@ -236,11 +356,25 @@ max_connections = 20
 messages_per_connection = 1000
 EOF
     "$SLUICE_BIN" config check "$1/sluice.conf" >/dev/null || die "Sluice rejects $1/sluice.conf"
+    # The key Sluice signs mail From the DKIM domain with (the one OpenDKIM has).
+    mkdir -p "$1/dkim"
+    install -m 600 "$TMP/dkim.key" "$1/dkim/$DKIM_SELECTOR._domainkey.$DKIM_DOMAIN.key"
 }
 if [[ " $RELAYS " == *" sluice "* ]]; then
     SL="$TMP/sluice"
     mkdir -p "$SL"
     write_sluice_conf "$SL" "$SL_PORT"
+    # A password credential and an API-key credential, both allowed the two
+    # sender domains of the workloads.
+    printf '%s\n' "$AUTH_PASS" | SLUICE_CONFIG="$SL/sluice.conf" "$SLUICE_BIN" creds add app --password \
+        --allow-from '*@bench.test' --allow-from "*@$DKIM_DOMAIN" >/dev/null || die "sluice creds add app failed"
+    API_KEY=$(SLUICE_CONFIG="$SL/sluice.conf" "$SLUICE_BIN" creds add api --api-key --json \
+        --allow-from '*@bench.test' --allow-from "*@$DKIM_DOMAIN" |
+        "$PY" -c 'import json, sys; print(json.load(sys.stdin)["api_key"])') || die "sluice creds add api failed"
+    if [ -n "$PF_STARTED" ]; then
+        printf '%s' "$API_KEY" | saslpasswd2 -p -c -f "$PF/etc/sasl/sasldb2" -u bench.test api \
+            || die "saslpasswd2 failed"
+    fi
     "$SLUICE_BIN" serve -c "$SL/sluice.conf" >"$SL/stdout.log" 2>&1 &
     SLUICE_PID=$!
     if ! wait_port "$SL_PORT"; then
@@ -268,5 +402,17 @@ args=(--sink-out "$TMP/sink.out" --sink-port "$SINK_PORT" --tmp "$TMP" --out "$O
 [ -n "$PF_STARTED" ] && args+=(--relay "postfix:$PF_PORT:$PF/queue/pid/master.pid:$PF/maillog")
 [ -n "$SLUICE_PID" ] && args+=(--relay "sluice:$SL_PORT:$SLUICE_PID:$SL/sluice.log")
 [ -n "$SLUICE_IDLE_PID" ] && args+=(--relay "sluice-idle:$SLI_PORT:$SLUICE_IDLE_PID:$SLI/sluice.log")
-echo "bench: temp dir $TMP; sink :$SINK_PORT, Postfix :$PF_PORT, Sluice :$SL_PORT"
-"$PY" "$BENCH/driver.py" "${args[@]}"
+echo "bench: temp dir $TMP; sink :$SINK_PORT, Postfix :$PF_PORT (submission :$PF_SUB_PORT, with OpenDKIM :$PF_DKIM_PORT), Sluice :$SL_PORT"
+if [ "$SUITE" != matrix ]; then
+    # Secrets go to the driver in a file, not on a command line others can read.
+    umask 077
+    printf 'password=%s\napi_key=%s\n' "$AUTH_PASS" "${API_KEY:-}" >"$TMP/secrets"
+    umask 022
+    wl=(--loadgen "$LOADGEN" --sink-out "$TMP/sink.out" --out "$WL_OUT" --json-out "$TMP/workloads.json"
+        --seconds "$WL_SECONDS" --repeat "$WL_REPEAT" --secrets "$TMP/secrets" --cafile "$TMP/tls/cert.pem"
+        --sni relay.bench.test --dkim-domain "$DKIM_DOMAIN" --sluice-bin "$SLUICE_BIN" --command-line "$CMDLINE")
+    [ -n "$PF_STARTED" ] && wl+=(--postfix "$PF_PORT:$PF_SUB_PORT:$PF_DKIM_PORT:$PF/queue/pid/master.pid:$DKIM_PID:$PF/maillog")
+    [ -n "$SLUICE_PID" ] && wl+=(--sluice "$SL_PORT:$SLUICE_PID:$SL/sluice.log")
+    "$PY" "$BENCH/workloads.py" "${wl[@]}"
+fi
+[ "$SUITE" = workloads ] || "$PY" "$BENCH/driver.py" "${args[@]}"
