@@ -106,25 +106,33 @@ def reset_hwm(pid):
 
 
 class MemorySampler(threading.Thread):
-    """Samples the relay's memory every `period` seconds until stopped."""
+    """Samples the relay's memory every `period` seconds until stopped: the
+    peak of the summed RSS and PSS over the process tree of `root`, or of
+    several roots (a list: Postfix and OpenDKIM)."""
 
     def __init__(self, root, period=0.25):
         super().__init__(daemon=True)
-        self.root, self.period = root, period
+        self.roots = root if isinstance(root, list) else [root]
+        self.period = period
         self.peak_rss = self.peak_pss = 0
         self.stop_ev = threading.Event()
 
+    def sample(self):
+        rss = pss = 0
+        for r in self.roots:
+            a, b = memory_kib(r)
+            rss, pss = rss + a, pss + b
+        self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+
     def run(self):
         while not self.stop_ev.is_set():
-            rss, pss = memory_kib(self.root)
-            self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+            self.sample()
             self.stop_ev.wait(self.period)
 
     def finish(self):
         self.stop_ev.set()
         self.join(5)
-        rss, pss = memory_kib(self.root)
-        self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+        self.sample()
 
 
 # ------------------------------------------------------------------ the sink

@@ -13,12 +13,11 @@ import platform
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from driver import Sink, cpu_seconds, loadavg, memory_kib  # noqa: E402
+from driver import MemorySampler, Sink, cpu_seconds, loadavg  # noqa: E402
 
 SIZE = 10240
 FROM, DKIM_LOCAL, TO = "app@bench.test", "app", "sink@bench.test"
@@ -32,34 +31,6 @@ WORKLOADS = [
     ("tls-password-c1", "STARTTLS + AUTH PLAIN, password", "starttls", "password", False, 1),
     ("tls-password-c10", "STARTTLS + AUTH PLAIN, password", "starttls", "password", False, 10),
 ]
-
-
-class TreeSampler(threading.Thread):
-    """Peak of the summed RSS and PSS over the process trees of `roots`,
-    sampled every `period` seconds until finish()."""
-
-    def __init__(self, roots, period=0.25):
-        super().__init__(daemon=True)
-        self.roots, self.period = roots, period
-        self.peak_rss = self.peak_pss = 0
-        self.stop_ev = threading.Event()
-
-    def sample(self):
-        rss = pss = 0
-        for r in self.roots:
-            a, b = memory_kib(r)
-            rss, pss = rss + a, pss + b
-        self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
-
-    def run(self):
-        while not self.stop_ev.is_set():
-            self.sample()
-            self.stop_ev.wait(self.period)
-
-    def finish(self):
-        self.stop_ev.set()
-        self.join(5)
-        self.sample()
 
 
 class Target:
@@ -128,7 +99,7 @@ def run_one(args, secrets, sink, target, wl):
     log_at = target.log_offset()
     pids = target.root_pids(dkim)
     cpu0 = sum(cpu_seconds(p) for p in pids)
-    sampler = TreeSampler(pids)
+    sampler = MemorySampler(pids)
     sampler.start()
     cmd = loadgen_cmd(args, secrets, port, wl)
     t0 = time.monotonic()
