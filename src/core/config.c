@@ -206,6 +206,12 @@ static const struct config_key keys[] = {
     {SEC_LOG, "privacy_key_file", NULL, T_PATH, S(log_privacy_key_file), "${var_dir}/privacy.key",
      .doc = "Key for the recipient pseudonyms; made on first start."},
 
+    {SEC_TLS, "session_tickets", NULL, T_BOOL, S(tls_session_tickets), "true",
+     .doc = "Issue TLS session tickets (keys random per process, rotated every session_lifetime)."},
+    {SEC_TLS, "session_cache_size", NULL, T_INT, S(tls_session_cache_size), "20000", 0, 1000000,
+     .doc = "Server-side TLS session cache entries; 0 turns the cache off."},
+    {SEC_TLS, "session_lifetime", NULL, T_DURATION, S(tls_session_lifetime), "1h", 60, 7 * DAY,
+     .doc = "How long a TLS session may be resumed; ticket keys rotate at this period."},
     {SEC_TLS, "request_client_cert", NULL, T_BOOL, S(tls_request_client_cert), "true",
      .doc =
          "Ask clients for a certificate; one registered with 'sluice creds add --cert' logs in."},

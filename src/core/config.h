@@ -100,6 +100,9 @@ struct config {
     int auth_failures_before_block; /* default 10 */
     int auth_block_time;            /* seconds, default 900 */
     bool tls_request_client_cert;   /* [tls] request_client_cert, default true */
+    bool tls_session_tickets;       /* [tls] session_tickets, default true */
+    int tls_session_cache_size;     /* [tls] session_cache_size, default 20000 */
+    int tls_session_lifetime;       /* [tls] session_lifetime, seconds, default 1h */
     char *rate_per_ip;              /* [limits] rate_per_ip, "0" = none */
 
     /* [policy] */

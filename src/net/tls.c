@@ -3,6 +3,7 @@
 #include "net/tls.h"
 
 #include "core/config.h"
+#include "net/tls_session.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -145,7 +146,15 @@ SSL_CTX *tls_server_ctx_new(const struct config *cfg, char *err, size_t errlen)
                                                                                : TLS1_2_VERSION;
     SSL_CTX_set_min_proto_version(ctx, min);
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-                                 SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET);
+                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
+    struct tls_session_params sp = {.tickets = cfg->tls_session_tickets,
+                                    .cache_size = cfg->tls_session_cache_size,
+                                    .lifetime = cfg->tls_session_lifetime};
+    if (tls_session_enable(ctx, &sp) < 0) {
+        ssl_err(err, errlen, "cannot set up TLS session resumption");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
     const char *ciphers = cfg->tls_ciphers && *cfg->tls_ciphers
                               ? cfg->tls_ciphers
                               : "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20";
