@@ -1,8 +1,10 @@
 /* `sluice queue ...`: asks the running daemon over its control socket and
- * prints the answer for people, or as JSON with --json. */
+ * prints the answer for people, or as JSON with --json. Listings are read
+ * and printed a line at a time, so their length costs no memory here. */
 #include "cli/cli.h"
 
 #include "core/config.h"
+#include "queue/control_request.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -16,19 +18,28 @@
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: sluice queue [--json] [-c CONFIG] COMMAND\n"
-                    "  list [--state active|held|dead|all]   messages in the queue\n"
-                    "  show ID                                one message in detail\n"
-                    "  retry ID | retry --all                 attempt now (revives dead/held)\n"
-                    "  hold ID | release ID                   stop / resume attempts\n"
-                    "  delete ID                              remove for good\n"
-                    "  dead                                   the dead-letter list\n"
-                    "  flush                                  attempt every active message now\n"
-                    "  stats                                  counters and queue depth\n");
+    fprintf(stderr,
+            "usage: sluice queue [--json] [-c CONFIG] COMMAND\n"
+            "  list [--state active|held|dead|all] [--limit N] [--after ID]\n"
+            "                                  a page of messages, oldest first (default\n"
+            "                                  limit %u; --limit 0 lists them all); the\n"
+            "                                  next page starts after the printed cursor\n"
+            "  show ID                         one message, with the upstream's last reply\n"
+            "  retry ID                        attempt now (also a held or dead message)\n"
+            "  retry --all [--dead]            every deferred and held message now; dead\n"
+            "                                  letters only with --dead (never bounced again)\n"
+            "  hold ID                         stop attempts\n"
+            "  release ID | release --all      resume a held message / every held message\n"
+            "  delete ID                       remove for good\n"
+            "  dead [--limit N] [--after ID]   the dead-letter list\n"
+            "  flush                           attempt every deferred message now\n"
+            "  stats                           counters and queue depth\n",
+            CONTROL_LIST_DEFAULT_LIMIT);
     return 2;
 }
 
-static char *request(const char *sock, const char *line, char *err, size_t errlen)
+/* Connects and sends one request line; returns the socket as a stream. */
+static FILE *request(const char *sock, const char *line, char *err, size_t errlen)
 {
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
@@ -46,23 +57,12 @@ static char *request(const char *sock, const char *line, char *err, size_t errle
         close(fd);
         return NULL;
     }
-    size_t cap = 65536, len = 0;
-    char *buf = malloc(cap);
-    for (;;) {
-        if (len + 1 >= cap) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-        }
-        ssize_t r = read(fd, buf + len, cap - len - 1);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        len += (size_t)r;
+    FILE *f = fdopen(fd, "r");
+    if (!f) {
+        snprintf(err, errlen, "control socket: %s", strerror(errno));
+        close(fd);
     }
-    close(fd);
-    buf[len] = 0;
-    return buf;
+    return f;
 }
 
 static void fmt_time(json_int_t t, char *buf, size_t n)
@@ -89,105 +89,178 @@ static void print_msg_line(json_t *m)
         printf("    last: %s\n", lr);
 }
 
+/* A listing arrives one message per line between a head and a tail line
+ * (see control.c), so it is printed as it streams, whatever its length. */
+static int print_listing(FILE *f, char *first, bool json, const char *verb, const char *state)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    size_t count = 0;
+    int rc = 2;
+    if (json)
+        fputs(first, stdout);
+    while ((n = getline(&line, &cap, f)) > 0) {
+        if (json)
+            fputs(line, stdout);
+        const char *p = line[0] == ',' ? line + 1 : line;
+        if (*p == '{') {
+            json_t *m = json_loads(p, 0, NULL);
+            if (!m)
+                break;
+            if (!json)
+                print_msg_line(m);
+            json_decref(m);
+            count++;
+        } else if (*p == ']') {
+            /* the tail: `],"next":...,"count":N}` closes the document */
+            char *doc = NULL;
+            if (asprintf(&doc, "{\"data\":[%s", p) < 0)
+                break;
+            json_t *t = json_loads(doc, 0, NULL);
+            free(doc);
+            if (!t)
+                break;
+            const char *next = json_string_value(json_object_get(t, "next"));
+            if (!json) {
+                printf("%zu message(s)\n", count);
+                if (next)
+                    printf("more: sluice queue %s%s%s --after %s\n", verb, *state ? " --state " : "",
+                           state, next);
+            }
+            json_decref(t);
+            rc = 0;
+            break;
+        }
+    }
+    free(line);
+    if (rc)
+        fprintf(stderr, "sluice: the listing from the daemon ended early\n");
+    return rc;
+}
+
+static void print_data(json_t *data)
+{
+    if (json_is_object(data) && json_object_get(data, "recipients")) {
+        print_msg_line(data);
+        const char *up = json_string_value(json_object_get(data, "upstream_reply"));
+        printf("    upstream reply: %s\n", up ? up : "none yet");
+        size_t k;
+        json_t *x;
+        json_array_foreach(json_object_get(data, "recipients"), k, x)
+            printf("    to <%s>: %s\n", json_string_value(json_object_get(x, "address")),
+                   json_string_value(json_object_get(x, "state")));
+        const char *key;
+        json_t *v;
+        json_object_foreach(json_object_get(data, "meta"), key, v)
+            printf("    %s: %s\n", key, json_string_value(v));
+    } else if (json_is_object(data)) {
+        const char *key;
+        json_t *v;
+        json_object_foreach(data, key, v)
+        {
+            if (json_is_integer(v))
+                printf("%-16s %lld\n", key, (long long)json_integer_value(v));
+        }
+        size_t k;
+        json_t *u;
+        json_array_foreach(json_object_get(data, "upstreams"), k, u)
+            printf("upstream %-12s %-9s conns %lld queued %lld %s\n",
+                   json_string_value(json_object_get(u, "name")),
+                   json_string_value(json_object_get(u, "health")),
+                   (long long)json_integer_value(json_object_get(u, "connections")),
+                   (long long)json_integer_value(json_object_get(u, "queued")),
+                   json_string_value(json_object_get(u, "last_error")));
+    } else {
+        printf("ok\n");
+    }
+}
+
 int cli_queue(int argc, char **argv)
 {
-    bool json = false;
-    const char *cpath = NULL;
-    char line[256] = "";
-    int i = 1;
-    for (; i < argc && argv[i][0] == '-'; i++) {
-        if (strcmp(argv[i], "--json") == 0)
+    bool json = false, all = false, dead = false;
+    const char *cpath = NULL, *state = "", *limit = NULL, *after = NULL, *id = NULL;
+    const char *verb = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool more = i + 1 < argc;
+        if (strcmp(a, "--json") == 0)
             json = true;
-        else if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc)
+        else if ((strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) && more)
             cpath = argv[++i];
+        else if (strcmp(a, "--state") == 0 && more)
+            state = argv[++i];
+        else if (strcmp(a, "--limit") == 0 && more)
+            limit = argv[++i];
+        else if (strcmp(a, "--after") == 0 && more)
+            after = argv[++i];
+        else if (strcmp(a, "--all") == 0)
+            all = true;
+        else if (strcmp(a, "--dead") == 0)
+            dead = true;
+        else if (a[0] == '-')
+            return usage();
+        else if (!verb)
+            verb = a;
+        else if (!id)
+            id = a;
         else
             return usage();
     }
-    if (i >= argc)
+    if (!verb)
         return usage();
-    const char *verb = argv[i++];
-    const char *arg = "";
-    for (; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0)
-            json = true;
-        else if (strcmp(argv[i], "--state") == 0 && i + 1 < argc)
-            arg = argv[++i];
-        else if (!*arg)
-            arg = argv[i];
-        else
-            return usage();
+    bool listing = strcmp(verb, "list") == 0 || strcmp(verb, "dead") == 0;
+    if ((!listing && (*state || limit || after)) || (listing && (id || all || dead)))
+        return usage();
+    char line[256];
+    if (listing)
+        snprintf(line, sizeof line, "%s%s%s%s%s%s%s", verb, *state ? " " : "", state,
+                 limit ? " limit=" : "", limit ? limit : "", after ? " after=" : "",
+                 after ? after : "");
+    else
+        snprintf(line, sizeof line, "%s%s%s%s", verb, id ? " " : "", id ? id : "",
+                 all ? (dead ? " --all --dead" : " --all") : (dead ? " --dead" : ""));
+    /* the daemon's own grammar checks the request before anything is sent */
+    struct control_request req;
+    const char *perr;
+    if (control_request_parse(line, strlen(line), &req, &perr) < 0) {
+        fprintf(stderr, "sluice queue: %s\n", perr);
+        return 2;
     }
-    static const char *const verbs[] = {"list",   "show", "retry", "hold", "release",
-                                        "delete", "dead", "flush", "stats"};
-    bool known = false;
-    for (size_t k = 0; k < sizeof verbs / sizeof verbs[0]; k++)
-        known |= strcmp(verb, verbs[k]) == 0;
-    if (!known)
-        return usage();
-    snprintf(line, sizeof line, "%s %s", verb, arg);
 
     struct config *cfg = cli_load_config("queue", cpath);
     if (!cfg)
         return 2;
     char err[512];
-    char *resp = request(cfg->control_socket, line, err, sizeof err);
+    FILE *f = request(cfg->control_socket, line, err, sizeof err);
     config_free(cfg);
-    if (!resp) {
+    if (!f) {
         fprintf(stderr, "sluice: %s\n", err);
         return 2;
     }
-    json_error_t je;
-    json_t *o = json_loads(resp, 0, &je);
-    if (!o) {
-        fprintf(stderr, "sluice: bad reply from daemon\n");
-        free(resp);
-        return 2;
-    }
-    int rc = json_is_true(json_object_get(o, "ok")) ? 0 : 1;
-    if (json) {
-        fputs(resp, stdout);
-    } else if (rc) {
-        fprintf(stderr, "sluice: %s\n", json_string_value(json_object_get(o, "error")));
+    char *first = NULL;
+    size_t cap = 0;
+    int rc = 2;
+    if (getline(&first, &cap, f) <= 0) {
+        fprintf(stderr, "sluice: no reply from the daemon\n");
+    } else if (listing && strncmp(first, "{\"ok\":true,\"data\":[", 19) == 0) {
+        rc = print_listing(f, first, json, verb, state);
     } else {
-        json_t *data = json_object_get(o, "data");
-        if (json_is_array(data)) {
-            size_t k;
-            json_t *m;
-            json_array_foreach(data, k, m) print_msg_line(m);
-            printf("%zu message(s)\n", json_array_size(data));
-        } else if (json_is_object(data) && json_object_get(data, "recipients")) {
-            print_msg_line(data);
-            size_t k;
-            json_t *x;
-            json_array_foreach(json_object_get(data, "recipients"), k, x)
-                printf("    to <%s>: %s\n", json_string_value(json_object_get(x, "address")),
-                       json_string_value(json_object_get(x, "state")));
-            const char *key;
-            json_t *v;
-            json_object_foreach(json_object_get(data, "meta"), key, v)
-                printf("    %s: %s\n", key, json_string_value(v));
-        } else if (json_is_object(data)) {
-            const char *key;
-            json_t *v;
-            json_object_foreach(data, key, v)
-            {
-                if (json_is_integer(v))
-                    printf("%-16s %lld\n", key, (long long)json_integer_value(v));
-            }
-            size_t k;
-            json_t *u;
-            json_array_foreach(json_object_get(data, "upstreams"), k, u)
-                printf("upstream %-12s %-9s conns %lld queued %lld %s\n",
-                       json_string_value(json_object_get(u, "name")),
-                       json_string_value(json_object_get(u, "health")),
-                       (long long)json_integer_value(json_object_get(u, "connections")),
-                       (long long)json_integer_value(json_object_get(u, "queued")),
-                       json_string_value(json_object_get(u, "last_error")));
+        json_t *o = json_loads(first, 0, NULL);
+        if (!o) {
+            fprintf(stderr, "sluice: bad reply from daemon\n");
         } else {
-            printf("ok\n");
+            rc = json_is_true(json_object_get(o, "ok")) ? 0 : 1;
+            if (json)
+                fputs(first, stdout);
+            else if (rc)
+                fprintf(stderr, "sluice: %s\n", json_string_value(json_object_get(o, "error")));
+            else
+                print_data(json_object_get(o, "data"));
+            json_decref(o);
         }
     }
-    json_decref(o);
-    free(resp);
+    free(first);
+    fclose(f);
     return rc;
 }

@@ -48,7 +48,8 @@ struct deliver {
     size_t n_slots;
     int cap_dir_fd;
     struct capture_job *cap_pending, *cap_tail;
-    bool cap_active; /* a batch is on a worker; new jobs wait in cap_pending */
+    bool cap_active;          /* a batch is on a worker; new jobs wait in cap_pending */
+    struct attempt *attempts; /* SMTP attempts under way, freed at exit if still there */
 };
 
 static int write_file(int dirfd, const char *name, const char *data, size_t len)
@@ -240,10 +241,17 @@ struct attempt {
     bool all_misconfig, tried_any;
     char fault[256];
     struct upstream_job job;
+    struct attempt *prev, *next; /* in d->attempts */
 };
 
 static void attempt_free(struct attempt *a)
 {
+    if (a->prev)
+        a->prev->next = a->next;
+    else
+        a->d->attempts = a->next;
+    if (a->next)
+        a->next->prev = a->prev;
     for (size_t i = 0; i < a->n; i++)
         free(a->rcpts[i]);
     free(a->rcpts);
@@ -387,6 +395,10 @@ static int smtp_start(struct deliver *d, const struct spool_msg *m, deliver_done
         return r;
     }
     a->d = d;
+    a->next = d->attempts;
+    if (a->next)
+        a->next->prev = a;
+    d->attempts = a;
     a->id = m->id;
     a->done = done;
     a->arg = arg;
@@ -484,7 +496,12 @@ void deliver_free(struct deliver *d)
 {
     if (!d)
         return;
-    slots_clear(d);
+    /* the loop has stopped: no QUIT could finish, no callback may run */
+    for (size_t i = 0; i < d->n_slots; i++)
+        upstream_free(d->slots[i].up);
+    free(d->slots);
+    while (d->attempts)
+        attempt_free(d->attempts);
     if (d->cap_dir_fd >= 0)
         close(d->cap_dir_fd);
     free(d);

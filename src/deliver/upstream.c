@@ -133,9 +133,9 @@ static void mark_healthy(struct upstream *u)
     u->last_error[0] = 0;
     event_del(u->probe_timer);
     log_event(LOG_INFO, "upstream_healthy", "upstream", "%s", u->name, NULL);
-    /* messages held because of this upstream get another chance */
+    /* mail held or deferred because of upstream trouble gets another chance */
     if (u->r->queue)
-        queue_release_auto(u->r->queue);
+        queue_upstream_recovered(u->r->queue);
 }
 
 bool upstream_available(struct upstream *u)
@@ -169,7 +169,7 @@ static struct upstream_job *pop_job(struct upstream *u)
 static void fail_job(struct upstream_job *j, enum smtp_client_errcat cat, const char *reason)
 {
     struct upstream_outcome o = {.conn_fault = true, .category = cat};
-    snprintf(o.reason, sizeof o.reason, "%s", reason);
+    snprintf(o.reason, sizeof o.reason, "%.*s", (int)sizeof o.reason - 1, reason);
     j->done(j, &o);
 }
 
@@ -260,7 +260,11 @@ static void on_error(struct smtp_client *c, const struct smtp_client_error *err,
     struct conn *k = arg;
     struct upstream *u = k->u;
     struct upstream_job *j = k->job;
-    bool health_failure = !k->ever_ready || j != NULL;
+    /* A drop after the final "." leaves only that message's fate unknown; it
+     * says nothing about the upstream or the jobs waiting for it, which go
+     * to a new connection (whose failure, if the upstream is gone, tells). */
+    bool ambiguous = j && err->outcome_unknown && k->ever_ready;
+    bool health_failure = !k->ever_ready || (j != NULL && !ambiguous);
     char reason[400];
     if (err->code)
         snprintf(reason, sizeof reason, "%s: %.160s (%d %.16s %.160s)",
@@ -272,6 +276,9 @@ static void on_error(struct smtp_client *c, const struct smtp_client_error *err,
     smtp_client_free(c);
     k->c = NULL;
     conn_remove(k);
+    if (ambiguous)
+        log_event(LOG_WARN, "upstream.outcome_unknown", "upstream", "%s", u->name, "reason", "%s",
+                  reason, NULL);
     if (health_failure) {
         log_event(LOG_WARN, "upstream.connection_failed", "upstream", "%s", u->name, "category",
                   "%s", smtp_client_errcat_name(err->category), "reason", "%s", reason, NULL);
@@ -279,10 +286,11 @@ static void on_error(struct smtp_client *c, const struct smtp_client_error *err,
         mark_down(u, reason);
     }
     if (j) {
-        if (err->outcome_unknown)
-            strncat(reason, " (the final reply never came; a retry may duplicate)",
-                    sizeof reason - strlen(reason) - 1);
-        fail_job(j, err->category, reason);
+        char job_reason[320]; /* what an outcome holds: keep the warning whole */
+        snprintf(job_reason, sizeof job_reason, "%.250s%s", reason,
+                 err->outcome_unknown ? " (the final reply never came; a retry may duplicate)"
+                                      : "");
+        fail_job(j, err->category, job_reason);
     }
     if (u->health == UPSTREAM_DOWN)
         fail_queued(u, err->category, reason); /* let them fail over now */
@@ -563,6 +571,20 @@ static void maybe_free(struct upstream *u)
 {
     if (u->retired && u->n_conns == 0 && !u->q_head)
         upstream_destroy(u);
+}
+
+void upstream_free(struct upstream *u)
+{
+    if (!u)
+        return;
+    struct conn *k = u->conns;
+    while (k) {
+        struct conn *next = k->next;
+        smtp_client_free(k->c); /* idle or not: the loop that would finish a QUIT is gone */
+        free(k);
+        k = next;
+    }
+    upstream_destroy(u);
 }
 
 void upstream_retire(struct upstream *u)

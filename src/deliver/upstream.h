@@ -45,6 +45,11 @@ struct upstream *upstream_new(struct relay *r, const struct config_upstream *cfg
  * idle connections quit; the object frees itself when the last one ends. */
 void upstream_retire(struct upstream *u);
 
+/* At exit, after the event loop stopped: closes every connection at once and
+ * frees u. Jobs still queued or running are dropped without their callbacks;
+ * their owner frees them. */
+void upstream_free(struct upstream *u);
+
 /* True when a job may be given now: healthy, or down with a probe due. */
 bool upstream_available(struct upstream *u);
 

@@ -1,6 +1,7 @@
-/* Control requests: list, show, retry, hold, release, delete, dead, flush,
- * stats. Requests are words separated by spaces; replies are JSON objects
- * with "ok" and either the data or an "error". */
+/* The control socket: one request line in (queue/control_request.h), one
+ * JSON document out. Listings are streamed a bounded chunk per event-loop
+ * turn, driven by the write callback, so a large queue neither stalls SMTP
+ * sessions nor is ever held in memory as one document. */
 #include "queue/control.h"
 
 #include "core/config.h"
@@ -8,6 +9,7 @@
 #include "core/log.h"
 #include "core/relay.h"
 #include "deliver/deliver.h"
+#include "queue/control_request.h"
 #include "queue/queue.h"
 #include "spool/spool.h"
 
@@ -16,6 +18,7 @@
 #include <event2/bufferevent.h>
 #include <event2/listener.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,10 +26,36 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+/* Ids selected per scan of the spool: the memory a listing holds besides
+ * its output buffer, and (with the index size) the work of one scan. */
+#define LIST_BATCH 1024
+/* Messages formatted per write callback; the output is refilled when it
+ * drains to LIST_LOW_WATER, so at most about LIST_CHUNK messages of text
+ * wait in memory per connection however slowly the client reads. */
+#define LIST_CHUNK 64
+#define LIST_LOW_WATER 16384
+/* A listing that emitted this many messages allocated enough that giving
+ * freed memory back to the kernel is worth a malloc_trim. */
+#define LIST_TRIM_AFTER 20000
+
 struct control {
     struct relay *r;
     struct evconnlistener *l;
     char path[108];
+};
+
+/* One client connection; a listing keeps its cursor here between turns. */
+struct control_conn {
+    struct control *c;
+    struct bufferevent *bev;
+    bool listing;
+    int state;          /* CONTROL_STATE_ANY or enum spool_msg_state */
+    uint64_t cursor;    /* the last id emitted (or the request's after=) */
+    uint64_t left;      /* messages still to emit; UINT64_MAX: no limit */
+    uint64_t *batch;    /* ids after cursor, ascending */
+    size_t n_batch, pos;
+    bool more;          /* ids beyond the batch exist */
+    uint64_t emitted;
 };
 
 static const char *state_name(enum spool_msg_state s)
@@ -55,23 +84,14 @@ static json_t *msg_json(const struct spool_msg *m, bool full)
     json_object_set_new(o, "attempts", json_integer(m->attempts));
     json_object_set_new(o, "next_attempt", json_integer(m->next_attempt));
     json_object_set_new(o, "last_reply", m->last_reply ? json_string(m->last_reply) : json_null());
+    const char *up = queue_upstream_reply(m->last_reply);
+    json_object_set_new(o, "upstream_reply", up ? json_string(up) : json_null());
     json_object_set_new(o, "bounce", json_boolean(m->flags & SPOOL_F_BOUNCE));
     if (full && m->meta)
         json_object_set_new(o, "meta", spool_meta_json(m->meta));
     return o;
 }
 
-struct list_ctx {
-    json_t *arr;
-    int state; /* -1 any */
-};
-
-static void list_one(void *arg, const struct spool_msg *m)
-{
-    struct list_ctx *c = arg;
-    if (c->state < 0 || (int)m->state == c->state)
-        json_array_append_new(c->arr, msg_json(m, false));
-}
 
 static void upstream_json(void *arg, const char *name, const char *health, const char *last_error,
                           int conns, size_t queued)
@@ -100,74 +120,62 @@ static char *ok_reply(json_t *data)
     return s;
 }
 
-char *control_handle(struct relay *r, const char *line)
+static json_t *stats_json(struct relay *r)
 {
-    char verb[32] = "", arg[64] = "";
-    if (sscanf(line, "%31s %63s", verb, arg) < 1)
-        return error_reply("empty request");
-    if (strcmp(verb, "list") == 0 || strcmp(verb, "dead") == 0) {
-        struct list_ctx c = {json_array(), -1};
-        const char *st = strcmp(verb, "dead") == 0 ? "dead" : arg;
-        if (strcmp(st, "active") == 0)
-            c.state = SPOOL_MSG_ACTIVE;
-        else if (strcmp(st, "held") == 0)
-            c.state = SPOOL_MSG_HELD;
-        else if (strcmp(st, "dead") == 0)
-            c.state = SPOOL_MSG_DEAD;
-        else if (*st && strcmp(st, "all") != 0) {
-            json_decref(c.arr);
-            return error_reply("unknown state; use active, held, dead or all");
-        }
-        spool_foreach(r->spool, list_one, &c);
-        return ok_reply(c.arr);
-    }
-    if (strcmp(verb, "flush") == 0) {
+    struct spool_stats st;
+    spool_get_stats(r->spool, &st);
+    json_t *o = json_pack(
+        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "messages",
+        (json_int_t)st.messages, "active", (json_int_t)st.active, "held", (json_int_t)st.held,
+        "dead", (json_int_t)st.dead, "segments", (json_int_t)st.segments, "spool_bytes",
+        (json_int_t)st.bytes, "commits", (json_int_t)st.commits, "accepted",
+        (json_int_t)r->n.accepted, "rejected", (json_int_t)r->n.rejected, "delivered",
+        (json_int_t)r->n.delivered, "deferred", (json_int_t)r->n.deferred, "failed",
+        (json_int_t)r->n.failed, "bounces", (json_int_t)r->n.bounces);
+    json_object_set_new(o, "oldest_received", json_integer(st.oldest_received));
+    json_object_set_new(o, "sessions", json_integer(r->sessions));
+    json_object_set_new(o, "inflight", json_integer((json_int_t)queue_inflight(r->queue)));
+    json_t *ups = json_array();
+    deliver_foreach_upstream(r->deliver, upstream_json, ups);
+    json_object_set_new(o, "upstreams", ups);
+    return o;
+}
+
+/* Answers every request but list, which control_conn streams. */
+static char *answer(struct relay *r, const struct control_request *q, const char *line)
+{
+    int rc;
+    char ids[17];
+    switch (q->verb) {
+    case CONTROL_FLUSH:
         queue_flush(r->queue);
         return ok_reply(NULL);
-    }
-    if (strcmp(verb, "stats") == 0) {
-        struct spool_stats st;
-        spool_get_stats(r->spool, &st);
-        json_t *o = json_pack(
-            "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "messages",
-            (json_int_t)st.messages, "active", (json_int_t)st.active, "held", (json_int_t)st.held,
-            "dead", (json_int_t)st.dead, "segments", (json_int_t)st.segments, "spool_bytes",
-            (json_int_t)st.bytes, "commits", (json_int_t)st.commits, "accepted",
-            (json_int_t)r->n.accepted, "rejected", (json_int_t)r->n.rejected, "delivered",
-            (json_int_t)r->n.delivered, "deferred", (json_int_t)r->n.deferred, "failed",
-            (json_int_t)r->n.failed, "bounces", (json_int_t)r->n.bounces);
-        json_object_set_new(o, "oldest_received", json_integer(st.oldest_received));
-        json_object_set_new(o, "sessions", json_integer(r->sessions));
-        json_object_set_new(o, "inflight", json_integer((json_int_t)queue_inflight(r->queue)));
-        json_t *ups = json_array();
-        deliver_foreach_upstream(r->deliver, upstream_json, ups);
-        json_object_set_new(o, "upstreams", ups);
-        return ok_reply(o);
-    }
-    if (strcmp(verb, "retry") == 0 && strcmp(arg, "--all") == 0) {
-        queue_retry_all(r->queue);
-        return ok_reply(NULL);
-    }
-    uint64_t id;
-    if (!*arg)
-        return error_reply("this request needs a message id");
-    if (spool_id_parse(arg, &id) < 0)
-        return error_reply("bad message id (expected 16 hex digits)");
-    int rc;
-    if (strcmp(verb, "show") == 0) {
-        const struct spool_msg *m = spool_get(r->spool, id);
+    case CONTROL_STATS:
+        return ok_reply(stats_json(r));
+    case CONTROL_SHOW: {
+        const struct spool_msg *m = spool_get(r->spool, q->id);
         return m ? ok_reply(msg_json(m, true)) : error_reply("no such message");
-    } else if (strcmp(verb, "retry") == 0) {
-        rc = queue_retry(r->queue, id);
-    } else if (strcmp(verb, "hold") == 0) {
-        rc = queue_hold(r->queue, id);
-    } else if (strcmp(verb, "release") == 0) {
-        rc = queue_release(r->queue, id);
-    } else if (strcmp(verb, "delete") == 0) {
-        rc = queue_delete(r->queue, id);
-    } else {
-        return error_reply("unknown request; use list, show, retry, hold, release, delete, "
-                           "dead, flush or stats");
+    }
+    case CONTROL_RETRY:
+    case CONTROL_RELEASE:
+        if (q->all) {
+            size_t n = q->verb == CONTROL_RETRY ? queue_retry_all(r->queue, q->dead)
+                                                : queue_release_all(r->queue);
+            events_admin(r, q->verb == CONTROL_RETRY ? "queue.retry_all" : "queue.release_all",
+                         q->dead ? "dead too" : "");
+            return ok_reply(json_pack("{s:I}", "messages", (json_int_t)n));
+        }
+        rc = q->verb == CONTROL_RETRY ? queue_retry(r->queue, q->id)
+                                      : queue_release(r->queue, q->id);
+        break;
+    case CONTROL_HOLD:
+        rc = queue_hold(r->queue, q->id);
+        break;
+    case CONTROL_DELETE:
+        rc = queue_delete(r->queue, q->id);
+        break;
+    default:
+        return error_reply("this request is answered as a stream");
     }
     if (rc == -ENOENT)
         return error_reply("no such message");
@@ -176,42 +184,216 @@ char *control_handle(struct relay *r, const char *line)
     if (rc < 0)
         return error_reply(strerror(-rc));
     char action[48];
-    snprintf(action, sizeof action, "queue.%s", verb);
-    events_admin(r, action, arg);
+    snprintf(action, sizeof action, "queue.%.*s", (int)strcspn(line, " "), line);
+    events_admin(r, action, spool_id_str(q->id, ids));
     return ok_reply(NULL);
+}
+
+char *control_handle(struct relay *r, const char *line)
+{
+    struct control_request q;
+    const char *err;
+    if (control_request_parse(line, strlen(line), &q, &err) < 0)
+        return error_reply(err);
+    if (q.verb == CONTROL_LIST)
+        return error_reply("list is answered as a stream");
+    return answer(r, &q, line);
+}
+
+/* ---- streamed listings ---- */
+
+/* Selection of the smallest matching ids above a cursor: a max-heap of at
+ * most cap ids, so one scan costs O(n log cap) and cap words of memory. */
+struct select_ctx {
+    uint64_t after;
+    int state;
+    uint64_t *heap;
+    size_t n, cap;
+    bool overflow; /* a match was dropped: more ids exist beyond the heap */
+};
+
+static void heap_sift_down(uint64_t *h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n)
+            return;
+        if (c + 1 < n && h[c + 1] > h[c])
+            c++;
+        if (h[i] >= h[c])
+            return;
+        uint64_t t = h[i];
+        h[i] = h[c];
+        h[c] = t;
+        i = c;
+    }
+}
+
+static void select_one(void *arg, const struct spool_msg *m)
+{
+    struct select_ctx *c = arg;
+    if (m->id <= c->after || (c->state != CONTROL_STATE_ANY && (int)m->state != c->state))
+        return;
+    if (c->n < c->cap) {
+        size_t i = c->n++;
+        c->heap[i] = m->id;
+        while (i > 0 && c->heap[(i - 1) / 2] < c->heap[i]) {
+            uint64_t t = c->heap[i];
+            c->heap[i] = c->heap[(i - 1) / 2];
+            c->heap[(i - 1) / 2] = t;
+            i = (i - 1) / 2;
+        }
+        return;
+    }
+    c->overflow = true;
+    if (m->id < c->heap[0]) {
+        c->heap[0] = m->id;
+        heap_sift_down(c->heap, c->n, 0);
+    }
+}
+
+/* Fills cc->batch with the next ids after the cursor, ascending. */
+static void select_batch(struct control_conn *cc)
+{
+    uint64_t want = cc->left < LIST_BATCH ? cc->left : LIST_BATCH;
+    struct select_ctx s = {cc->cursor, cc->state, cc->batch, 0, (size_t)want, false};
+    spool_foreach(cc->c->r->spool, select_one, &s);
+    /* heap sort in place: the max goes to the end each round */
+    for (size_t n = s.n; n > 1; n--) {
+        uint64_t t = s.heap[0];
+        s.heap[0] = s.heap[n - 1];
+        s.heap[n - 1] = t;
+        heap_sift_down(s.heap, n - 1, 0);
+    }
+    cc->n_batch = s.n;
+    cc->pos = 0;
+    cc->more = s.overflow;
+}
+
+static void conn_free(struct control_conn *cc)
+{
+    bool trim = cc->emitted >= LIST_TRIM_AFTER;
+    bufferevent_free(cc->bev);
+    free(cc->batch);
+    free(cc);
+    if (trim)
+        malloc_trim(0);
+}
+
+/* The tail names the cursor for the next page: null when nothing is left. */
+static void list_finish(struct control_conn *cc)
+{
+    struct evbuffer *out = bufferevent_get_output(cc->bev);
+    char ids[17];
+    bool more = cc->left == 0 && (cc->more || cc->pos < cc->n_batch);
+    if (more)
+        evbuffer_add_printf(out, "],\"next\":\"%s\"", spool_id_str(cc->cursor, ids));
+    else
+        evbuffer_add_printf(out, "],\"next\":null");
+    evbuffer_add_printf(out, ",\"count\":%llu}\n", (unsigned long long)cc->emitted);
+    cc->listing = false;
+    /* the connection closes once everything is written */
+    bufferevent_setwatermark(cc->bev, EV_WRITE, 0, 0);
+}
+
+/* One turn's worth of a listing: at most LIST_CHUNK messages. Each message
+ * is one line, so a client can read the stream line by line. */
+static void list_chunk(struct control_conn *cc)
+{
+    struct evbuffer *out = bufferevent_get_output(cc->bev);
+    struct spool *sp = cc->c->r->spool;
+    for (int k = 0; k < LIST_CHUNK && cc->left > 0; k++) {
+        if (cc->pos == cc->n_batch) {
+            if (cc->n_batch && !cc->more)
+                break;
+            select_batch(cc);
+            if (cc->n_batch == 0)
+                break;
+        }
+        uint64_t id = cc->batch[cc->pos++];
+        const struct spool_msg *m = spool_get(sp, id);
+        if (!m)
+            continue; /* finished or deleted since the scan */
+        json_t *o = msg_json(m, false);
+        char *s = json_dumps(o, JSON_COMPACT);
+        json_decref(o);
+        if (!s)
+            continue;
+        evbuffer_add_printf(out, "%s%s\n", cc->emitted ? "," : "", s);
+        free(s);
+        cc->cursor = id;
+        cc->emitted++;
+        if (cc->left != UINT64_MAX)
+            cc->left--;
+    }
+    bool exhausted = cc->pos == cc->n_batch && (cc->n_batch == 0 || !cc->more);
+    if (cc->left == 0 || exhausted)
+        list_finish(cc);
+}
+
+static void list_start(struct control_conn *cc, const struct control_request *q)
+{
+    cc->batch = malloc(LIST_BATCH * sizeof *cc->batch);
+    if (!cc->batch) {
+        char *e = error_reply("out of memory");
+        evbuffer_add_printf(bufferevent_get_output(cc->bev), "%s\n", e);
+        free(e);
+        return;
+    }
+    cc->listing = true;
+    cc->state = q->state;
+    cc->cursor = q->after;
+    cc->left = q->limit ? q->limit : UINT64_MAX;
+    evbuffer_add_printf(bufferevent_get_output(cc->bev), "{\"ok\":true,\"data\":[\n");
+    bufferevent_setwatermark(cc->bev, EV_WRITE, LIST_LOW_WATER, 0);
+    list_chunk(cc);
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
 {
-    struct control *c = arg;
+    struct control_conn *cc = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
     size_t n;
     char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF);
     if (!line) {
         if (evbuffer_get_length(in) > 4096)
-            bufferevent_free(bev);
+            conn_free(cc);
         return;
     }
-    char *resp = control_handle(c->r, line);
+    bufferevent_disable(bev, EV_READ); /* one request per connection */
+    struct control_request q;
+    const char *err;
+    char *resp;
+    if (control_request_parse(line, n, &q, &err) < 0) {
+        resp = error_reply(err);
+    } else if (q.verb == CONTROL_LIST) {
+        free(line);
+        list_start(cc, &q);
+        return;
+    } else {
+        resp = answer(cc->c->r, &q, line);
+    }
     free(line);
-    evbuffer_add(bufferevent_get_output(bev), resp, strlen(resp));
-    evbuffer_add(bufferevent_get_output(bev), "\n", 1);
+    evbuffer_add_printf(bufferevent_get_output(bev), "%s\n", resp);
     free(resp);
-    bufferevent_disable(bev, EV_READ);
 }
 
 static void on_write(struct bufferevent *bev, void *arg)
 {
-    (void)arg;
-    if (!(bufferevent_get_enabled(bev) & EV_READ))
-        bufferevent_free(bev);
+    struct control_conn *cc = arg;
+    if (cc->listing) {
+        list_chunk(cc);
+        return;
+    }
+    if (!(bufferevent_get_enabled(bev) & EV_READ) && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        conn_free(cc);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
+    (void)bev;
     (void)what;
-    (void)arg;
-    bufferevent_free(bev);
+    conn_free(arg);
 }
 
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
@@ -221,8 +403,17 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     (void)l;
     (void)sa;
     (void)len;
-    struct bufferevent *bev = bufferevent_socket_new(c->r->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    bufferevent_setcb(bev, on_read, on_write, on_event, c);
+    struct control_conn *cc = calloc(1, sizeof *cc);
+    struct bufferevent *bev =
+        cc ? bufferevent_socket_new(c->r->base, fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
+    if (!bev) {
+        free(cc);
+        evutil_closesocket(fd);
+        return;
+    }
+    cc->c = c;
+    cc->bev = bev;
+    bufferevent_setcb(bev, on_read, on_write, on_event, cc);
     struct timeval tv = {10, 0};
     bufferevent_set_timeouts(bev, &tv, &tv);
     bufferevent_enable(bev, EV_READ | EV_WRITE);

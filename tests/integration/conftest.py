@@ -72,11 +72,14 @@ class Sluice:
     def add_user(self, name="app", password=PASSWORD):
         self.cli("users", "add", name, input=password + "\n")
 
-    def start(self, wait=True):
+    def start(self, wait=True, prefix=(), preexec_fn=None):
+        """prefix: a command that runs the daemon (e.g. faketime); preexec_fn:
+        runs in the child before exec (e.g. to lower resource limits)."""
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([BIN, "serve"], env=self.env, cwd=self.dir,
-                                     stdout=self.logf, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([*prefix, BIN, "serve"], env=self.env, cwd=self.dir,
+                                     stdout=self.logf, stderr=subprocess.STDOUT,
+                                     preexec_fn=preexec_fn)
         if wait:
             wait_for(lambda: self.proc.poll() is not None or
                      any(e.get("event") == "server.ready" for e in self.events(since_start=True)),

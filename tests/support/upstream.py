@@ -75,6 +75,8 @@ Run-time control (for "provider down, then back" scenarios)
     DIR/rcpt-reply   its content is the reply to every RCPT
     DIR/data-reply   its content is the reply to every final "."
     DIR/stall        its content (seconds) delays the reply to the final "."
+    DIR/drop-dot-once  the next final "." (on any connection) gets no reply:
+                     the connection closes and the file is removed
 """
 
 import argparse
@@ -165,6 +167,17 @@ class Config:
         except FileNotFoundError:
             return None
 
+
+    def take_control(self, name):
+        """True once per creation of control file name: it is removed."""
+        d = self.args.control
+        if not d:
+            return False
+        try:
+            os.unlink(os.path.join(d, name))
+            return True
+        except FileNotFoundError:
+            return False
 
     def control_reply(self, name):
         """A reply from control file name (lines of a multiline reply on
@@ -294,6 +307,8 @@ class Handler:
         if args.stall and args.stall_on.upper() == "DOT":
             await asyncio.sleep(args.stall)
         if args.drop_on and args.drop_on.upper() == "DOT":
+            await server.drop("DOT")
+        if self.cfg.take_control("drop-dot-once"):
             await server.drop("DOT")
         reply = self.cfg.control_reply("data-reply") or self.cfg.data_reply or None
         if reply is not None and not reply.startswith("2"):
