@@ -3,6 +3,7 @@
  * checks (dns_zone.c), or a caller's function. Answers are decoded into
  * struct dns_rr so that DKIM, SPF, DMARC and delivery never see wire format. */
 #include "mailauth/dns.h"
+#include "mailauth/dns_rr.h"
 #include "mailauth/dns_zone.h"
 
 #include <arpa/inet.h>
@@ -14,10 +15,6 @@
 #include <string.h>
 #include <strings.h>
 #include <unbound.h>
-
-/* RFC 1035 §2.3.4: 63 octets per label, 255 per name on the wire (253 as text). */
-#define DNS_MAX_LABEL 63
-#define DNS_MAX_NAME_TEXT 253
 
 #define DNS_DEFAULT_ROOT_KEY "/usr/share/dns/root.key"
 
@@ -75,17 +72,6 @@ const char *dns_security_name(enum dns_security s)
         return "insecure";
     }
     return "insecure";
-}
-
-void dns_result_clear(struct dns_result *res)
-{
-    if (!res)
-        return;
-    for (size_t i = 0; i < res->count; i++)
-        dns_rr_clear(&res->rr[i]);
-    free(res->rr);
-    free(res->canonname);
-    memset(res, 0, sizeof *res);
 }
 
 void dns_result_move(struct dns_result *dst, struct dns_result *src)

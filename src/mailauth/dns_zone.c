@@ -2,6 +2,7 @@
  * zone-file line parser, the record table with per-name flags (TIMEOUT,
  * SECURE, BOGUS) and lookups with CNAME following and NODATA/NXDOMAIN as a
  * real server would answer. Also the record functions both backends share. */
+#include "mailauth/dns_rr.h"
 #include "mailauth/dns_zone.h"
 
 #include <arpa/inet.h>
@@ -14,9 +15,6 @@
 #include <string.h>
 #include <strings.h>
 
-/* RFC 1035 §2.3.4: 63 octets per label, 255 per name on the wire (253 as text). */
-#define DNS_MAX_LABEL 63
-#define DNS_MAX_NAME_TEXT 253
 /* RFC 1034 §3.6.2: CNAME chains are followed; a bound stops loops. */
 #define DNS_MAX_CNAME_HOPS 8
 
@@ -51,80 +49,6 @@ void dns_zone_set_error(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(zone_error, sizeof zone_error, fmt, ap);
     va_end(ap);
-}
-
-void dns_rr_clear(struct dns_rr *rr)
-{
-    free(rr->host);
-    free(rr->text);
-    free(rr->data);
-    memset(rr, 0, sizeof *rr);
-}
-
-int dns_rr_copy(struct dns_rr *dst, const struct dns_rr *src)
-{
-    *dst = *src;
-    dst->host = NULL;
-    dst->text = NULL;
-    dst->data = NULL;
-    if (src->host && !(dst->host = strdup(src->host)))
-        goto oom;
-    if (src->text) {
-        if (!(dst->text = malloc(src->text_len + 1)))
-            goto oom;
-        memcpy(dst->text, src->text, src->text_len);
-        dst->text[src->text_len] = '\0';
-    }
-    if (src->data && src->data_len) {
-        if (!(dst->data = malloc(src->data_len)))
-            goto oom;
-        memcpy(dst->data, src->data, src->data_len);
-    }
-    return 0;
-oom:
-    dns_rr_clear(dst);
-    return -ENOMEM;
-}
-
-int dns_result_append(struct dns_result *res, struct dns_rr *rr)
-{
-    struct dns_rr *n = realloc(res->rr, (res->count + 1) * sizeof *n);
-    if (!n)
-        return -ENOMEM;
-    res->rr = n;
-    res->rr[res->count++] = *rr;
-    memset(rr, 0, sizeof *rr);
-    return 0;
-}
-
-/* Lower-case copy without a trailing dot; NULL when the name is not a valid
- * query name (empty label, label or name too long). */
-char *dns_name_normalize(const char *name)
-{
-    size_t len = strlen(name);
-    if (len > 1 && name[len - 1] == '.')
-        len--;
-    if (len == 0 || len > DNS_MAX_NAME_TEXT)
-        return NULL;
-    size_t label = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (name[i] == '.') {
-            if (label == 0)
-                return NULL;
-            label = 0;
-        } else if (++label > DNS_MAX_LABEL) {
-            return NULL;
-        }
-    }
-    if (label == 0)
-        return NULL;
-    char *out = malloc(len + 1);
-    if (!out)
-        return NULL;
-    for (size_t i = 0; i < len; i++)
-        out[i] = (char)tolower((unsigned char)name[i]);
-    out[len] = '\0';
-    return out;
 }
 
 int dns_zone_load_text(struct dns_zone *z, const char *text, size_t len)

@@ -1,5 +1,4 @@
-/* The in-memory zone of the DNS module (zone files, tests) and the record
- * functions the resolver backends share. Internal to src/mailauth/dns*.c;
+/* The in-memory zone of the DNS module (zone files, tests). Internal to src/mailauth/dns*.c;
  * other modules use dns.h. */
 #ifndef SLUICE_MAILAUTH_DNS_ZONE_H
 #define SLUICE_MAILAUTH_DNS_ZONE_H
@@ -21,11 +20,5 @@ int dns_zone_put_timeout(struct dns_zone *z, const char *name);
 int dns_zone_answer(struct dns_zone *z, const char *name, enum dns_type type,
                     struct dns_result *out);
 void dns_zone_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* Record functions shared by the backends. */
-void dns_rr_clear(struct dns_rr *rr);
-int dns_rr_copy(struct dns_rr *dst, const struct dns_rr *src);    /* deep copy */
-int dns_result_append(struct dns_result *res, struct dns_rr *rr); /* takes *rr */
-char *dns_name_normalize(const char *name); /* lower-case, no trailing dot; NULL if invalid */
 
 #endif
