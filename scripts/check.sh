@@ -55,6 +55,9 @@ build() { # dir meson-args...  (quiet when it works; the tool's own output when 
     rm -f "$log"
 }
 
+echo "== include levels (scripts/layers.txt)"
+if $PY scripts/check_layers.py; then passed=$((passed + 1)); else failed=$((failed + 1)); failures+=("layers"); fi
+
 echo "== build (gcc, -Wall -Wextra -Werror)"
 if build build; then count_meson build "unit"; else failed=$((failed + 1)); failures+=("build"); fi
 
