@@ -75,7 +75,14 @@ static enum atok alex_next(struct alex *lx)
             if ((*p == '[' && p != s) || *p == 0x7f ||
                 ((unsigned char)*p < 0x20 && *p != ' ' && *p != '\t' && *p != '\r' && *p != '\n'))
                 return AT_ERR;
-            p += (*p == '\\' && p + 1 < end) ? 2 : 1;
+            if (*p == '\\' && p + 1 < end) {
+                /* quoted-pair = "\" (VCHAR / WSP): no control byte, no NUL */
+                unsigned char q = (unsigned char)p[1];
+                if (q == 0x7f || (q < 0x20 && q != ' ' && q != '\t'))
+                    return AT_ERR;
+                p++;
+            }
+            p++;
         }
         if (p >= end)
             return AT_ERR;

@@ -620,6 +620,8 @@ static void test_addresses(void **state)
         {"user@[192.0.2.1]", 1, "[192.0.2.1]", 0},
         {"user@[ 192.0.2.1\r\n ]", 1, "[192.0.2.1]", 0},
         {"user@[192.0\x01.2.1]", -1, NULL, -1},
+        {"user@[192.0.\\\x01.1]", -1, NULL, -1}, /* a quoted control byte */
+        {"user@[192.0.\\].1]", 1, "[192.0.\\].1]", 0},
         {"a@b.example, c@B.Example", 2, "b.example", 0},
         {"a@b.example, c@d.example", 2, "b.example", -2},
         {"\"a@b\"@example.com", 1, "example.com", 0},
@@ -660,6 +662,8 @@ static void test_addresses(void **state)
     }
     /* The length bounds the parse. */
     struct mime_address_list l;
+    static const char nul_in_literal[] = "user@[192.0.\\\0.1]";
+    assert_int_equal(mime_address_domains(nul_in_literal, sizeof(nul_in_literal) - 1, &l), -1);
     assert_int_equal(mime_address_domains("a@b.example, c@d.example", 11, &l), 1);
     assert_string_equal(l.domains[0], "b.example");
     char small[4];
