@@ -1,6 +1,7 @@
 /* `sluice serve`: wires the parts together, runs the event loop, and handles
  * SIGTERM (drain, then exit), SIGINT (same) and SIGHUP (reload). */
 #include "cli/cli.h"
+#include "cli/serve_banner.h"
 
 #include "core/config.h"
 #include "core/events.h"
@@ -81,11 +82,29 @@ static SSL_CTX *load_tls(const struct config *cfg)
     return ctx;
 }
 
+/* Every upstream writes to capture_dir: nothing can leave the machine. */
+static bool capture_only(const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_upstreams; i++)
+        if (!cfg->upstreams[i].capture)
+            return false;
+    return true;
+}
+
+/* relay_networks = auto: loopback may send without AUTH while the relay is
+ * a local mail catcher; as soon as a real upstream exists, nobody may. */
+static const char *relay_networks_in_force(const struct config *cfg)
+{
+    if (strcmp(cfg->relay_networks, "auto") != 0)
+        return cfg->relay_networks;
+    return capture_only(cfg) ? "127.0.0.0/8,::1/128" : "";
+}
+
 static struct cidr_list *load_nets(const struct config *cfg)
 {
     struct cidr_list *l = calloc(1, sizeof *l);
     const char *bad = NULL;
-    if (l && cidr_list_parse(cfg->relay_networks, l, &bad) < 0) {
+    if (l && cidr_list_parse(relay_networks_in_force(cfg), l, &bad) < 0) {
         log_event(LOG_ERROR, "config.bad_relay_networks", "at", "%s", bad ? bad : "", NULL);
         free(l);
         return NULL;
@@ -339,7 +358,9 @@ int cli_serve(int argc, char **argv)
     log_event(LOG_INFO, "server.ready", "hostname", "%s", cfg->hostname, "submission", "%s",
               cfg->listen_submission, "smtps", "%s", cfg->listen_smtps, "config", "%s",
               sv.config_path ? sv.config_path : "embedded defaults", "pid", "#%d", (int)getpid(),
-              NULL);
+              "without_auth", "%s", relay_networks_in_force(cfg), NULL);
+    serve_banner(stderr, cfg, sv.config_path, relay_networks_in_force(cfg),
+                 program_invocation_name);
     event_base_dispatch(r->base);
     rc = 0;
     log_event(LOG_INFO, "server.stopped", "accepted", "#%llu", (unsigned long long)r->n.accepted,

@@ -125,8 +125,11 @@ static const struct config_key keys[] = {
      .doc = "Where capture upstreams write .eml files."},
     {SEC_SERVER, "control_socket", NULL, T_PATH, S(control_socket), "${var_dir}/control.sock",
      .doc = "Unix socket of the CLI control channel."},
-    {SEC_SERVER, "relay_networks", NULL, T_CIDRS, S(relay_networks), "", .list_sep = ',',
-     .empty_ok = true, .doc = "Comma list of CIDRs that may relay without AUTH."},
+    {SEC_SERVER, "relay_networks", NULL, T_CIDRS, S(relay_networks), "auto", .list_sep = ',',
+     .empty_ok = true,
+     .doc = "Comma list of CIDRs that may relay without AUTH; empty: none. \"auto\": loopback "
+            "while every upstream is a capture upstream (a local mail catcher), none as soon as "
+            "a real upstream is configured."},
     {SEC_SERVER, "shutdown_grace", NULL, T_DURATION, S(shutdown_grace), "30s", 0, DAY,
      .doc = "How long a stop waits for sessions and deliveries in flight."},
 
@@ -694,6 +697,8 @@ static int check_cidrs(const char *v, char *why, size_t n)
 {
     struct cidr_check c;
     const char *p = v;
+    if (strcmp(v, "auto") == 0)
+        return 0;
     for (;;) {
         const char *end = strchr(p, ',');
         size_t len = end ? (size_t)(end - p) : strlen(p);

@@ -3,6 +3,7 @@
 #include "net/tls.h"
 
 #include "core/config.h"
+#include "core/log.h"
 #include "net/tls_session.h"
 
 #include <errno.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -44,11 +46,41 @@ static int mkdir_parent(const char *path)
     return mkdir(dir, 0700) == 0 || errno == EEXIST ? 0 : -1;
 }
 
+/* A certificate this function made earlier (self-issued, O=Sluice) is made
+ * anew when it no longer names the hostname or has 30 days or less left.
+ * Any other certificate in its place is the operator's and is kept. */
+static bool self_signed_stale(const char *cert_path, const char *hostname)
+{
+    FILE *f = fopen(cert_path, "r");
+    if (!f)
+        return false;
+    X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    if (!x) {
+        ERR_clear_error();
+        return false;
+    }
+    char org[64] = "";
+    X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_organizationName, org, sizeof org);
+    bool ours = X509_NAME_cmp(X509_get_subject_name(x), X509_get_issuer_name(x)) == 0 &&
+                strcmp(org, "Sluice") == 0;
+    time_t soon = time(NULL) + 30L * 86400;
+    bool stale = ours && (X509_check_host(x, hostname, 0, 0, NULL) != 1 ||
+                          X509_cmp_time(X509_get0_notAfter(x), &soon) <= 0);
+    X509_free(x);
+    ERR_clear_error();
+    return stale;
+}
+
 int tls_ensure_self_signed(const char *cert_path, const char *key_path, const char *hostname,
                            char *err, size_t errlen)
 {
-    if (access(cert_path, F_OK) == 0 && access(key_path, F_OK) == 0)
-        return 0;
+    if (access(cert_path, F_OK) == 0 && access(key_path, F_OK) == 0) {
+        if (!self_signed_stale(cert_path, hostname))
+            return 0;
+        log_event(LOG_INFO, "tls.selfsigned_renewed", "hostname", "%s", hostname, "cert", "%s",
+                  cert_path, NULL);
+    }
     int rc = -1;
     EVP_PKEY *key = EVP_EC_gen("P-256");
     X509 *x = X509_new();

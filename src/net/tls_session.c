@@ -78,11 +78,13 @@ static int mac_init(EVP_MAC_CTX *hctx, const unsigned char *key)
 
 /* OpenSSL's ticket callback. enc=1: seal a new ticket under the current key.
  * enc=0: find the key a ticket names; 1 = use it, 2 = use it and issue a
- * fresh ticket (it was the previous key), 0 = unknown (full handshake). */
+ * fresh ticket, 0 = unknown (full handshake). A fresh ticket follows when
+ * the ticket was sealed under the previous key, and after every TLS 1.3
+ * resumption: there a client uses each ticket once (RFC 8446 appendix C.4),
+ * so without a new one its next connection would be a full handshake. */
 static int ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[EVP_MAX_IV_LENGTH],
                      EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
 {
-    (void)ssl;
     int rc = -1;
     struct ticket_key k;
     pthread_mutex_lock(&ring.lock);
@@ -95,7 +97,7 @@ static int ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[EVP_
         rc = 1;
     } else if (memcmp(key_name, ring.cur.name, 16) == 0) {
         k = ring.cur;
-        rc = 1;
+        rc = SSL_version(ssl) >= TLS1_3_VERSION ? 2 : 1;
     } else if (ring.prev.valid && memcmp(key_name, ring.prev.name, 16) == 0) {
         k = ring.prev;
         rc = 2;

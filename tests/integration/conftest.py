@@ -57,6 +57,11 @@ class Sluice:
             cfg = self.dir / "sluice.conf"
             cfg.write_text(config_text)
             self.env["SLUICE_CONFIG"] = str(cfg)
+        # The embedded default (relay_networks = auto) lets loopback send
+        # without AUTH in capture-only mode; the tests ask for AUTH unless
+        # they say otherwise.
+        if not (config_text and "relay_networks" in config_text):
+            self.env["SLUICE_SERVER_RELAY_NETWORKS"] = ""
         self.env.update(env or {})
         self.proc = None
         self._log_offset = 0

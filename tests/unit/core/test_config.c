@@ -106,7 +106,7 @@ static void test_defaults(void **state)
     assert_string_equal(cfg->tls_cert, "./var/tls/cert.pem");
     assert_string_equal(cfg->tls_key, "./var/tls/key.pem");
     assert_string_equal(cfg->users_file, "./var/users");
-    assert_string_equal(cfg->relay_networks, "");
+    assert_string_equal(cfg->relay_networks, "auto");
     assert_string_equal(cfg->tls_min_version, "1.2");
     assert_string_equal(cfg->log_format, "json");
     assert_string_equal(cfg->log_level, "info");
