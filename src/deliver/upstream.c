@@ -19,7 +19,7 @@
 #include <time.h>
 
 #define IDLE_CLOSE_SECONDS 15
-#define PROBE_MAX_SECONDS 300
+#define PROBE_MAX_SECONDS 60
 
 struct conn {
     struct upstream *u;
@@ -102,10 +102,15 @@ static void mark_down(struct upstream *u, const char *reason)
 {
     snprintf(u->last_error, sizeof u->last_error, "%s", reason);
     bool was_up = u->health == UPSTREAM_HEALTHY;
+    /* connections opened before the breaker tripped fail one after another;
+     * they are the same outage, not a longer one: the next probe stays put */
+    bool same_outage = u->health == UPSTREAM_DOWN && now_ms() < u->retry_at_ms;
     u->health = UPSTREAM_DOWN;
+    if (same_outage)
+        return;
     u->fails++;
-    /* probes back off like message retries do, and never wait longer than a
-     * message would: there is no point in a probe after the retry */
+    /* each failed probe doubles the pause, up to PROBE_MAX_SECONDS (or
+     * retry_cap if smaller): there is no point in a probe after the retry */
     int64_t cap = PROBE_MAX_SECONDS * 1000;
     if (u->r->cfg->retry_cap > 0 && (int64_t)u->r->cfg->retry_cap * 1000 < cap)
         cap = (int64_t)u->r->cfg->retry_cap * 1000;

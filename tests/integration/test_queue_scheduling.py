@@ -192,3 +192,29 @@ def test_one_ambiguous_drop_affects_only_that_message(make_sluice, make_upstream
     assert not s.events("upstream_unhealthy")
     assert not s.events("upstream.connection_failed")
     assert s.queue("stats")["data"]["bounces"] == 0
+
+
+def test_a_burst_of_failed_connections_is_one_outage(make_sluice, make_upstream):
+    """The upstream goes away while the relay believes it healthy: the
+    connections it opens together for the waiting mail fail together (here
+    a slow 421 greeting makes sure they are all open at once). That is one
+    outage, not many: the next probe stays a second or two away, so the mail
+    leaves soon after the upstream is back (retry_base 2h: without the probe
+    it would wait for hours)."""
+    up = make_upstream()
+    s = make_sluice(config_text=relay_conf(up.port, retry_base="2h", retry_cap="4h",
+                                           extra="")).start()
+    send_many(s, 40, threads=8, tag="warm")
+    wait_for(lambda: len(up.messages()) >= 40, what="warm-up delivered")
+    port = up.port
+    up.stop()  # the pooled connections see the end
+    back = make_upstream("--port", str(port), name="back")
+    back.set("down", "1")
+    n = 200
+    send_many(s, n, threads=16, tag="burst")
+    wait_for(lambda: len(deferred_ids(s)) >= n, timeout=60, what="every message deferred")
+    failed = len(s.events("upstream.connection_failed"))
+    assert failed >= 4, f"only {failed} connections failed: no burst to test"
+    back.clear("down")
+    wait_for(lambda: len(back.messages()) >= n, timeout=20, what="delivery soon after recovery")
+    assert len(s.events("upstream_healthy")) >= 1

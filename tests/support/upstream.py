@@ -67,7 +67,8 @@ Output
 Run-time control (for "provider down, then back" scenarios)
   --control DIR            files whose presence flips behaviour, checked at
                            each use:
-    DIR/down         greeting "421 4.3.2 service down" and close
+    DIR/down         greeting "421 4.3.2 service down" and close (after the
+                     number of seconds the file holds, if any)
     DIR/refuse       close new connections without a greeting
     DIR/reject-auth  every AUTH gets 535 5.7.8
     DIR/mail-reply   its content is the reply to every MAIL (one line per
@@ -464,7 +465,10 @@ class ScriptedSMTP(SMTP):
         if args.stall and args.stall_on.upper() == "GREETING":
             await asyncio.sleep(args.stall)
         greeting = None
-        if self.cfg.control("down") is not None:
+        down = self.cfg.control("down")
+        if down is not None:
+            if down:
+                await asyncio.sleep(float(down))  # a slow refusal
             greeting = "421 4.3.2 service down"
         elif self.cfg.greeting_reply:
             greeting = self.cfg.greeting_reply
