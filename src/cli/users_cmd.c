@@ -70,7 +70,7 @@ int cli_users(int argc, char **argv)
     /* rewrite the file without the old line for NAME, then append */
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", cfg->users_file);
-    mkdir(cfg->var_dir, 0750);
+    mkdir(cfg->var_dir, 0700);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     FILE *out = fd >= 0 ? fdopen(fd, "w") : NULL;
     if (!out) {
