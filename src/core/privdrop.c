@@ -194,9 +194,31 @@ static int harden(char *err, size_t errlen)
     return 0;
 }
 
+/* After the drop: the folders written later must be reachable by path, which
+ * a 0700 parent folder owned by root would prevent. */
+static int check_reach(const struct config *cfg, const struct privdrop *pd, char *err,
+                       size_t errlen)
+{
+    const char *dirs[] = {cfg->var_dir, cfg->spool_dir, cfg->capture_dir};
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+        struct stat st;
+        if (!dirs[i] || !*dirs[i] || (stat(dirs[i], &st) < 0 && errno == ENOENT))
+            continue;
+        if (access(dirs[i], R_OK | W_OK | X_OK) < 0) {
+            snprintf(err, errlen,
+                     "user %s cannot use %s: %s (every parent folder must let it pass, e.g. "
+                     "chmod o+x)",
+                     pd->user, dirs[i], strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int privdrop_apply(const struct config *cfg, const struct privdrop *pd, char *err, size_t errlen)
 {
-    if (pd->drop && (give_state(cfg, pd, err, errlen) < 0 || become(pd, err, errlen) < 0))
+    if (pd->drop && (give_state(cfg, pd, err, errlen) < 0 || become(pd, err, errlen) < 0 ||
+                     check_reach(cfg, pd, err, errlen) < 0))
         return -1;
     if (harden(err, errlen) < 0)
         return -1;

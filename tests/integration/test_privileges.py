@@ -263,3 +263,39 @@ def test_secret_env_leaves_the_environment_and_survives_reload(
     wait_for(lambda: len(up.messages()) >= 2, timeout=20, what="delivery after reload")
     assert all(m["auth_user"] == "relay" for m in up.messages())
     assert password.encode() not in Path(f"/proc/{s.proc.pid}/environ").read_bytes()
+
+
+def test_var_dir_the_user_cannot_reach_is_refused(make_sluice, tmp_path, sluice_user):
+    # pytest's tmp folders sit under /tmp/pytest-of-root, mode 0700
+    s = make_sluice(env={"SLUICE_SERVER_RELAY_NETWORKS": "127.0.0.1/32"})
+    del s.env["SLUICE_SERVER_USER"]
+    r = subprocess.run([BIN, "serve"], env=s.env, cwd=s.dir, capture_output=True, text=True,
+                       timeout=20)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"user sluice cannot use {s.var}" in r.stderr, r.stderr
+
+
+def test_auth_secrets_wiped_in_the_dropped_daemon(reachable_dir, sluice_user):
+    """The memory test of test_smtp_protocol.py, against a daemon that runs
+    as sluice and is not dumpable: root can still read its memory, and the
+    PLAIN line, its decoded password and a LOGIN password are gone."""
+    import base64
+    from test_smtp_protocol import plain_token, process_memory_holds
+    from support_smtp import Conn, new_msgid
+    s = dropping_sluice(reachable_dir, env={"SLUICE_AUTH_ALLOW_PLAINTEXT_LOOPBACK": "true"})
+    password = "wipe-me-" + new_msgid()
+    s.cli("creds", "add", "app", "--password", input=password + "\n")
+    s.start()
+    assert proc_ids(s.proc.pid, "Uid")[1] == sluice_user.pw_uid
+    token = plain_token("", "app", password)
+    with Conn(s.port) as c, Conn(s.port) as c2:
+        c.ehlo()
+        c.expect("AUTH PLAIN " + token, 235, "2.7.0")
+        c.expect("NOOP", 250)
+        c2.ehlo()
+        c2.expect("AUTH LOGIN " + base64.b64encode(b"app").decode(), 334)
+        c2.expect(base64.b64encode(password.encode()).decode(), 235, "2.7.0")
+        c2.expect("NOOP", 250)
+        left = process_memory_holds(s.proc.pid, [token.encode(), password.encode(),
+                                                 base64.b64encode(password.encode())])
+        assert not left, f"secrets still in the daemon's memory: {left}"
