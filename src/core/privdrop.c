@@ -194,6 +194,33 @@ static int harden(char *err, size_t errlen)
     return 0;
 }
 
+int privdrop_give_like_folder(const char *path, char *err, size_t errlen)
+{
+    if (geteuid() != 0 || !path || !*path)
+        return 0;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == dir)
+        slash[1] = 0;
+    else if (slash)
+        *slash = 0;
+    else
+        snprintf(dir, sizeof dir, ".");
+    struct stat folder, st;
+    if (stat(dir, &folder) < 0 || lstat(path, &st) < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (folder.st_uid == 0 || st.st_uid != 0 || S_ISLNK(st.st_mode))
+        return 0;
+    if (lchown(path, folder.st_uid, folder.st_gid) < 0) {
+        snprintf(err, errlen, "cannot give %s to the owner of %s: %s", path, dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 /* After the drop: the folders written later must be reachable by path, which
  * a 0700 parent folder owned by root would prevent. */
 static int check_reach(const struct config *cfg, const struct privdrop *pd, char *err,

@@ -30,4 +30,9 @@ int privdrop_plan(const struct config *cfg, struct privdrop *pd, char *err, size
  * with err; the caller must not run on after -1. */
 int privdrop_apply(const struct config *cfg, const struct privdrop *pd, char *err, size_t errlen);
 
+/* For commands run as root next to a daemon that left root: gives path (made
+ * by root just now) to the owner of the folder it is in when that is not
+ * root, so the daemon can read it on SIGHUP. 0 when nothing was to do. */
+int privdrop_give_like_folder(const char *path, char *err, size_t errlen);
+
 #endif

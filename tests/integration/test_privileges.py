@@ -98,12 +98,19 @@ def test_root_start_runs_as_sluice_user_and_keeps_working(reachable_dir, sluice_
     # the CLI, run as root, still reaches the control socket
     assert s.queue("stats")["ok"]
 
+    # what root adds next to the running daemon is given to it: a new DKIM
+    # key and the users file
+    s.cli("dkim", "keygen", "--domain", "shop.test", "--selector", "s2")
+    s.add_user("app")
+    for p in (s.var / "dkim" / "s2._domainkey.shop.test.key", s.var / "users"):
+        assert os.stat(p).st_uid == sluice_user.pw_uid and mode(p) == 0o600, p
     # SIGHUP re-reads config, TLS key, users and DKIM keys as the sluice user
     s.hup()
     wait_for(lambda: s.events("server.reloaded") or s.events("server.reload_failed"),
              what="reload outcome")
     assert s.events("server.reloaded") and not s.events("server.reload_failed"), s.log_text()
     assert not s.events("dkim.load_failed")
+    assert s.events("server.reloaded")[0]["users"] == 1
     send(s, "after-reload")
     assert len(s.wait_captured(2)) == 2
     assert proc_ids(pid, "Uid") == [sluice_user.pw_uid] * 4
