@@ -31,11 +31,17 @@ int privdrop_plan(const struct config *cfg, struct privdrop *pd, char *err, size
     errno = 0;
     struct passwd *pw = getpwnam(name);
     if (!pw) {
+        /* "not found" comes back as 0 or one of these, depending on the NSS module */
+        if (errno && errno != ENOENT && errno != ESRCH && errno != EBADF && errno != EPERM) {
+            snprintf(err, errlen, "[server] user = %s: cannot look the user up: %s", name,
+                     strerror(errno));
+            return -1;
+        }
         snprintf(err, errlen,
-                 "[server] user = %s: no such user on this system%s%s; create it (scripts/deps.sh "
+                 "[server] user = %s: no such user on this system; create it (scripts/deps.sh "
                  "makes the 'sluice' system user), name another one, or set user = root to keep "
                  "running as root",
-                 name, errno ? ": " : "", errno ? strerror(errno) : "");
+                 name);
         return -1;
     }
     snprintf(pd->user, sizeof pd->user, "%s", pw->pw_name);

@@ -162,21 +162,26 @@ static int migrate(sqlite3 *db, char *err, size_t errlen)
  * left readable by group or others by an older version is tightened. */
 static int make_private(const char *path, char *err, size_t errlen)
 {
-    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        if (err && errlen)
-            snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return -1;
-    }
+    /* An existing store is never opened here: closing any descriptor of the
+     * file would drop the POSIX locks another connection of this process
+     * holds on it. */
     struct stat st;
     int rc = 0;
-    if (fstat(fd, &st) == 0 && (st.st_mode & 077) && fchmod(fd, st.st_mode & 0700) < 0) {
+    if (stat(path, &st) < 0) {
+        int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0 && errno != EEXIST) {
+            if (err && errlen)
+                snprintf(err, errlen, "%s: %s", path, strerror(errno));
+            return -1;
+        }
+        if (fd >= 0)
+            close(fd);
+    } else if ((st.st_mode & 077) && chmod(path, st.st_mode & 0700) < 0) {
         if (err && errlen)
             snprintf(err, errlen, "%s has mode %04o and cannot be made 0600: %s", path,
                      (unsigned)(st.st_mode & 07777), strerror(errno));
         rc = -1;
     }
-    close(fd);
     for (const char *const *sfx = (const char *const[]){"-wal", "-shm", NULL}; rc == 0 && *sfx;
          sfx++) {
         char side[4096];
