@@ -13,6 +13,7 @@ ITERATIONS=${ITERATIONS:-100000}
 MESSAGES=${MESSAGES:-200}
 [ -f "$BUILD_DIR/libsluice.a" ] || { echo "no $BUILD_DIR/libsluice.a; build first" >&2; exit 1; }
 TMP=$(mktemp -d /tmp/sluice-authbench.XXXXXX)
+chmod 755 "$TMP"  # started as root, the relay runs as user sluice and must reach var/
 trap 'kill "$PID" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$TMP"' EXIT
 PID=
 LIBS=$(pkg-config --libs libevent libevent_openssl libevent_pthreads openssl inih libargon2 \

@@ -77,7 +77,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 TMPBASE=${BENCH_TMPDIR:-/var/tmp}
 [ "$(stat -f -c %T "$TMPBASE")" != tmpfs ] || die "$TMPBASE is tmpfs; set BENCH_TMPDIR to a directory on disk"
 TMP=$(mktemp -d "$TMPBASE/sluice-bench.XXXXXX")
-chmod 755 "$TMP"   # Postfix daemons run as user postfix and must reach their queue
+chmod 755 "$TMP"   # Postfix (user postfix) and Sluice (user sluice) must reach their state
 PF="$TMP/postfix"
 SINK_PID= SLUICE_PID= SLUICE_IDLE_PID= PF_STARTED= DKIM_PID= DK=
 

@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static const struct {
     const char *name;
@@ -32,6 +33,9 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    /* Every file any command makes (stores, keys, spool, capture, sockets)
+     * starts private to its owner; open() modes only narrow this further. */
+    umask(077);
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -3,6 +3,7 @@
  * or prints the key reference that docs/CONFIG.md embeds. */
 #include "cli/cli.h"
 #include "core/config.h"
+#include "core/secrets.h"
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -126,9 +127,10 @@ int cli_config(int argc, char **argv)
     }
 
     config_load(path, environ, &cfg, &errs);
-    if (!strcmp(sub, "check"))
+    if (!strcmp(sub, "check")) {
+        secrets_check_files(cfg, &errs);
         rc = check(path, &errs, json);
-    else
+    } else
         rc = dump(cfg, &errs, json);
     config_free(cfg);
     config_errors_free(&errs);

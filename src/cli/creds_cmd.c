@@ -49,7 +49,7 @@ static void make_parent_dir(const char *path)
     char buf[4096];
     snprintf(buf, sizeof buf, "%s", path);
     char *dir = dirname(buf);
-    if (strcmp(dir, ".") != 0 && mkdir(dir, 0750) < 0 && errno != EEXIST)
+    if (strcmp(dir, ".") != 0 && mkdir(dir, 0700) < 0 && errno != EEXIST)
         fprintf(stderr, "sluice: cannot create %s: %s\n", dir, strerror(errno));
 }
 

@@ -4,6 +4,7 @@
  * message file against DNS, a local zone file or a given key, and with
  * --client-ip also SPF and DMARC, as a receiver would. */
 #include "cli/cli.h"
+#include "core/privdrop.h"
 #include "mailauth/dkim.h"
 #include "mailauth/dmarc.h"
 #include "mailauth/dns.h"
@@ -195,8 +196,13 @@ static int cmd_keygen(int argc, char **argv)
                 path);
         return 2;
     }
+    char gerr[512];
     if (mkdir_p(dir) < 0) {
         fprintf(stderr, "sluice dkim keygen: cannot create %s: %s\n", dir, strerror(errno));
+        return 2;
+    }
+    if (privdrop_give_like_folder(dir, gerr, sizeof gerr) < 0) {
+        fprintf(stderr, "sluice dkim keygen: %s\n", gerr);
         return 2;
     }
     char *pem = NULL, *rec = NULL, err[256];
@@ -218,6 +224,12 @@ static int cmd_keygen(int argc, char **argv)
         goto out;
     }
     close(fd);
+    /* a daemon that left root reads the key on SIGHUP */
+    if (privdrop_give_like_folder(path, gerr, sizeof gerr) < 0) {
+        fprintf(stderr, "sluice dkim keygen: %s\n", gerr);
+        unlink(path);
+        goto out;
+    }
 
     char name[600];
     snprintf(name, sizeof(name), "%s._domainkey.%s.", selector, domain);

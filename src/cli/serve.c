@@ -7,7 +7,9 @@
 #include "core/events.h"
 #include "http/metrics.h"
 #include "core/log.h"
+#include "core/privdrop.h"
 #include "core/relay.h"
+#include "core/secrets.h"
 #include "core/worker.h"
 #include "deliver/deliver.h"
 #include "net/cidr.h"
@@ -178,6 +180,16 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
         return;
     }
     config_errors_free(&errs);
+    if (secrets_check_files(cfg, &errs) > 0) {
+        for (size_t i = 0; i < errs.n; i++)
+            log_event(LOG_ERROR, "config.error", "message", "%s", errs.v[i].message, NULL);
+        log_event(LOG_ERROR, "server.reload_failed", "reason", "%s",
+                  "a secret or key file is open to group or others; keeping the running one", NULL);
+        config_errors_free(&errs);
+        config_free(cfg);
+        return;
+    }
+    env_secrets_take(r->env_secrets, cfg);
     SSL_CTX *ctx = load_tls(cfg);
     char err[512];
     struct users *users = users_load(cfg->users_file, err, sizeof err);
@@ -264,18 +276,29 @@ int cli_serve(int argc, char **argv)
     }
     config_errors_free(&errs);
     struct config *cfg = r->cfg;
+    struct privdrop pd;
+    char err[512];
+    if (secrets_check_files(cfg, &errs) > 0 || privdrop_plan(cfg, &pd, err, sizeof err) < 0) {
+        print_config_errors(&errs);
+        if (errs.n == 0)
+            fprintf(stderr, "sluice: %s\n", err);
+        config_errors_free(&errs);
+        config_free(cfg);
+        return 2;
+    }
     if (log_open(cfg->log_format, cfg->log_file, cfg->log_level) < 0) {
         fprintf(stderr, "sluice: cannot open log file %s: %s\n", cfg->log_file, strerror(errno));
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
-    umask(027);
-    if (mkdir(cfg->var_dir, 0750) < 0 && errno != EEXIST) {
+    if (mkdir(cfg->var_dir, 0700) < 0 && errno != EEXIST) {
         fprintf(stderr, "sluice: cannot create %s: %s\n", cfg->var_dir, strerror(errno));
         return 2;
     }
+    /* secret_env values leave the environment before anything else runs */
+    r->env_secrets = env_secrets_new();
+    env_secrets_take(r->env_secrets, cfg);
     int rc = 2;
-    char err[512];
     struct event_config *ec = event_config_new();
     event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
     r->base = event_base_new_with_config(ec);
@@ -346,6 +369,10 @@ int cli_serve(int argc, char **argv)
         fprintf(stderr, "sluice: %s\n", err);
         goto out;
     }
+    if (privdrop_apply(cfg, &pd, err, sizeof err) < 0) {
+        fprintf(stderr, "sluice: %s\n", err);
+        goto out;
+    }
     sv.sig_term = evsignal_new(r->base, SIGTERM, on_terminate, &sv);
     sv.sig_int = evsignal_new(r->base, SIGINT, on_terminate, &sv);
     sv.sig_hup = evsignal_new(r->base, SIGHUP, on_reload, &sv);
@@ -395,6 +422,7 @@ out:
     if (r->base)
         event_base_free(r->base);
     config_free(r->cfg);
+    env_secrets_free(r->env_secrets);
     log_close();
     return rc;
 }

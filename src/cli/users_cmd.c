@@ -3,6 +3,7 @@
 #include "cli/cli.h"
 
 #include "core/config.h"
+#include "core/privdrop.h"
 #include "policy/users.h"
 
 #include <errno.h>
@@ -70,7 +71,7 @@ int cli_users(int argc, char **argv)
     /* rewrite the file without the old line for NAME, then append */
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", cfg->users_file);
-    mkdir(cfg->var_dir, 0750);
+    mkdir(cfg->var_dir, 0700);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     FILE *out = fd >= 0 ? fdopen(fd, "w") : NULL;
     if (!out) {
@@ -86,6 +87,13 @@ int cli_users(int argc, char **argv)
     if (in)
         fclose(in);
     fprintf(out, "%s:%s\n", name, hash);
+    char gerr[512];
+    if (privdrop_give_like_folder(tmp, gerr, sizeof gerr) < 0) {
+        fprintf(stderr, "sluice: %s\n", gerr);
+        fclose(out);
+        unlink(tmp);
+        goto out;
+    }
     if (fflush(out) != 0 || fsync(fileno(out)) != 0 || fclose(out) != 0 ||
         rename(tmp, cfg->users_file) != 0) {
         fprintf(stderr, "sluice: cannot write %s: %s\n", cfg->users_file, strerror(errno));

@@ -132,6 +132,10 @@ static const struct config_key keys[] = {
             "a real upstream is configured."},
     {SEC_SERVER, "shutdown_grace", NULL, T_DURATION, S(shutdown_grace), "30s", 0, DAY,
      .doc = "How long a stop waits for sessions and deliveries in flight."},
+    {SEC_SERVER, "user", NULL, T_STRING, S(server_user), "sluice",
+     .doc = "Started as root, 'sluice serve' opens its listeners, stores and keys, then runs as "
+            "this user (it must exist); root keeps root (with a warning). Ignored when not "
+            "started as root."},
 
     {SEC_TLS, "cert", "tls_cert", T_PATH, S(tls_cert), "${var_dir}/tls/cert.pem",
      .doc = "Server certificate chain (PEM); self-signed one generated if absent."},
@@ -931,8 +935,8 @@ static char *format_value(const struct config_key *k, const void *base)
 
 /* ---- errors ---- */
 
-__attribute__((format(printf, 4, 5))) static void
-add_error(struct config_errors *errs, const char *file, int line, const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) void
+config_errors_add(struct config_errors *errs, const char *file, int line, const char *fmt, ...)
 {
     char msg[640];
     va_list ap;
@@ -1014,11 +1018,11 @@ __attribute__((format(printf, 3, 4))) static void report(struct loader *ld, cons
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     if (o->kind == O_FILE)
-        add_error(ld->errs, ld->file, o->line, "%s", msg);
+        config_errors_add(ld->errs, ld->file, o->line, "%s", msg);
     else if (o->kind == O_ENV)
-        add_error(ld->errs, NULL, 0, "%.*s: %s", o->env_len, o->env, msg);
+        config_errors_add(ld->errs, NULL, 0, "%.*s: %s", o->env_len, o->env, msg);
     else
-        add_error(ld->errs, NULL, 0, "%s", msg);
+        config_errors_add(ld->errs, NULL, 0, "%s", msg);
 }
 
 static const char *upstream_label(struct loader *ld, long up, char *buf, size_t n)
@@ -1364,7 +1368,7 @@ static void load_text(struct loader *ld, const char *text)
     int rc = ini_parse_stream(read_line, ld, on_ini_value, ld);
     flush_pending(ld);
     if (rc > 0 && ld->errs->n == 0)
-        add_error(ld->errs, ld->file, rc, "syntax error");
+        config_errors_add(ld->errs, ld->file, rc, "syntax error");
 }
 
 /* ---- environment ---- */
@@ -1571,7 +1575,7 @@ static void finish(struct loader *ld, char *const *envp, const bool *unknown)
         const char *eq = strchr(envp[i], '=');
         /* secret_env names are known only now */
         if (unknown[i] && !env_is_other_use(ld, envp[i], (size_t)(eq - envp[i])))
-            add_error(ld->errs, NULL, 0,
+            config_errors_add(ld->errs, NULL, 0,
                       "%.*s: unknown setting (SLUICE_<SECTION>_<KEY> or "
                       "SLUICE_UPSTREAM_<NAME>_<KEY>)",
                       (int)(eq - envp[i]), envp[i]);
@@ -1635,21 +1639,21 @@ int config_load(const char *path, char *const *envp, struct config **out,
     if (path) {
         FILE *f = fopen(path, "r");
         if (!f) {
-            add_error(errs, path, 0, "cannot open: %s", strerror(errno));
+            config_errors_add(errs, path, 0, "cannot open: %s", strerror(errno));
         } else {
             text = xrealloc(NULL, CONFIG_FILE_MAX + 1);
             len = fread(text, 1, CONFIG_FILE_MAX + 1, f);
             if (ferror(f))
-                add_error(errs, path, 0, "cannot read: %s", strerror(errno));
+                config_errors_add(errs, path, 0, "cannot read: %s", strerror(errno));
             else if (len > CONFIG_FILE_MAX)
-                add_error(errs, path, 0, "larger than %d bytes", CONFIG_FILE_MAX);
+                config_errors_add(errs, path, 0, "larger than %d bytes", CONFIG_FILE_MAX);
             fclose(f);
             text[len > CONFIG_FILE_MAX ? CONFIG_FILE_MAX : len] = '\0';
             if (strlen(text) != len && len <= CONFIG_FILE_MAX) {
                 int line = 1;
                 for (const char *c = text; *c; c++)
                     line += *c == '\n';
-                add_error(errs, path, line, "NUL byte in the file");
+                config_errors_add(errs, path, line, "NUL byte in the file");
             }
         }
     }

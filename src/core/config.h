@@ -45,16 +45,17 @@ struct config {
     char *path; /* file read, or NULL for embedded defaults */
 
     /* [server] */
-    char *hostname;          /* default: gethostname() */
-    char *listen_submission; /* "127.0.0.1:2525", STARTTLS; "" disables */
-    char *listen_smtps;      /* "127.0.0.1:4650", implicit TLS; "" disables */
-    char *var_dir;           /* "./var" */
-    char *spool_dir;         /* default <var_dir>/spool */
+    char *hostname;               /* default: gethostname() */
+    char *listen_submission;      /* "127.0.0.1:2525", STARTTLS; "" disables */
+    char *listen_smtps;           /* "127.0.0.1:4650", implicit TLS; "" disables */
+    char *var_dir;                /* "./var" */
+    char *spool_dir;              /* default <var_dir>/spool */
     long long spool_segment_size; /* bytes, default 64 MiB */
-    char *capture_dir;       /* default <var_dir>/capture */
-    char *control_socket;    /* default <var_dir>/control.sock */
-    char *relay_networks;    /* comma list of CIDRs allowed to relay without AUTH; "" */
-    int shutdown_grace;      /* seconds, default 30 */
+    char *capture_dir;            /* default <var_dir>/capture */
+    char *control_socket;         /* default <var_dir>/control.sock */
+    char *relay_networks;         /* comma list of CIDRs allowed to relay without AUTH; "" */
+    int shutdown_grace;           /* seconds, default 30 */
+    char *server_user;            /* run as this user when started as root; "sluice" */
 
     /* [tls] */
     char *tls_cert;        /* default <var_dir>/tls/cert.pem (self-signed if absent) */
@@ -158,6 +159,11 @@ int config_load(const char *path, char *const *envp, struct config **out,
                 struct config_errors *errs);
 
 void config_free(struct config *cfg);
+
+/* Appends one problem to errs (for checks made outside the loader, such as
+ * file modes). */
+__attribute__((format(printf, 4, 5))) void
+config_errors_add(struct config_errors *errs, const char *file, int line, const char *fmt, ...);
 void config_errors_free(struct config_errors *errs);
 
 /* Prints every effective setting as an INI file (secrets elided) to f. */

@@ -26,7 +26,7 @@ int log_open(const char *format, const char *path, const char *level)
         if (strcmp(level, level_names[i]) == 0)
             log_min = (enum log_level)i;
     if (path && *path) {
-        int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+        int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
         if (fd < 0)
             return -1;
         if (log_fd > 2)

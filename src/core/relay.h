@@ -25,6 +25,7 @@ struct ratelimit;
 struct authfail;
 struct events;
 struct metrics_http;
+struct env_secrets;
 
 struct relay_counters {
     uint64_t connections, accepted, rejected, bytes_accepted;
@@ -54,9 +55,11 @@ struct relay {
     /* observability (src/core/events.c) */
     struct events *events;
     struct metrics_http *metrics;
-    SSL_CTX *tls;      /* replaced on SIGHUP; sessions keep their own SSL */
-    bool draining;     /* SIGTERM received */
-    unsigned sessions; /* open sessions */
+    /* secret_env values, taken out of the environment (core/secrets.h) */
+    struct env_secrets *env_secrets;
+    SSL_CTX *tls;             /* replaced on SIGHUP; sessions keep their own SSL */
+    bool draining;            /* SIGTERM received */
+    unsigned sessions;        /* open sessions */
     long long inflight_bytes; /* message buffers of all sessions (smtp/msgbuf.h) */
     struct relay_counters n;
 };

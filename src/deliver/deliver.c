@@ -56,7 +56,7 @@ static int write_file(int dirfd, const char *name, const char *data, size_t len)
 {
     char tmp[96];
     snprintf(tmp, sizeof tmp, "%s.tmp", name);
-    int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
         return -errno;
     size_t off = 0;
@@ -458,7 +458,7 @@ int deliver_reload(struct deliver *d, char *err, unsigned long errlen)
     for (size_t i = 0; i < cfg->n_upstreams; i++)
         need_capture |= cfg->upstreams[i].capture;
     if (need_capture && d->cap_dir_fd < 0) {
-        if (mkdir(cfg->capture_dir, 0750) < 0 && errno != EEXIST) {
+        if (mkdir(cfg->capture_dir, 0700) < 0 && errno != EEXIST) {
             snprintf(err, errlen, "cannot create capture directory %s: %s", cfg->capture_dir,
                      strerror(errno));
             return -1;

@@ -8,6 +8,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/relay.h"
+#include "core/secrets.h"
 #include "net/tls_client.h"
 #include "queue/queue.h"
 
@@ -453,10 +454,11 @@ static char *dup_or_null(const char *s)
     return s && *s ? strdup(s) : NULL;
 }
 
-static char *read_secret(const struct config_upstream *cfg, char *err, size_t errlen)
+static char *read_secret(struct relay *r, const struct config_upstream *cfg, char *err,
+                         size_t errlen)
 {
     if (cfg->secret_env && *cfg->secret_env) {
-        const char *v = getenv(cfg->secret_env);
+        const char *v = env_secrets_get(r->env_secrets, cfg->secret_env);
         if (!v || !*v) {
             snprintf(err, errlen, "upstream %s: environment variable %s is not set", cfg->name,
                      cfg->secret_env);
@@ -502,7 +504,7 @@ struct upstream *upstream_new(struct relay *r, const struct config_upstream *cfg
     u->username = dup_or_null(cfg->username);
     u->helo = strdup(r->cfg->hostname);
     if (cfg->auth != CONFIG_AUTH_NONE) {
-        u->secret = read_secret(cfg, err, errlen);
+        u->secret = read_secret(r, cfg, err, errlen);
         if (!u->secret)
             goto fail;
     }

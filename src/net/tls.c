@@ -40,7 +40,7 @@ static int mkdir_parent(const char *path)
     for (char *p = dir + 1; *p; p++)
         if (*p == '/') {
             *p = 0;
-            mkdir(dir, 0755);
+            mkdir(dir, 0700);
             *p = '/';
         }
     return mkdir(dir, 0700) == 0 || errno == EEXIST ? 0 : -1;

@@ -4,11 +4,15 @@
  * The credentials (creds.c) and the accounting counters use it. */
 #include "policy/creds.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* Writers (CLI, accounting flushes) hold the lock briefly; readers wait this
  * long before SQLITE_BUSY. */
@@ -153,6 +157,41 @@ static int migrate(sqlite3 *db, char *err, size_t errlen)
     }
 }
 
+/* The store holds password hashes and API key digests: it is made 0600, and
+ * SQLite gives its -wal and -shm files the mode of the database file. A store
+ * left readable by group or others by an older version is tightened. */
+static int make_private(const char *path, char *err, size_t errlen)
+{
+    /* An existing store is never opened here: closing any descriptor of the
+     * file would drop the POSIX locks another connection of this process
+     * holds on it. */
+    struct stat st;
+    int rc = 0;
+    if (stat(path, &st) < 0) {
+        int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0 && errno != EEXIST) {
+            if (err && errlen)
+                snprintf(err, errlen, "%s: %s", path, strerror(errno));
+            return -1;
+        }
+        if (fd >= 0)
+            close(fd);
+    } else if ((st.st_mode & 077) && chmod(path, st.st_mode & 0700) < 0) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s has mode %04o and cannot be made 0600: %s", path,
+                     (unsigned)(st.st_mode & 07777), strerror(errno));
+        rc = -1;
+    }
+    for (const char *const *sfx = (const char *const[]){"-wal", "-shm", NULL}; rc == 0 && *sfx;
+         sfx++) {
+        char side[4096];
+        snprintf(side, sizeof side, "%s%s", path, *sfx);
+        if (stat(side, &st) == 0 && (st.st_mode & 077))
+            chmod(side, st.st_mode & 0700);
+    }
+    return rc;
+}
+
 struct sqlite3 *creds_connect(const char *path, char *err, size_t errlen)
 {
     sqlite3 *db = NULL;
@@ -161,6 +200,8 @@ struct sqlite3 *creds_connect(const char *path, char *err, size_t errlen)
         seterr(err, errlen, "no store path given");
         return NULL;
     }
+    if (strcmp(path, ":memory:") != 0 && make_private(path, err, errlen) < 0)
+        return NULL;
     if (sqlite3_open_v2(path, &db, flags, NULL) != SQLITE_OK) {
         if (err && errlen)
             snprintf(err, errlen, "%s: %s", path, db ? sqlite3_errmsg(db) : "out of memory");

@@ -437,7 +437,7 @@ struct control *control_open(struct relay *r, char *err, size_t errlen)
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
     snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
     unlink(path);
-    mode_t old = umask(077); /* the socket is born 0600 */
+    mode_t old = umask(0177); /* the socket is born 0600 */
     c->l = evconnlistener_new_bind(r->base, on_accept, c,
                                    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 16,
                                    (struct sockaddr *)&sun, sizeof sun);

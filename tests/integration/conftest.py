@@ -52,6 +52,8 @@ class Sluice:
             "SLUICE_SERVER_HOSTNAME": "relay.test",
             "SLUICE_SERVER_SHUTDOWN_GRACE": "10s",
             "SLUICE_HTTP_LISTEN": f"127.0.0.1:{self.http_port}",
+            # the tests run as root; test_privileges.py covers the drop to [server] user
+            "SLUICE_SERVER_USER": "root",
         })
         if config_text is not None:
             cfg = self.dir / "sluice.conf"

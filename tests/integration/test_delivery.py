@@ -194,6 +194,7 @@ def test_expired_password_held_then_delivered_after_fix_and_sighup(
                        "--auth-required")
     secret = tmp_path / "secret"
     secret.write_text("old-secret\n")
+    secret.chmod(0o600)  # a secret open to others is refused
     cfg = BASE + tls_section("main", up.port, certs,
                              f"auth = plain\nusername = relay\nsecret_file = {secret}")
     s = make_sluice(config_text=cfg).start()

@@ -168,6 +168,7 @@ def test_readyz_fails_when_no_upstream_is_healthy(make_sluice):
 def test_webhooks_arrive_signed_after_receiver_failures(make_sluice, make_upstream, tmp_path):
     secret = tmp_path / "hook.key"
     secret.write_text("hook-secret\n")
+    secret.chmod(0o600)  # a secret open to others is refused
     recv = subprocess.Popen(["/usr/bin/python3",
                              str(ROOT / "tests/unit/http/webhook_receiver.py"), "--fail", "3",
                              "--secret-file", str(secret)], stdout=subprocess.PIPE,

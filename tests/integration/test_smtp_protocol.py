@@ -321,7 +321,9 @@ def test_auth_secrets_are_wiped_after_use(make_sluice):
         pytest.skip("cannot read the daemon's memory here")
     token = plain_token("", "app", password)
     login_pw = "login-" + new_msgid()
-    with Conn(s.port) as c, Conn(s.port) as c2:
+    wrong_pw = "wrong-" + new_msgid()
+    wrong_token = plain_token("", "app", wrong_pw)
+    with Conn(s.port) as c, Conn(s.port) as c2, Conn(s.port) as c3, Conn(s.port) as c4:
         c.ehlo()
         c.expect("AUTH PLAIN " + token, 235, "2.7.0")
         c.expect("NOOP", 250)
@@ -330,7 +332,18 @@ def test_auth_secrets_are_wiped_after_use(make_sluice):
         c2.expect(base64.b64encode(b"app").decode(), 334)
         c2.expect(base64.b64encode(login_pw.encode()).decode(), 535, "5.7.8")
         c2.expect("NOOP", 250)
+        # the other outcome of each: PLAIN refused (answer on its own line),
+        # LOGIN accepted
+        c3.ehlo()
+        c3.expect("AUTH PLAIN", 334)
+        c3.expect(wrong_token, 535, "5.7.8")
+        c3.expect("NOOP", 250)
+        c4.ehlo()
+        c4.expect("AUTH LOGIN " + base64.b64encode(b"app").decode(), 334)
+        c4.expect(base64.b64encode(password.encode()).decode(), 235, "2.7.0")
+        c4.expect("NOOP", 250)
         needles = [token.encode(), password.encode(), login_pw.encode(),
-                   base64.b64encode(login_pw.encode())]
+                   base64.b64encode(login_pw.encode()), wrong_token.encode(), wrong_pw.encode(),
+                   base64.b64encode(password.encode())]
         left = process_memory_holds(s.proc.pid, needles)
         assert not left, f"secrets still in the daemon's memory: {left}"
