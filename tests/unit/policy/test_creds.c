@@ -182,7 +182,7 @@ static void test_migrate_from_version_1(void **state)
     assert_string_equal(c->allow_from[0], "*@shop.example");
     assert_int_equal(c->created, 1700000000);
     creds_free_cred(c);
-    assert_int_equal(creds_verify_password(f->db, "legacy", PASSWORD, NULL), 0);
+    assert_int_equal(creds_verify_password(f->db, "legacy", PASSWORD, NULL, NULL), 0);
     unsigned char salt[64], sk[32], vk[32];
     size_t sl = sizeof salt;
     int iter;
@@ -230,29 +230,30 @@ static void test_password(void **state)
     struct cred_spec spec = {.name = "shop", .password = PASSWORD};
     add_ok(f->db, &spec, NULL);
     struct cred *c = NULL;
-    assert_int_equal(creds_verify_password(f->db, "shop", PASSWORD, &c), 0);
+    assert_int_equal(creds_verify_password(f->db, "shop", PASSWORD, &c, NULL), 0);
     assert_non_null(c);
     assert_string_equal(c->name, "shop");
     assert_int_equal(c->kinds, CRED_KIND_PASSWORD | CRED_KIND_SCRAM);
     creds_free_cred(c);
-    assert_int_equal(creds_verify_password(f->db, "shop", "correct horse batterY", &c),
+    assert_int_equal(creds_verify_password(f->db, "shop", "correct horse batterY", &c, NULL),
                      CREDS_EDENIED);
     assert_null(c);
-    assert_int_equal(creds_verify_password(f->db, "shop", "", NULL), CREDS_EDENIED);
-    assert_int_equal(creds_verify_password(f->db, "nobody", PASSWORD, NULL), CREDS_EDENIED);
+    assert_int_equal(creds_verify_password(f->db, "shop", "", NULL, NULL), CREDS_EDENIED);
+    assert_int_equal(creds_verify_password(f->db, "nobody", PASSWORD, NULL, NULL), CREDS_EDENIED);
     /* The hash, not the password, is what the file holds. */
     assert_int_equal(
         sql_int(f->path, "SELECT count(*) FROM creds WHERE password_hash LIKE '$argon2id$%'"), 1);
     assert_int_equal(sql_int(f->path, "SELECT instr(password_hash, 'horse') FROM creds"), 0);
     /* Rotation: the old password stops working. */
     assert_int_equal(creds_rotate_password(f->db, "shop", "a new password"), 0);
-    assert_int_equal(creds_verify_password(f->db, "shop", PASSWORD, NULL), CREDS_EDENIED);
-    assert_int_equal(creds_verify_password(f->db, "shop", "a new password", NULL), 0);
+    assert_int_equal(creds_verify_password(f->db, "shop", PASSWORD, NULL, NULL), CREDS_EDENIED);
+    assert_int_equal(creds_verify_password(f->db, "shop", "a new password", NULL, NULL), 0);
     assert_int_equal(creds_rotate_password(f->db, "shop", "short"), CREDS_EINVAL);
     assert_int_equal(creds_rotate_password(f->db, "nobody", "long enough"), CREDS_ENOTFOUND);
     /* Revoked: the right password no longer works, and stays revoked. */
     assert_int_equal(creds_revoke(f->db, "shop"), 0);
-    assert_int_equal(creds_verify_password(f->db, "shop", "a new password", NULL), CREDS_EDENIED);
+    assert_int_equal(creds_verify_password(f->db, "shop", "a new password", NULL, NULL),
+                     CREDS_EDENIED);
     assert_int_equal(creds_rotate_password(f->db, "shop", "another password"), CREDS_EDENIED);
     assert_int_equal(creds_revoke(f->db, "nobody"), CREDS_ENOTFOUND);
     assert_int_equal(creds_lookup(f->db, "shop", &c), 0);
@@ -452,7 +453,7 @@ static void test_cert(void **state)
     assert_int_equal(creds_by_cert_fingerprint(f->db, want, &c), CREDS_EDENIED);
     assert_null(c);
     /* A password check on a certificate-only credential fails. */
-    assert_int_equal(creds_verify_password(f->db, "mtls", "", NULL), CREDS_EDENIED);
+    assert_int_equal(creds_verify_password(f->db, "mtls", "", NULL, NULL), CREDS_EDENIED);
 }
 
 static void test_rules_round_trip(void **state)
@@ -552,10 +553,11 @@ static void *verify_worker(void *p)
     struct worker_arg *w = p;
     for (int i = 0; i < 3; i++) {
         struct cred *c = NULL;
-        if (creds_verify_password(w->db, "t", PASSWORD, &c) == 0 && c && strcmp(c->name, "t") == 0)
+        if (creds_verify_password(w->db, "t", PASSWORD, &c, NULL) == 0 && c &&
+            strcmp(c->name, "t") == 0)
             w->ok++;
         creds_free_cred(c);
-        if (creds_verify_password(w->db, "t", "wrong password", NULL) == CREDS_EDENIED)
+        if (creds_verify_password(w->db, "t", "wrong password", NULL, NULL) == CREDS_EDENIED)
             w->ok++;
     }
     return NULL;
