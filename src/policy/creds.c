@@ -32,6 +32,7 @@
 
 struct creds {
     sqlite3 *db;
+    char *path;           /* for a second connection that writes (api_key_upgrade) */
     pthread_mutex_t mu;   /* one connection, one statement sequence at a time */
     char dummy_hash[160]; /* argon2id of nothing real, made on first need */
     bool have_dummy;
@@ -64,13 +65,15 @@ struct creds *creds_open(const char *path, char *err, size_t errlen)
         return NULL;
     }
     c->db = creds_connect(path, err, errlen);
-    if (!c->db || RAND_bytes(c->mock_key, sizeof c->mock_key) != 1 ||
+    c->path = c->db ? strdup(path) : NULL;
+    if (!c->db || !c->path || RAND_bytes(c->mock_key, sizeof c->mock_key) != 1 ||
         secret_key_hash("sk_no key has this value", c->dummy_key_hash, sizeof c->dummy_key_hash) <
             0) {
         if (c->db) {
             sqlite3_close(c->db);
-            seterr(err, errlen, "no random bytes");
+            seterr(err, errlen, c->path ? "no random bytes" : "out of memory");
         }
+        free(c->path);
         free(c);
         return NULL;
     }
@@ -83,6 +86,7 @@ void creds_close(struct creds *db)
     if (!db)
         return;
     sqlite3_close(db->db);
+    free(db->path);
     pthread_mutex_destroy(&db->mu);
     OPENSSL_cleanse(db, sizeof *db);
     free(db);
@@ -417,26 +421,27 @@ static int api_key_split(const char *key, char id[CRED_API_KEY_ID_LEN + 1])
 /* A key that still has its argon2id hash from an older release gets the
  * HMAC form once it proved right. Only if the row still holds the hash just
  * checked: a rotation meanwhile wins. A failure leaves the old hash, which
- * keeps working. */
+ * keeps working (and is tried again next time). The write goes through a
+ * connection of its own, outside the store's lock: it may wait for the CLI's
+ * write lock and for the disk, and the event loop must not wait with it. */
 static void api_key_upgrade(struct creds *db, const char *id, const char *old, const char *key)
 {
     char fresh[SECRET_KEY_STORED_LEN];
     if (secret_key_hash(key, fresh, sizeof fresh) < 0)
         return;
+    sqlite3 *w = creds_connect(db->path, NULL, 0);
     sqlite3_stmt *st;
-    pthread_mutex_lock(&db->mu);
-    db->generation_valid = false;
-    if (sqlite3_prepare_v2(db->db,
-                           "UPDATE creds SET api_key_hash = ?1 WHERE api_key_id = ?2"
-                           " AND api_key_hash = ?3",
-                           -1, &st, NULL) == SQLITE_OK) {
+    if (w && sqlite3_prepare_v2(w,
+                                "UPDATE creds SET api_key_hash = ?1 WHERE api_key_id = ?2"
+                                " AND api_key_hash = ?3",
+                                -1, &st, NULL) == SQLITE_OK) {
         sqlite3_bind_text(st, 1, fresh, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 3, old, -1, SQLITE_STATIC);
         sqlite3_step(st);
         sqlite3_finalize(st);
     }
-    pthread_mutex_unlock(&db->mu);
+    sqlite3_close(w);
 }
 
 /* The API key check; with quick, a legacy argon2id hash is not checked but
