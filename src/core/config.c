@@ -230,6 +230,13 @@ static const struct config_key keys[] = {
      .doc = "Failed AUTH from one address before it is blocked."},
     {SEC_AUTH, "block_time", NULL, T_DURATION, S(auth_block_time), "15m", 1, DAY,
      .doc = "How long an address stays blocked after too many failures."},
+    {SEC_AUTH, "cache_ttl", NULL, T_DURATION, S(auth_cache_ttl), "5m", 0, DAY,
+     .doc = "How long a successful password check (AUTH PLAIN/LOGIN) is remembered, so the same "
+            "user and password log in again without argon2id; a changed, revoked or deleted "
+            "credential is never answered from it. 0 turns the cache off."},
+    {SEC_AUTH, "cache_size", NULL, T_INT, S(auth_cache_size), "10000", 0, 1000000,
+     .doc = "Successful password checks remembered at most (about 64 bytes each); the least "
+            "recently used give way. 0 turns the cache off."},
     {SEC_LIMITS, "rate_per_ip", NULL, T_STRING, S(rate_per_ip), "0", .empty_ok = true,
      .doc = "Messages per source address, e.g. 600/min; 0: no limit."},
 

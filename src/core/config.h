@@ -100,6 +100,8 @@ struct config {
     int auth_failures_before_delay; /* default 3 */
     int auth_failures_before_block; /* default 10 */
     int auth_block_time;            /* seconds, default 900 */
+    int auth_cache_ttl;             /* seconds successful password checks are kept, 300 */
+    int auth_cache_size;            /* entries of that cache, default 10000; 0 = off */
     bool tls_request_client_cert;   /* [tls] request_client_cert, default true */
     bool tls_session_tickets;       /* [tls] session_tickets, default true */
     int tls_session_cache_size;     /* [tls] session_cache_size, default 20000 */

@@ -12,6 +12,7 @@
 #include "http/metrics.h"
 #include "http/webhook.h"
 #include "policy/accounting.h"
+#include "policy/policy.h"
 #include "queue/queue.h"
 #include "spool/spool.h"
 
@@ -343,6 +344,14 @@ void events_fill_metrics(struct relay *r, struct metrics_snapshot *s)
     s->tls_handshake_failures = r->n.tls_failures;
     s->auth_failures = r->n.auth_failures;
     s->smuggling_attempts = r->n.smuggling_attempts;
+    struct policy_auth_stats as;
+    policy_auth_stats(r, &as);
+    s->auth.cache_hits = as.cache_hits;
+    s->auth.cache_misses = as.cache_misses;
+    s->auth.cache_evictions = as.cache_evictions;
+    s->auth.cache_entries = as.cache_entries;
+    s->auth.argon2_verifications = as.argon2_verifications;
+    s->auth.hmac_key_verifications = as.hmac_key_verifications;
     if (e) {
         for (int i = 0; i < REJECT_REASON_COUNT; i++)
             metrics_snapshot_add_rejected(s, reason_names[i], e->rejected[i]);

@@ -23,6 +23,7 @@ struct creds;
 struct accounting;
 struct ratelimit;
 struct authfail;
+struct authcache;
 struct events;
 struct metrics_http;
 struct env_secrets;
@@ -52,6 +53,7 @@ struct relay {
     struct accounting *accounting; /* per-credential daily counters */
     struct ratelimit *ratelimit;   /* per credential and per source IP */
     struct authfail *authfail;     /* failed AUTH per source IP: slow down, then block */
+    struct authcache *authcache;   /* recent successful password checks; NULL = off */
     /* observability (src/core/events.c) */
     struct events *events;
     struct metrics_http *metrics;

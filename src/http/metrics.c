@@ -236,6 +236,21 @@ int metrics_render(const struct metrics_snapshot *s, struct evbuffer *out)
            "TLS handshakes that failed on the submission side.", s->tls_handshake_failures);
     scalar(out, "sluice_auth_failures_total", "counter", "Failed SMTP AUTH attempts.",
            s->auth_failures);
+    scalar(out, "sluice_auth_cache_hits_total", "counter",
+           "AUTH PLAIN/LOGIN passwords answered from the login cache, without argon2id.",
+           s->auth.cache_hits);
+    scalar(out, "sluice_auth_cache_misses_total", "counter",
+           "AUTH PLAIN/LOGIN passwords the login cache could not answer (checked on a worker).",
+           s->auth.cache_misses);
+    scalar(out, "sluice_auth_cache_evictions_total", "counter",
+           "Login cache entries dropped to make room for newer ones.", s->auth.cache_evictions);
+    scalar(out, "sluice_auth_cache_entries", "gauge", "Successful password checks remembered.",
+           s->auth.cache_entries);
+    scalar(out, "sluice_auth_argon2_verifications_total", "counter",
+           "argon2id password verifications run (credential store and users file).",
+           s->auth.argon2_verifications);
+    scalar(out, "sluice_auth_hmac_key_verifications_total", "counter",
+           "API keys checked by HMAC-SHA-256.", s->auth.hmac_key_verifications);
     scalar(out, "sluice_smuggling_attempts_total", "counter",
            "Sessions refused for bare line endings or pipelining tricks.", s->smuggling_attempts);
 

@@ -75,6 +75,11 @@ struct metrics_snapshot {
     uint64_t tls_handshake_failures;
     uint64_t auth_failures;
     uint64_t smuggling_attempts;
+    /* AUTH work: the login cache and the secret checks actually run */
+    struct {
+        uint64_t cache_hits, cache_misses, cache_evictions, cache_entries;
+        uint64_t argon2_verifications, hmac_key_verifications;
+    } auth;
     /* health */
     struct metrics_health *health; /* one per configured upstream */
     size_t n_health;

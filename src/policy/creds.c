@@ -1,15 +1,17 @@
 /* Credential store on SQLite (file and schema: creds_schema.c): the lookups
  * the daemon makes when a client authenticates, and the administration verbs
  * of the CLI.
- * Secrets never reach the file in clear: passwords and API keys as argon2id,
- * SCRAM as StoredKey/ServerKey, certificates as SHA-256 fingerprints. */
+ * Secrets never reach the file in clear: passwords as argon2id, API keys as
+ * HMAC-SHA-256 under a per-key salt (policy/secret.c; older stores hold
+ * argon2id, upgraded on first use), SCRAM as StoredKey/ServerKey,
+ * certificates as SHA-256 fingerprints. */
 #include "policy/creds.h"
 
 #include "core/base64.h"
 #include "policy/pattern.h"
+#include "policy/secret.h"
 #include "policy/users.h"
 
-#include <argon2.h>
 #include <ctype.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -26,24 +28,19 @@
 
 #define CRED_PASSWORD_MIN 8
 #define API_KEY_SECRET_BYTES 32
-#define API_KEY_CACHE_SLOTS 64
-
-struct api_key_slot {
-    char id[CRED_API_KEY_ID_LEN + 1];
-    unsigned char digest[SHA256_DIGEST_LENGTH];
-    uint64_t generation;
-};
+#define STORED_SECRET_MAX 256
 
 struct creds {
     sqlite3 *db;
+    char *path;           /* for a second connection that writes (api_key_upgrade) */
     pthread_mutex_t mu;   /* one connection, one statement sequence at a time */
     char dummy_hash[160]; /* argon2id of nothing real, made on first need */
     bool have_dummy;
+    char dummy_key_hash[SECRET_KEY_STORED_LEN]; /* checked for unknown key ids */
     unsigned char mock_key[32];
     int64_t data_version; /* PRAGMA data_version seen with generation below */
     uint64_t generation;
     bool generation_valid;
-    struct api_key_slot keys[API_KEY_CACHE_SLOTS];
 };
 
 static const char *const period_names[] = {NULL, "second", "minute", "hour", "day", "month"};
@@ -68,11 +65,15 @@ struct creds *creds_open(const char *path, char *err, size_t errlen)
         return NULL;
     }
     c->db = creds_connect(path, err, errlen);
-    if (!c->db || RAND_bytes(c->mock_key, sizeof c->mock_key) != 1) {
+    c->path = c->db ? strdup(path) : NULL;
+    if (!c->db || !c->path || RAND_bytes(c->mock_key, sizeof c->mock_key) != 1 ||
+        secret_key_hash("sk_no key has this value", c->dummy_key_hash, sizeof c->dummy_key_hash) <
+            0) {
         if (c->db) {
             sqlite3_close(c->db);
-            seterr(err, errlen, "no random bytes");
+            seterr(err, errlen, c->path ? "no random bytes" : "out of memory");
         }
+        free(c->path);
         free(c);
         return NULL;
     }
@@ -85,6 +86,7 @@ void creds_close(struct creds *db)
     if (!db)
         return;
     sqlite3_close(db->db);
+    free(db->path);
     pthread_mutex_destroy(&db->mu);
     OPENSSL_cleanse(db, sizeof *db);
     free(db);
@@ -284,13 +286,37 @@ static int ensure_dummy(struct creds *db)
     return 0;
 }
 
-/* Reads one secret column and the revoked flag by a key column. The hash is
- * copied so argon2id can run without the lock. */
+/* What names the stored secret of one credential: a change of the secret
+ * (a new salt even for the same password) or of the row changes it. */
+static void stamp_of(long long id, const char *hash, unsigned char stamp[CREDS_STAMP_LEN])
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned char idb[8];
+    for (int i = 0; i < 8; i++)
+        idb[i] = (unsigned char)((unsigned long long)id >> (56 - 8 * i));
+    unsigned int len = 0;
+    if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
+        EVP_DigestUpdate(md, idb, sizeof idb) != 1 ||
+        EVP_DigestUpdate(md, hash, strlen(hash) + 1) != 1 ||
+        EVP_DigestFinal_ex(md, stamp, &len) != 1 || len != CREDS_STAMP_LEN)
+        RAND_bytes(stamp, CREDS_STAMP_LEN); /* matches nothing */
+    EVP_MD_CTX_free(md);
+}
+
+/* One credential's stored secret: the hash (copied, so the check can run
+ * without the lock), its row id and the revoked flag. */
+struct stored_secret {
+    char hash[STORED_SECRET_MAX];
+    long long id;
+    bool revoked;
+};
+
+/* Reads one secret column by a key column. Lock held. */
 static int fetch_secret(struct creds *db, const char *col, const char *key_col, const char *key,
-                        char *hash, size_t hashlen, bool *revoked)
+                        struct stored_secret *out)
 {
     char sql[160];
-    snprintf(sql, sizeof sql, "SELECT %s, revoked FROM creds WHERE %s = ?", col, key_col);
+    snprintf(sql, sizeof sql, "SELECT %s, revoked, id FROM creds WHERE %s = ?", col, key_col);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(db->db, sql, -1, &st, NULL) != SQLITE_OK)
         return CREDS_EDB;
@@ -298,9 +324,10 @@ static int fetch_secret(struct creds *db, const char *col, const char *key_col, 
     int rc = sqlite3_step(st), r = CREDS_ENOTFOUND;
     if (rc == SQLITE_ROW) {
         const unsigned char *h = sqlite3_column_text(st, 0);
-        *revoked = sqlite3_column_int(st, 1) != 0;
-        if (h && strlen((const char *)h) < hashlen) {
-            snprintf(hash, hashlen, "%s", (const char *)h);
+        out->revoked = sqlite3_column_int(st, 1) != 0;
+        out->id = sqlite3_column_int64(st, 2);
+        if (h && strlen((const char *)h) < sizeof out->hash) {
+            snprintf(out->hash, sizeof out->hash, "%s", (const char *)h);
             r = 0;
         }
     } else if (rc != SQLITE_DONE) {
@@ -310,44 +337,63 @@ static int fetch_secret(struct creds *db, const char *col, const char *key_col, 
     return r;
 }
 
-/* The argon2id check shared by passwords and API keys. */
-static int verify_secret(struct creds *db, const char *col, const char *key_col, const char *key,
-                         const char *secret, bool *ok)
-{
-    char hash[256];
-    bool revoked = false;
-    pthread_mutex_lock(&db->mu);
-    int r = fetch_secret(db, col, key_col, key, hash, sizeof hash, &revoked);
-    if (r == CREDS_ENOTFOUND && ensure_dummy(db) == 0)
-        snprintf(hash, sizeof hash, "%s", db->dummy_hash);
-    else if (r == CREDS_ENOTFOUND)
-        r = CREDS_EDB;
-    pthread_mutex_unlock(&db->mu);
-    if (r == CREDS_EDB)
-        return r;
-    bool match = argon2id_verify(hash, secret, strlen(secret)) == ARGON2_OK;
-    OPENSSL_cleanse(hash, sizeof hash);
-    *ok = match && r == 0 && !revoked;
-    return 0;
-}
-
 int creds_verify_password(struct creds *db, const char *name, const char *password,
-                          struct cred **out)
+                          struct cred **out, unsigned char stamp[CREDS_STAMP_LEN])
 {
     if (out)
         *out = NULL;
     if (!name || !password)
         return CREDS_EDENIED;
-    bool ok = false;
-    int r = verify_secret(db, "password_hash", "name", name, password, &ok);
-    if (r < 0)
+    struct stored_secret s = {0};
+    pthread_mutex_lock(&db->mu);
+    int r = fetch_secret(db, "password_hash", "name", name, &s);
+    if (r == CREDS_ENOTFOUND && ensure_dummy(db) == 0)
+        snprintf(s.hash, sizeof s.hash, "%s", db->dummy_hash);
+    else if (r == CREDS_ENOTFOUND)
+        r = CREDS_EDB;
+    pthread_mutex_unlock(&db->mu);
+    if (r == CREDS_EDB)
         return r;
+    /* unknown names cost the same argon2id run */
+    bool ok = secret_argon2_verify(s.hash, password) && r == 0 && !s.revoked;
+    if (ok && stamp)
+        stamp_of(s.id, s.hash, stamp);
+    OPENSSL_cleanse(&s, sizeof s);
     if (!ok)
         return CREDS_EDENIED;
     if (!out)
         return 0;
     r = creds_lookup(db, name, out);
     return r == CREDS_ENOTFOUND ? CREDS_EDENIED : r;
+}
+
+int creds_password_stamp(struct creds *db, const char *name, struct cred **out,
+                         unsigned char stamp[CREDS_STAMP_LEN])
+{
+    *out = NULL;
+    if (!name)
+        return CREDS_ENOTFOUND;
+    /* one statement, so the secret and the rules come from one snapshot */
+    sqlite3_stmt *st;
+    pthread_mutex_lock(&db->mu);
+    int r = CREDS_EDB;
+    if (sqlite3_prepare_v2(db->db,
+                           "SELECT " CRED_COLUMNS ", password_hash FROM creds WHERE name = ?", -1,
+                           &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+        int rc = sqlite3_step(st);
+        r = rc == SQLITE_DONE ? CREDS_ENOTFOUND : CREDS_EDB;
+        const unsigned char *h = rc == SQLITE_ROW ? sqlite3_column_text(st, 14) : NULL;
+        if (rc == SQLITE_ROW && !h)
+            r = CREDS_ENOTFOUND;
+        else if (h && sqlite3_column_int(st, 11) != 0)
+            r = CREDS_EDENIED;
+        else if (h && (r = cred_from_row(db, st, out)) == 0)
+            stamp_of((*out)->id, (const char *)h, stamp);
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&db->mu);
+    return r;
 }
 
 /* "sk_" + CRED_API_KEY_ID_LEN hex + "_" + base64url of the secret. Copies the
@@ -372,49 +418,68 @@ static int api_key_split(const char *key, char id[CRED_API_KEY_ID_LEN + 1])
     return 0;
 }
 
-static struct api_key_slot *key_slot(struct creds *db, const char *id)
+/* A key that still has its argon2id hash from an older release gets the
+ * HMAC form once it proved right. Only if the row still holds the hash just
+ * checked: a rotation meanwhile wins. A failure leaves the old hash, which
+ * keeps working (and is tried again next time). The write goes through a
+ * connection of its own, outside the store's lock: it may wait for the CLI's
+ * write lock and for the disk, and the event loop must not wait with it. */
+static void api_key_upgrade(struct creds *db, const char *id, const char *old, const char *key)
 {
-    unsigned h = 0;
-    for (const char *p = id; *p; p++)
-        h = h * 31u + (unsigned char)*p;
-    return &db->keys[h % API_KEY_CACHE_SLOTS];
+    char fresh[SECRET_KEY_STORED_LEN];
+    if (secret_key_hash(key, fresh, sizeof fresh) < 0)
+        return;
+    sqlite3 *w = creds_connect(db->path, NULL, 0);
+    sqlite3_stmt *st;
+    if (w && sqlite3_prepare_v2(w,
+                                "UPDATE creds SET api_key_hash = ?1 WHERE api_key_id = ?2"
+                                " AND api_key_hash = ?3",
+                                -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, fresh, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, old, -1, SQLITE_STATIC);
+        sqlite3_step(st);
+        sqlite3_finalize(st);
+    }
+    sqlite3_close(w);
 }
 
-int creds_verify_api_key(struct creds *db, const char *key, struct cred **out)
+/* The API key check; with quick, a legacy argon2id hash is not checked but
+ * answered CREDS_EAGAIN. */
+static int verify_api_key(struct creds *db, const char *key, bool quick, struct cred **out)
 {
     if (out)
         *out = NULL;
     char id[CRED_API_KEY_ID_LEN + 1];
     if (!key || api_key_split(key, id) < 0)
         return CREDS_EDENIED;
-    unsigned char digest[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)key, strlen(key), digest);
-
+    struct stored_secret s = {0};
     pthread_mutex_lock(&db->mu);
-    uint64_t gen = generation_locked(db);
-    struct api_key_slot *slot = key_slot(db, id);
-    bool cached = gen != 0 && slot->generation == gen && strcmp(slot->id, id) == 0 &&
-                  CRYPTO_memcmp(slot->digest, digest, sizeof digest) == 0;
+    int r = fetch_secret(db, "api_key_hash", "api_key_id", id, &s);
+    if (r == CREDS_ENOTFOUND)
+        snprintf(s.hash, sizeof s.hash, "%s", db->dummy_key_hash);
     pthread_mutex_unlock(&db->mu);
-
-    if (!cached) {
-        bool ok = false;
-        int r = verify_secret(db, "api_key_hash", "api_key_id", id, key, &ok);
-        if (r < 0)
-            return r;
-        if (!ok)
-            return CREDS_EDENIED;
-        pthread_mutex_lock(&db->mu);
-        /* gen was read before the check: a change since then makes the
-         * entry stale at once, never wrongly fresh. */
-        snprintf(slot->id, sizeof slot->id, "%s", id);
-        memcpy(slot->digest, digest, sizeof digest);
-        slot->generation = gen;
-        pthread_mutex_unlock(&db->mu);
+    if (r == CREDS_EDB)
+        return r;
+    bool ok;
+    int v = secret_key_verify(s.hash, key);
+    if (v >= 0) {
+        ok = v == 1;
+    } else if (quick) {
+        OPENSSL_cleanse(&s, sizeof s);
+        return CREDS_EAGAIN;
+    } else {
+        ok = secret_argon2_verify(s.hash, key);
+        if (ok && r == 0 && !s.revoked)
+            api_key_upgrade(db, id, s.hash, key);
     }
+    ok = ok && r == 0 && !s.revoked;
+    OPENSSL_cleanse(&s, sizeof s);
+    if (!ok)
+        return CREDS_EDENIED;
     struct cred *c = NULL;
     pthread_mutex_lock(&db->mu);
-    int r = lookup_where(db, "api_key_id", id, &c);
+    r = lookup_where(db, "api_key_id", id, &c);
     pthread_mutex_unlock(&db->mu);
     if (r < 0)
         return r == CREDS_ENOTFOUND ? CREDS_EDENIED : r;
@@ -427,6 +492,16 @@ int creds_verify_api_key(struct creds *db, const char *key, struct cred **out)
     else
         creds_free_cred(c);
     return 0;
+}
+
+int creds_verify_api_key(struct creds *db, const char *key, struct cred **out)
+{
+    return verify_api_key(db, key, false, out);
+}
+
+int creds_verify_api_key_quick(struct creds *db, const char *key, struct cred **out)
+{
+    return verify_api_key(db, key, true, out);
 }
 
 int creds_by_cert_fingerprint(struct creds *db, const char *sha256_hex, struct cred **out)
@@ -553,7 +628,7 @@ static void base64url(const unsigned char *in, size_t n, char *out)
         out[i] = out[i] == '+' ? '-' : (out[i] == '/' ? '_' : out[i]);
 }
 
-/* Makes a new key and its argon2id hash. */
+/* Makes a new key and its stored form (policy/secret.h). */
 static int api_key_prepare(char *key, size_t keysize, char id[CRED_API_KEY_ID_LEN + 1], char *hash,
                            size_t hashlen)
 {
@@ -568,7 +643,7 @@ static int api_key_prepare(char *key, size_t keysize, char id[CRED_API_KEY_ID_LE
     snprintf(key, keysize, "sk_%s_%s", id, enc);
     OPENSSL_cleanse(secret, sizeof secret);
     OPENSSL_cleanse(enc, sizeof enc);
-    return users_hash_password(key, hash, hashlen);
+    return secret_key_hash(key, hash, hashlen);
 }
 
 static bool limit_valid(const struct cred_limit *l, bool quota)

@@ -2,8 +2,9 @@
  * SQLite (<var_dir>/sluice.db). AUTH (PLAIN/LOGIN, SCRAM-SHA-256), API keys
  * and client certificates resolve to a struct cred, whose rules (allowed
  * senders and recipients, rate, quota, size) the policy checks then apply.
- * All functions are thread-safe; password and key checks run argon2id outside
- * the store's lock, so they belong on worker threads, not the event loop. */
+ * All functions are thread-safe; password checks (and API keys still stored
+ * as argon2id by an older release) run argon2id outside the store's lock, so
+ * they belong on worker threads, not the event loop. */
 #ifndef SLUICE_POLICY_CREDS_H
 #define SLUICE_POLICY_CREDS_H
 
@@ -20,11 +21,12 @@ struct creds;
 #define CREDS_EDENIED (-3)   /* wrong secret, or the credential is revoked */
 #define CREDS_EEXIST (-4)    /* name, key id or fingerprint already taken */
 #define CREDS_EINVAL (-5)    /* invalid argument (bad pattern, name, ...) */
+#define CREDS_EAGAIN (-6)    /* the quick check cannot answer: argon2id needed */
 
 /* Kinds a credential may hold, any number at once. */
 #define CRED_KIND_PASSWORD 0x1u /* argon2id hash, for AUTH PLAIN / LOGIN */
 #define CRED_KIND_SCRAM 0x2u    /* SCRAM-SHA-256 keys (RFC 5802, RFC 7677) */
-#define CRED_KIND_API_KEY 0x4u  /* "sk_<id>_<secret>" for the HTTP API */
+#define CRED_KIND_API_KEY 0x4u  /* "sk_<id>_<secret>", HMAC-SHA-256 with a salt */
 #define CRED_KIND_CERT 0x8u     /* TLS client certificate SHA-256 fingerprint */
 
 #define CRED_NAME_MAX 64
@@ -34,6 +36,7 @@ struct creds;
 #define CRED_SCRAM_SALT_LEN 16
 #define CRED_SCRAM_KEY_LEN 32      /* SHA-256 output */
 #define CRED_SCRAM_ITERATIONS 4096 /* RFC 7677 section 4: at least 4096 */
+#define CREDS_STAMP_LEN 32         /* SHA-256: names a credential's stored password */
 
 enum cred_period {
     CRED_PER_NONE = 0,
@@ -110,14 +113,29 @@ void creds_free_cred(struct cred *c);
 /* Checks a password (AUTH PLAIN / LOGIN). 0 and *out (may be NULL) on
  * success; CREDS_EDENIED for a wrong password, an unknown name, a revoked
  * credential or one without a password. Unknown names cost the same argon2id
- * run, so timing does not reveal which exist. */
+ * run, so timing does not reveal which exist. On success stamp (may be NULL)
+ * gets the stamp of the stored hash the password was checked against. */
 int creds_verify_password(struct creds *db, const char *name, const char *password,
-                          struct cred **out);
+                          struct cred **out, unsigned char stamp[CREDS_STAMP_LEN]);
 
-/* Checks an API key "sk_<id>_<secret>". Same results as above. A key that
- * verified once is remembered (as a SHA-256) until the store changes, so a
- * busy HTTP client does not pay argon2id on every request. */
+/* Without checking any secret: the credential name, if it exists, is not
+ * revoked and has a password, with the stamp of its stored password hash
+ * (SHA-256 of the row id and the argon2id string: a new password, a new salt
+ * or a new credential under the same name gives a new stamp). 0 and *out
+ * allocated; CREDS_ENOTFOUND, CREDS_EDENIED (revoked) or CREDS_EDB. Cheap
+ * (one indexed row), no argon2id: fit for the event loop. */
+int creds_password_stamp(struct creds *db, const char *name, struct cred **out,
+                         unsigned char stamp[CREDS_STAMP_LEN]);
+
+/* Checks an API key "sk_<id>_<secret>". Same results as above. Keys are
+ * stored as HMAC-SHA-256 (policy/secret.h), a check takes microseconds; a
+ * key an older release stored as argon2id is checked with argon2id and, when
+ * right, stored again in the HMAC form. */
 int creds_verify_api_key(struct creds *db, const char *key, struct cred **out);
+/* The same without argon2id, for the event loop: CREDS_EAGAIN when the key's
+ * id holds a legacy argon2id hash (then call creds_verify_api_key on a
+ * worker). */
+int creds_verify_api_key_quick(struct creds *db, const char *key, struct cred **out);
 
 /* Finds the credential for a client certificate fingerprint (64 hex digits,
  * ':' allowed, any case). CREDS_ENOTFOUND or CREDS_EDENIED (revoked). */

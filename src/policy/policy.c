@@ -1,14 +1,17 @@
 /* Opens the policy parts of the relay context and answers who a client is:
- * password and API-key checks (argon2id, on worker threads), SCRAM
- * verifiers, client certificate fingerprints, and a cheap generation check
- * that picks up credentials changed by `sluice creds` while the relay runs. */
+ * password checks (argon2id, on worker threads, or the login cache on the
+ * loop), API keys (HMAC-SHA-256), SCRAM verifiers, client certificate
+ * fingerprints, and a cheap generation check that picks up credentials
+ * changed by `sluice creds` while the relay runs. */
 #include "policy/policy.h"
 
 #include "core/config.h"
 #include "core/relay.h"
 #include "policy/accounting.h"
+#include "policy/authcache.h"
 #include "policy/creds.h"
 #include "policy/ratelimit.h"
+#include "policy/secret.h"
 #include "policy/users.h"
 #include "smtp/scram.h"
 
@@ -35,10 +38,14 @@
 #define AUTHFAIL_ENTRIES 100000
 #define SCRAM_SECRET_MIN 16
 
+_Static_assert(POLICY_STAMP_LEN == CREDS_STAMP_LEN && POLICY_STAMP_LEN == AUTHCACHE_STAMP_LEN,
+               "one stamp size from the store to the cache");
+
 /* The one relay a process runs: what its policy keeps beside the context. */
 static struct {
     unsigned char scram_secret[POLICY_SCRAM_SECRET_LEN];
     struct authfail_config af;
+    struct authcache_stats cache_before; /* counts of login caches a reload replaced */
 } policy_state;
 
 uint64_t policy_now_ms(void)
@@ -125,6 +132,15 @@ static struct authfail_config authfail_config_of(const struct config *cfg)
     return c;
 }
 
+/* The login cache the configuration asks for; NULL when it is off (or
+ * without memory: then every login takes the worker, as with it off). */
+static struct authcache *authcache_of(const struct config *cfg)
+{
+    if (cfg->auth_cache_ttl <= 0 || cfg->auth_cache_size <= 0)
+        return NULL;
+    return authcache_new((size_t)cfg->auth_cache_size, (uint64_t)cfg->auth_cache_ttl * 1000u);
+}
+
 int policy_open(struct relay *r, char *err, size_t errlen)
 {
     const struct config *cfg = r->cfg;
@@ -146,6 +162,7 @@ int policy_open(struct relay *r, char *err, size_t errlen)
         snprintf(err, errlen, "cannot set up the rate limiter (out of memory or bad thresholds)");
         goto fail;
     }
+    r->authcache = authcache_of(cfg);
     return 0;
 fail:
     policy_close(r);
@@ -154,6 +171,17 @@ fail:
 
 void policy_reload(struct relay *r)
 {
+    /* a reload is also the operator's way to make every login prove its
+     * password again */
+    if (r->authcache) {
+        struct authcache_stats st;
+        authcache_get_stats(r->authcache, &st);
+        policy_state.cache_before.hits += st.hits;
+        policy_state.cache_before.misses += st.misses;
+        policy_state.cache_before.evictions += st.evictions;
+    }
+    authcache_free(r->authcache);
+    r->authcache = authcache_of(r->cfg);
     struct authfail_config c = authfail_config_of(r->cfg);
     if (memcmp(&c, &policy_state.af, sizeof c) == 0)
         return;
@@ -179,6 +207,8 @@ void policy_close(struct relay *r)
     r->ratelimit = NULL;
     authfail_free(r->authfail);
     r->authfail = NULL;
+    authcache_free(r->authcache);
+    r->authcache = NULL;
     OPENSSL_cleanse(policy_state.scram_secret, sizeof policy_state.scram_secret);
 }
 
@@ -207,19 +237,18 @@ static bool is_api_key(const char *s)
 }
 
 int policy_check_password(struct relay *r, struct users *users, const char *user,
-                          const char *password, const char *mech, struct cred **out,
-                          const char **method, uint64_t *gen_out)
+                          const char *password, const char *mech, struct policy_login *out)
 {
-    *out = NULL;
-    *method = mech;
-    if (gen_out)
-        *gen_out = policy_generation(r);
-    if (r->creds && is_api_key(password) && creds_verify_api_key(r->creds, password, out) == 0) {
-        *method = "api-key";
+    *out = (struct policy_login){.method = mech, .gen = policy_generation(r)};
+    if (r->creds && is_api_key(password) &&
+        creds_verify_api_key(r->creds, password, &out->cred) == 0) {
+        out->method = "api-key";
         return 0;
     }
-    if (r->creds && creds_verify_password(r->creds, user, password, out) == 0)
+    if (r->creds && creds_verify_password(r->creds, user, password, &out->cred, out->stamp) == 0) {
+        out->cacheable = true;
         return 0;
+    }
     /* the users file is asked on every failure, known name or not, so a
      * failure always costs the same two argon2id runs */
     bool file_ok = users && users_verify(users, user, password);
@@ -232,8 +261,68 @@ int policy_check_password(struct relay *r, struct users *users, const char *user
     }
     if (!file_ok)
         return -1;
-    *out = policy_plain_user(user);
-    return *out ? 0 : -1;
+    out->cred = policy_plain_user(user);
+    return out->cred ? 0 : -1;
+}
+
+int policy_check_password_quick(struct relay *r, const char *user, const char *password,
+                                const char *mech, struct policy_login *out)
+{
+    *out = (struct policy_login){.method = mech};
+    if (!r->creds)
+        return 0;
+    out->gen = policy_generation(r);
+    if (is_api_key(password)) {
+        int kr = creds_verify_api_key_quick(r->creds, password, &out->cred);
+        if (kr == 0) {
+            out->method = "api-key";
+            return 1;
+        }
+        if (kr != CREDS_EDENIED)
+            return 0; /* argon2id needed (a legacy key), or the store failed */
+    }
+    if (!r->authcache)
+        return 0;
+    struct cred *c = NULL;
+    unsigned char stamp[POLICY_STAMP_LEN];
+    if (creds_password_stamp(r->creds, user, &c, stamp) == 0 &&
+        authcache_lookup(r->authcache, user, password, stamp, policy_now_ms())) {
+        out->cred = c;
+        return 1;
+    }
+    if (!c)
+        authcache_count_miss(r->authcache); /* no lookup made: unknown, revoked, no password */
+    creds_free_cred(c);
+    return 0;
+}
+
+void policy_remember_login(struct relay *r, const char *user, const char *password,
+                           const struct policy_login *login)
+{
+    if (r->authcache && login->cred && login->cacheable)
+        authcache_insert(r->authcache, user, password, login->stamp, policy_now_ms());
+}
+
+void policy_auth_stats(struct relay *r, struct policy_auth_stats *out)
+{
+    *out = (struct policy_auth_stats){
+        .cache_hits = policy_state.cache_before.hits,
+        .cache_misses = policy_state.cache_before.misses,
+        .cache_evictions = policy_state.cache_before.evictions,
+    };
+    if (r->authcache) {
+        struct authcache_stats st;
+        authcache_get_stats(r->authcache, &st);
+        out->cache_hits += st.hits;
+        out->cache_misses += st.misses;
+        out->cache_evictions += st.evictions;
+        out->cache_entries = st.entries;
+        out->cache_capacity = st.capacity;
+    }
+    struct secret_counters sc;
+    secret_counters(&sc);
+    out->argon2_verifications = sc.argon2_verifications;
+    out->hmac_key_verifications = sc.hmac_key_verifications;
 }
 
 static int scram_random(void *arg, unsigned char *buf, size_t len)

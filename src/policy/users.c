@@ -1,6 +1,8 @@
 /* Users file parsing and argon2id verification. */
 #include "policy/users.h"
 
+#include "policy/secret.h"
+
 #include <argon2.h>
 #include <errno.h>
 #include <stdio.h>
@@ -133,6 +135,6 @@ bool users_verify(const struct users *u, const char *name, const char *password)
             known = true;
             break;
         }
-    bool ok = argon2id_verify(hash, password, strlen(password)) == ARGON2_OK;
+    bool ok = secret_argon2_verify(hash, password);
     return ok && known;
 }

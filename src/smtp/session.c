@@ -920,7 +920,7 @@ void session_close(struct session *s)
     if (s->auth_users)
         users_free(s->auth_users);
     explicit_bzero(s->check_pass, sizeof s->check_pass);
-    creds_free_cred(s->check_cred);
+    creds_free_cred(s->check.cred);
     creds_free_cred(s->cred);
     scram_server_free(s->scram);
     free(s);

@@ -1,7 +1,8 @@
 /* SMTP AUTH (RFC 4954) inside a submission session: PLAIN (RFC 4616),
- * LOGIN and SCRAM-SHA-256 (RFC 7677). The password check runs on a worker,
- * failures are slowed down and then blocked per address, and every buffer
- * that held a secret is wiped once used. */
+ * LOGIN and SCRAM-SHA-256 (RFC 7677). An API key or a password the login
+ * cache remembers is answered on the loop; every other password check runs
+ * on a worker. Failures are slowed down and then blocked per address, and
+ * every buffer that held a secret is wiped once used. */
 #include "smtp/session_int.h"
 
 #include "core/config.h"
@@ -115,41 +116,48 @@ static void auth_work(void *arg)
 {
     struct session *s = arg;
     if (policy_check_password(s->r, s->auth_users, s->login_user, s->check_pass, s->check_mech,
-                              &s->check_cred, &s->check_method, &s->check_gen) < 0)
-        s->check_cred = NULL;
+                              &s->check) < 0)
+        s->check.cred = NULL;
 }
 
 static void auth_done(void *arg)
 {
     struct session *s = arg;
     s->busy--;
+    policy_remember_login(s->r, s->login_user, s->check_pass, &s->check);
     explicit_bzero(s->check_pass, sizeof s->check_pass);
     users_free(s->auth_users);
     s->auth_users = NULL;
-    struct cred *c = s->check_cred;
-    s->check_cred = NULL;
+    struct cred *c = s->check.cred;
+    s->check.cred = NULL;
     if (s->dead) {
         creds_free_cred(c);
         session_close(s);
         return;
     }
     if (c)
-        auth_succeeded(s, s->check_method, c, s->check_gen);
+        auth_succeeded(s, s->check.method, c, s->check.gen);
     else if (!auth_failed(s, s->check_mech, s->login_user, "invalid credentials"))
         return;
     session_process_input(s);
 }
 
-/* PLAIN and LOGIN end here: argon2id runs on a worker, never on the loop,
+/* PLAIN and LOGIN end here: an API key or a remembered password is
+ * answered at once; otherwise argon2id runs on a worker, never on the loop,
  * and only once per connection (235 ends the exchange). */
 static void start_auth_check(struct session *s, const char *mech, const char *user,
                              const char *pass)
 {
     if (user != s->login_user)
         snprintf(s->login_user, sizeof s->login_user, "%s", user);
+    struct policy_login quick;
+    if (policy_check_password_quick(s->r, s->login_user, pass, mech, &quick) == 1) {
+        auth_succeeded(s, quick.method, quick.cred, quick.gen);
+        return;
+    }
     snprintf(s->check_pass, sizeof s->check_pass, "%s", pass);
     s->check_mech = mech;
-    s->check_cred = NULL;
+    s->check = (struct policy_login){0};
     s->auth_users = users_ref(s->r->users);
     s->st = ST_AUTH_CHECK;
     s->busy++;

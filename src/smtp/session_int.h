@@ -9,6 +9,7 @@
 #include "core/events.h"
 #include "policy/accounting.h"
 #include "policy/authz.h"
+#include "policy/policy.h"
 #include "smtp/address.h"
 #include "smtp/command.h"
 #include "smtp/data.h"
@@ -105,10 +106,8 @@ struct session {
     /* AUTH exchange */
     char login_user[SASL_FIELD_MAX + 1];
     char check_pass[SASL_FIELD_MAX + 1];
-    const char *check_mech;   /* worker input: "PLAIN" or "LOGIN" */
-    struct cred *check_cred;  /* worker result: the credential, NULL on failure */
-    const char *check_method; /* worker result: the method that proved it */
-    uint64_t check_gen;
+    const char *check_mech;    /* worker input: "PLAIN" or "LOGIN" */
+    struct policy_login check; /* worker result; check.cred NULL on failure */
     struct scram_server *scram;
     char line[AUTH_LINE_MAX + 2];
 };

@@ -2,7 +2,8 @@
  * version, from a newer one), each credential kind with right and wrong
  * secrets, SCRAM-SHA-256 keys against the RFC 7677 example in
  * $SLUICE_TESTDATA/sasl-vectors, rules round trip, the change detector and
- * concurrent checks. */
+ * concurrent checks; API keys in the HMAC form and the upgrade of argon2id
+ * ones; the password stamps the login cache keys on. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,6 +24,7 @@
 
 #include "core/base64.h"
 #include "policy/creds.h"
+#include "policy/secret.h"
 #include "policy/users.h"
 
 #define PASSWORD "correct horse battery"
@@ -182,7 +184,7 @@ static void test_migrate_from_version_1(void **state)
     assert_string_equal(c->allow_from[0], "*@shop.example");
     assert_int_equal(c->created, 1700000000);
     creds_free_cred(c);
-    assert_int_equal(creds_verify_password(f->db, "legacy", PASSWORD, NULL), 0);
+    assert_int_equal(creds_verify_password(f->db, "legacy", PASSWORD, NULL, NULL), 0);
     unsigned char salt[64], sk[32], vk[32];
     size_t sl = sizeof salt;
     int iter;
@@ -230,29 +232,30 @@ static void test_password(void **state)
     struct cred_spec spec = {.name = "shop", .password = PASSWORD};
     add_ok(f->db, &spec, NULL);
     struct cred *c = NULL;
-    assert_int_equal(creds_verify_password(f->db, "shop", PASSWORD, &c), 0);
+    assert_int_equal(creds_verify_password(f->db, "shop", PASSWORD, &c, NULL), 0);
     assert_non_null(c);
     assert_string_equal(c->name, "shop");
     assert_int_equal(c->kinds, CRED_KIND_PASSWORD | CRED_KIND_SCRAM);
     creds_free_cred(c);
-    assert_int_equal(creds_verify_password(f->db, "shop", "correct horse batterY", &c),
+    assert_int_equal(creds_verify_password(f->db, "shop", "correct horse batterY", &c, NULL),
                      CREDS_EDENIED);
     assert_null(c);
-    assert_int_equal(creds_verify_password(f->db, "shop", "", NULL), CREDS_EDENIED);
-    assert_int_equal(creds_verify_password(f->db, "nobody", PASSWORD, NULL), CREDS_EDENIED);
+    assert_int_equal(creds_verify_password(f->db, "shop", "", NULL, NULL), CREDS_EDENIED);
+    assert_int_equal(creds_verify_password(f->db, "nobody", PASSWORD, NULL, NULL), CREDS_EDENIED);
     /* The hash, not the password, is what the file holds. */
     assert_int_equal(
         sql_int(f->path, "SELECT count(*) FROM creds WHERE password_hash LIKE '$argon2id$%'"), 1);
     assert_int_equal(sql_int(f->path, "SELECT instr(password_hash, 'horse') FROM creds"), 0);
     /* Rotation: the old password stops working. */
     assert_int_equal(creds_rotate_password(f->db, "shop", "a new password"), 0);
-    assert_int_equal(creds_verify_password(f->db, "shop", PASSWORD, NULL), CREDS_EDENIED);
-    assert_int_equal(creds_verify_password(f->db, "shop", "a new password", NULL), 0);
+    assert_int_equal(creds_verify_password(f->db, "shop", PASSWORD, NULL, NULL), CREDS_EDENIED);
+    assert_int_equal(creds_verify_password(f->db, "shop", "a new password", NULL, NULL), 0);
     assert_int_equal(creds_rotate_password(f->db, "shop", "short"), CREDS_EINVAL);
     assert_int_equal(creds_rotate_password(f->db, "nobody", "long enough"), CREDS_ENOTFOUND);
     /* Revoked: the right password no longer works, and stays revoked. */
     assert_int_equal(creds_revoke(f->db, "shop"), 0);
-    assert_int_equal(creds_verify_password(f->db, "shop", "a new password", NULL), CREDS_EDENIED);
+    assert_int_equal(creds_verify_password(f->db, "shop", "a new password", NULL, NULL),
+                     CREDS_EDENIED);
     assert_int_equal(creds_rotate_password(f->db, "shop", "another password"), CREDS_EDENIED);
     assert_int_equal(creds_revoke(f->db, "nobody"), CREDS_ENOTFOUND);
     assert_int_equal(creds_lookup(f->db, "shop", &c), 0);
@@ -381,15 +384,20 @@ static void test_api_key(void **state)
     assert_int_equal(c->kinds, CRED_KIND_API_KEY);
     assert_int_equal(strncmp(key + 3, c->api_key_id, CRED_API_KEY_ID_LEN), 0);
     creds_free_cred(c);
-    /* Again: served from the verified-key memory, same answer. */
+    /* Again, and without argon2id on the loop's quick path. */
     assert_int_equal(creds_verify_api_key(f->db, key, NULL), 0);
+    assert_int_equal(creds_verify_api_key_quick(f->db, key, NULL), 0);
+    /* Stored as HMAC-SHA-256 with a salt. */
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM creds WHERE name = 'api' AND"
+                                      " api_key_hash LIKE '$hmac-sha256$v=1$%'"),
+                     1);
     /* The secret is not in the file. */
     char sql[256];
     snprintf(sql, sizeof sql, "SELECT count(*) FROM creds WHERE instr(api_key_hash, '%s') > 0",
              key + 4 + CRED_API_KEY_ID_LEN);
     assert_int_equal(sql_int(f->path, sql), 0);
 
-    /* Wrong secret with the right id, in the cached state too. */
+    /* Wrong secret with the right id. */
     char bad[CRED_API_KEY_MAX];
     snprintf(bad, sizeof bad, "%s", key);
     bad[strlen(bad) - 1] = bad[strlen(bad) - 1] == 'A' ? 'B' : 'A';
@@ -400,17 +408,146 @@ static void test_api_key(void **state)
     memcpy(bad + 3, "000000000000", CRED_API_KEY_ID_LEN); /* unknown id */
     assert_int_equal(creds_verify_api_key(f->db, bad, NULL), CREDS_EDENIED);
 
-    /* Rotation: old key out (the memory follows the generation), new key in. */
+    assert_int_equal(creds_verify_api_key_quick(f->db, bad, NULL), CREDS_EDENIED);
+
+    /* Rotation: old key out, new key in. */
     assert_int_equal(creds_rotate_api_key(f->db, "api", key2, sizeof key2), 0);
     assert_string_not_equal(key, key2);
     assert_int_equal(creds_verify_api_key(f->db, key, NULL), CREDS_EDENIED);
     assert_int_equal(creds_verify_api_key(f->db, key2, NULL), 0);
     assert_int_equal(creds_verify_api_key(f->db, key2, NULL), 0);
-    /* Revocation by another connection (the CLI) reaches a cached key. */
+    /* Revocation by another connection (the CLI) counts at once. */
     struct creds *other = open_ok(f->path);
     assert_int_equal(creds_revoke(other, "api"), 0);
     creds_close(other);
     assert_int_equal(creds_verify_api_key(f->db, key2, NULL), CREDS_EDENIED);
+    assert_int_equal(creds_verify_api_key_quick(f->db, key2, NULL), CREDS_EDENIED);
+}
+
+static char *sql_text(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    char *v = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+            v = strdup((const char *)sqlite3_column_text(st, 0));
+        sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+    return v;
+}
+
+/* A key an older release stored as argon2id: the quick check declines, the
+ * full check verifies with argon2id and stores the HMAC form, which then
+ * verifies quickly. A wrong key or a revoked credential is not upgraded. */
+static void test_api_key_legacy_upgrade(void **state)
+{
+    struct fixture *f = *state;
+    f->db = open_ok(f->path);
+    char key[CRED_API_KEY_MAX], other_key[CRED_API_KEY_MAX], hash[160], sql[512];
+    struct cred_spec spec = {.name = "api", .api_key = true};
+    add_ok(f->db, &spec, key);
+    struct cred_spec spec2 = {.name = "gone", .api_key = true};
+    add_ok(f->db, &spec2, other_key);
+    assert_int_equal(users_hash_password(key, hash, sizeof hash), 0);
+    snprintf(sql, sizeof sql, "UPDATE creds SET api_key_hash = '%s' WHERE name = 'api'", hash);
+    sql_exec(f->path, sql);
+
+    struct secret_counters c0, c1;
+    assert_int_equal(creds_verify_api_key_quick(f->db, key, NULL), CREDS_EAGAIN);
+    char bad[CRED_API_KEY_MAX];
+    snprintf(bad, sizeof bad, "%s", key);
+    bad[strlen(bad) - 1] = bad[strlen(bad) - 1] == 'A' ? 'B' : 'A';
+    assert_int_equal(creds_verify_api_key(f->db, bad, NULL), CREDS_EDENIED);
+    char *now = sql_text(f->path, "SELECT api_key_hash FROM creds WHERE name = 'api'");
+    assert_string_equal(now, hash); /* a wrong key changes nothing */
+    free(now);
+
+    secret_counters(&c0);
+    struct cred *c = NULL;
+    assert_int_equal(creds_verify_api_key(f->db, key, &c), 0);
+    assert_string_equal(c->name, "api");
+    creds_free_cred(c);
+    secret_counters(&c1);
+    assert_int_equal(c1.argon2_verifications, c0.argon2_verifications + 1);
+    now = sql_text(f->path, "SELECT api_key_hash FROM creds WHERE name = 'api'");
+    assert_non_null(now);
+    assert_true(secret_key_is_hmac(now));
+    assert_int_equal(secret_key_verify(now, key), 1);
+    free(now);
+    assert_int_equal(creds_verify_api_key_quick(f->db, key, NULL), 0);
+    assert_int_equal(creds_verify_api_key(f->db, key, NULL), 0);
+    assert_int_equal(creds_verify_api_key_quick(f->db, bad, NULL), CREDS_EDENIED);
+    secret_counters(&c0);
+    assert_int_equal(c0.argon2_verifications, c1.argon2_verifications);
+
+    /* revoked with a legacy hash: refused, and the hash stays as it was */
+    assert_int_equal(users_hash_password(other_key, hash, sizeof hash), 0);
+    snprintf(sql, sizeof sql,
+             "UPDATE creds SET api_key_hash = '%s', revoked = 1 WHERE name = 'gone'", hash);
+    sql_exec(f->path, sql);
+    assert_int_equal(creds_verify_api_key(f->db, other_key, NULL), CREDS_EDENIED);
+    now = sql_text(f->path, "SELECT api_key_hash FROM creds WHERE name = 'gone'");
+    assert_string_equal(now, hash);
+    free(now);
+}
+
+/* The stamp names the stored password: the same from the quick lookup and
+ * from a successful check, new after a rotation or for a credential made
+ * again with the same password; none for revoked, unknown or password-less
+ * credentials. */
+static void test_password_stamp(void **state)
+{
+    struct fixture *f = *state;
+    f->db = open_ok(f->path);
+    struct cred_spec spec = {.name = "shop", .password = PASSWORD, .allow_from = NULL};
+    add_ok(f->db, &spec, NULL);
+    struct cred_spec keyonly = {.name = "api", .api_key = true};
+    add_ok(f->db, &keyonly, NULL);
+
+    unsigned char s1[CREDS_STAMP_LEN], s2[CREDS_STAMP_LEN], s3[CREDS_STAMP_LEN];
+    struct cred *c = NULL;
+    assert_int_equal(creds_password_stamp(f->db, "shop", &c, s1), 0);
+    assert_string_equal(c->name, "shop");
+    assert_true(c->kinds & CRED_KIND_PASSWORD);
+    creds_free_cred(c);
+    memset(s2, 0, sizeof s2);
+    assert_int_equal(creds_verify_password(f->db, "shop", PASSWORD, NULL, s2), 0);
+    assert_memory_equal(s1, s2, CREDS_STAMP_LEN);
+    /* a failed check leaves the stamp alone */
+    memset(s3, 0xaa, sizeof s3);
+    assert_int_equal(creds_verify_password(f->db, "shop", "wrong password", NULL, s3),
+                     CREDS_EDENIED);
+    for (size_t i = 0; i < sizeof s3; i++)
+        assert_int_equal(s3[i], 0xaa);
+
+    /* a rotation, even back to the same password, gives a new stamp */
+    assert_int_equal(creds_rotate_password(f->db, "shop", PASSWORD), 0);
+    assert_int_equal(creds_password_stamp(f->db, "shop", &c, s2), 0);
+    creds_free_cred(c);
+    assert_memory_not_equal(s1, s2, CREDS_STAMP_LEN);
+    /* deleted and made again with the same password */
+    assert_int_equal(creds_delete(f->db, "shop"), 0);
+    assert_int_equal(creds_password_stamp(f->db, "shop", &c, s3), CREDS_ENOTFOUND);
+    assert_null(c);
+    add_ok(f->db, &spec, NULL);
+    assert_int_equal(creds_password_stamp(f->db, "shop", &c, s3), 0);
+    creds_free_cred(c);
+    assert_memory_not_equal(s2, s3, CREDS_STAMP_LEN);
+    assert_memory_not_equal(s1, s3, CREDS_STAMP_LEN);
+
+    assert_int_equal(creds_password_stamp(f->db, "api", &c, s1), CREDS_ENOTFOUND);
+    assert_null(c);
+    assert_int_equal(creds_password_stamp(f->db, "nobody", &c, s1), CREDS_ENOTFOUND);
+    assert_int_equal(creds_password_stamp(f->db, NULL, &c, s1), CREDS_ENOTFOUND);
+    /* revoked by another connection: at once */
+    struct creds *other = open_ok(f->path);
+    assert_int_equal(creds_revoke(other, "shop"), 0);
+    creds_close(other);
+    assert_int_equal(creds_password_stamp(f->db, "shop", &c, s1), CREDS_EDENIED);
+    assert_null(c);
 }
 
 static void test_cert(void **state)
@@ -452,7 +589,7 @@ static void test_cert(void **state)
     assert_int_equal(creds_by_cert_fingerprint(f->db, want, &c), CREDS_EDENIED);
     assert_null(c);
     /* A password check on a certificate-only credential fails. */
-    assert_int_equal(creds_verify_password(f->db, "mtls", "", NULL), CREDS_EDENIED);
+    assert_int_equal(creds_verify_password(f->db, "mtls", "", NULL, NULL), CREDS_EDENIED);
 }
 
 static void test_rules_round_trip(void **state)
@@ -552,10 +689,11 @@ static void *verify_worker(void *p)
     struct worker_arg *w = p;
     for (int i = 0; i < 3; i++) {
         struct cred *c = NULL;
-        if (creds_verify_password(w->db, "t", PASSWORD, &c) == 0 && c && strcmp(c->name, "t") == 0)
+        if (creds_verify_password(w->db, "t", PASSWORD, &c, NULL) == 0 && c &&
+            strcmp(c->name, "t") == 0)
             w->ok++;
         creds_free_cred(c);
-        if (creds_verify_password(w->db, "t", "wrong password", NULL) == CREDS_EDENIED)
+        if (creds_verify_password(w->db, "t", "wrong password", NULL, NULL) == CREDS_EDENIED)
             w->ok++;
     }
     return NULL;
@@ -650,6 +788,8 @@ int main(void)
         T(test_scram_rfc7677),
         T(test_scram_store),
         T(test_api_key),
+        T(test_api_key_legacy_upgrade),
+        T(test_password_stamp),
         T(test_cert),
         T(test_rules_round_trip),
         T(test_generation),
