@@ -1,6 +1,7 @@
 /* `sluice serve`: wires the parts together, runs the event loop, and handles
  * SIGTERM (drain, then exit), SIGINT (same) and SIGHUP (reload). */
 #include "cli/cli.h"
+#include "cli/observe.h"
 #include "cli/serve_banner.h"
 
 #include "core/config.h"
@@ -340,10 +341,11 @@ int cli_serve(int argc, char **argv)
               "active", "#%llu", (unsigned long long)st.active, "held", "#%llu",
               (unsigned long long)st.held, "dead", "#%llu", (unsigned long long)st.dead, "records",
               "#%llu", (unsigned long long)st.records, NULL);
-    if (events_open(r, err, sizeof err) < 0) {
+    if (observe_open(r, err, sizeof err) < 0) {
         fprintf(stderr, "sluice: %s\n", err);
         goto out;
     }
+    r->observer = &observe_listeners;
     r->worker = worker_new(r->base, 2);
     r->deliver = deliver_new(r, err, sizeof err);
     if (!r->deliver) {
@@ -358,7 +360,7 @@ int cli_serve(int argc, char **argv)
         goto out;
     }
     if (cfg->http_listen && *cfg->http_listen) {
-        r->metrics = metrics_http_open(r, events_fill_metrics, err, sizeof err);
+        r->metrics = metrics_http_open(r, observe_fill_metrics, err, sizeof err);
         if (!r->metrics) {
             fprintf(stderr, "sluice: %s\n", err);
             goto out;
@@ -409,7 +411,8 @@ out:
     }
     if (sv.drain_timer)
         event_free(sv.drain_timer);
-    events_close(r);
+    r->observer = NULL;
+    observe_close(r);
     policy_close(r);
     users_free(r->users);
     signing_free(r->signing);

@@ -68,11 +68,14 @@ void serve_banner(FILE *out, const struct config *cfg, const char *config_path,
                 strcmp(cfg->relay_networks, "auto") == 0 ? " (relay_networks = auto)" : "");
     else
         fprintf(out, "  without AUTH          nobody: every client authenticates\n");
-    fprintf(out, "  add a credential      echo 'a long password' | %s creds add NAME --password%s%s\n",
-            program, config_path ? " -c " : "", config_path ? shown_path(config_path, a, sizeof a) : "");
+    fprintf(out,
+            "  add a credential      echo 'a long password' | %s creds add NAME --password%s%s\n",
+            program, config_path ? " -c " : "",
+            config_path ? shown_path(config_path, a, sizeof a) : "");
     if (*relay_nets && *cfg->listen_submission)
-        fprintf(out, "  try it                swaks --server 127.0.0.1:%s --from app@example.com "
-                     "--to qa@example.net\n",
+        fprintf(out,
+                "  try it                swaks --server 127.0.0.1:%s --from app@example.com "
+                "--to qa@example.net\n",
                 port_of(cfg->listen_submission));
     fflush(out);
 }

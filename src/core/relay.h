@@ -25,6 +25,7 @@ struct ratelimit;
 struct authfail;
 struct authcache;
 struct events;
+struct events_observer;
 struct metrics_http;
 struct env_secrets;
 
@@ -54,7 +55,8 @@ struct relay {
     struct ratelimit *ratelimit;   /* per credential and per source IP */
     struct authfail *authfail;     /* failed AUTH per source IP: slow down, then block */
     struct authcache *authcache;   /* recent successful password checks; NULL = off */
-    /* observability (src/core/events.c) */
+    /* observability: the event bus's listeners (cli/observe.c) and their state */
+    const struct events_observer *observer;
     struct events *events;
     struct metrics_http *metrics;
     /* secret_env values, taken out of the environment (core/secrets.h) */

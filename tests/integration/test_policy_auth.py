@@ -384,8 +384,9 @@ def test_failures_slow_down_then_block(make_sluice):
         r = a.reply()
         slow = time.monotonic() - t
     assert (r.code, r.enhanced) == (535, "5.7.8"), str(r)
-    # the same argon2id work as the fast ones, plus the 500 ms timer
-    assert slow >= 0.5 and slow - min(t for _, t in fast) >= 0.4, (fast, slow)
+    # the same argon2id work as the fast ones (which varies with the load),
+    # plus the 500 ms timer
+    assert slow >= 0.5 and slow - min(t for _, t in fast) >= 0.3, (fast, slow)
     assert other < 0.4, other
     # the fourth blocks the address: 421 and the connection closes
     with Conn(s.port) as c:
