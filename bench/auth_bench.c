@@ -12,8 +12,8 @@
 #include "policy/creds.h"
 #include "policy/policy.h"
 #include "policy/users.h"
-#include "smtp/address.h"
-#include "smtp/scram.h"
+#include "mail/address.h"
+#include "mail/scram.h"
 
 #include <openssl/rand.h>
 #include <stdio.h>

@@ -115,6 +115,12 @@ static struct cidr_list *load_nets(const struct config *cfg)
     return l;
 }
 
+static void on_upstream_recovered(struct relay *r)
+{
+    if (r->queue)
+        queue_upstream_recovered(r->queue);
+}
+
 static void on_compact(evutil_socket_t fd, short what, void *arg)
 {
     struct serve *sv = arg;
@@ -346,6 +352,9 @@ int cli_serve(int argc, char **argv)
         goto out;
     }
     r->observer = &observe_listeners;
+    r->hooks.session_start = session_start;
+    r->hooks.session_evict_unauth = session_evict_unauth;
+    r->hooks.upstream_recovered = on_upstream_recovered;
     r->worker = worker_new(r->base, 2);
     r->deliver = deliver_new(r, err, sizeof err);
     if (!r->deliver) {

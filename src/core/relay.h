@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <openssl/ssl.h>
 
+struct sockaddr;
+
 struct config;
 struct event_base;
 struct evdns_base;
@@ -47,7 +49,17 @@ struct relay {
     struct worker *worker;
     struct listener_set *listeners;
     struct control *control;
-    void *session_list;           /* owned by smtp/session.c */
+    void *session_list; /* owned by smtp/session.c */
+    /* how lower levels reach higher ones: wired by the daemon (cli/serve.c) */
+    struct relay_hooks {
+        /* an accepted connection becomes a session (smtp/session.c) */
+        void (*session_start)(struct relay *r, int fd, const struct sockaddr *sa, int salen,
+                              bool implicit_tls, bool unauth);
+        /* closes the longest-waiting unauthenticated session; false: none */
+        bool (*session_evict_unauth)(struct relay *r);
+        /* an upstream is healthy again (queue/queue.c releases its mail) */
+        void (*upstream_recovered)(struct relay *r);
+    } hooks;
     struct cidr_list *relay_nets; /* may relay without AUTH */
     /* credentials and policy (src/policy/policy.c opens and closes these) */
     struct creds *creds;           /* SQLite credential store */

@@ -3,8 +3,8 @@
 #include "deliver/dsn.h"
 
 #include "deliver/deliver.h"
-#include "smtp/header_field.h"
-#include "smtp/intake.h"
+#include "mail/header_field.h"
+#include "mail/intake.h"
 #include "spool/spool.h"
 
 #include <stdarg.h>

@@ -10,7 +10,6 @@
 #include "core/relay.h"
 #include "core/secrets.h"
 #include "net/tls_client.h"
-#include "queue/queue.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -140,8 +139,8 @@ static void mark_healthy(struct upstream *u)
     event_del(u->probe_timer);
     log_event(LOG_INFO, "upstream_healthy", "upstream", "%s", u->name, NULL);
     /* mail held or deferred because of upstream trouble gets another chance */
-    if (u->r->queue)
-        queue_upstream_recovered(u->r->queue);
+    if (u->r->hooks.upstream_recovered)
+        u->r->hooks.upstream_recovered(u->r);
 }
 
 bool upstream_available(struct upstream *u)

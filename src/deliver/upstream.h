@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "smtp/client.h"
+#include "deliver/client.h"
 
 struct relay;
 struct config_upstream;

@@ -6,7 +6,6 @@
 #include "core/log.h"
 #include "core/relay.h"
 #include "net/cidr.h"
-#include "smtp/session.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -158,7 +157,8 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         }
         /* the pool is full: the longest-waiting anonymous session makes
          * room, so a trickle of idle connections cannot lock everyone out */
-        if (ls->unauth >= (unsigned)r->cfg->max_unauth_connections && !session_evict_unauth(r)) {
+        if (ls->unauth >= (unsigned)r->cfg->max_unauth_connections &&
+            !(r->hooks.session_evict_unauth && r->hooks.session_evict_unauth(r))) {
             refuse(fd, implicit_tls, "max_unauth_connections", ip);
             return;
         }
@@ -169,7 +169,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     ls->total++;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    session_start(r, fd, sa, salen, implicit_tls, unauth);
+    r->hooks.session_start(r, fd, sa, salen, implicit_tls, unauth);
 }
 
 static void on_accept_error(struct evconnlistener *l, void *arg)

@@ -11,7 +11,7 @@
 #include "policy/mime.h"
 #include "policy/pattern.h"
 #include "policy/ratelimit.h"
-#include "smtp/address.h"
+#include "mail/address.h"
 
 #include <stdarg.h>
 #include <stdbool.h>

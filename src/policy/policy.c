@@ -13,7 +13,7 @@
 #include "policy/ratelimit.h"
 #include "policy/secret.h"
 #include "policy/users.h"
-#include "smtp/scram.h"
+#include "mail/scram.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -5,7 +5,7 @@
 #include "smtp/sasl.h"
 
 #include "core/base64.h"
-#include "smtp/address.h"
+#include "mail/address.h"
 
 #include <string.h>
 

@@ -15,7 +15,7 @@
 #include "policy/policy.h"
 #include "policy/ratelimit.h"
 #include "policy/users.h"
-#include "smtp/scram.h"
+#include "mail/scram.h"
 
 #include <event2/event.h>
 #include <stdio.h>

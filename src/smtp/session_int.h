@@ -10,11 +10,11 @@
 #include "policy/accounting.h"
 #include "policy/authz.h"
 #include "policy/policy.h"
-#include "smtp/address.h"
+#include "mail/address.h"
 #include "smtp/command.h"
 #include "smtp/data.h"
 #include "smtp/deadline.h"
-#include "smtp/intake.h"
+#include "mail/intake.h"
 #include "smtp/msgbuf.h"
 #include "smtp/sasl.h"
 

@@ -1,11 +1,11 @@
 /* Fuzz target for the command line and MAIL/RCPT argument parsers
- * (smtp/command.c, smtp/address.c): no crash, no overread, and the results
+ * (smtp/command.c, mail/address.c): no crash, no overread, and the results
  * obey the documented invariants. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "smtp/address.h"
+#include "mail/address.h"
 #include "smtp/command.h"
 
 #define CHECK(cond)                                                                                \

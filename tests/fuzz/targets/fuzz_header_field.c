@@ -3,8 +3,8 @@
  * a fold, no LF without CR, no control octet, no line over 998 octets), and
  * an EHLO name that is accepted holds no octet outside RFC 5321 Domain or
  * address-literal syntax. */
-#include "smtp/address.h"
-#include "smtp/header_field.h"
+#include "mail/address.h"
+#include "mail/header_field.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /* Intake header scan: any message bytes must yield a header end inside the
  * message and bounded added fields. */
-#include "smtp/intake.h"
+#include "mail/intake.h"
 
 #include <stdint.h>
 #include <stdlib.h>

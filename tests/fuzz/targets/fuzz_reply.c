@@ -4,7 +4,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "smtp/client_reply.h"
+#include "deliver/client_reply.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

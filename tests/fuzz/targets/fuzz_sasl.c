@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "core/base64.h"
-#include "smtp/address.h"
+#include "mail/address.h"
 #include "smtp/sasl.h"
 
 #define CHECK(cond)                                                                                \

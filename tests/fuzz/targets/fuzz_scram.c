@@ -1,4 +1,4 @@
-/* libFuzzer target for SCRAM (smtp/scram.c): the input's lines are fed to a
+/* libFuzzer target for SCRAM (mail/scram.c): the input's lines are fed to a
  * server as client-first, client-final and the closing empty response, and
  * to a client as server-first and server-final; the stored verifier line is
  * parsed too. No crash, results within the documented states. */
@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "smtp/scram.h"
+#include "mail/scram.h"
 
 #define CHECK(cond)                                                                                \
     do {                                                                                           \

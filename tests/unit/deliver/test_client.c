@@ -27,7 +27,7 @@
 #include <event2/event.h>
 
 #include "net/tls_client.h"
-#include "smtp/client.h"
+#include "deliver/client.h"
 
 #define PYTHON "/usr/bin/python3"
 #define SMTP_SINK "/usr/sbin/smtp-sink"

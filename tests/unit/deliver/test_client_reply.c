@@ -8,7 +8,7 @@
 
 #include <cmocka.h>
 
-#include "smtp/client_reply.h"
+#include "deliver/client_reply.h"
 
 static int parse(const char *s, struct smtp_reply *r, size_t *used)
 {

@@ -20,7 +20,7 @@
 #include "policy/authz.h"
 #include "policy/creds.h"
 #include "policy/ratelimit.h"
-#include "smtp/address.h"
+#include "mail/address.h"
 
 static struct config *load(const char *text)
 {

@@ -3,8 +3,8 @@
  * often carry what a client sent (its EHLO name, its login), so the builder
  * never lets a CR, LF or other control octet through: a field it returns is
  * one logical line, folded at white space, ending in CRLF. Pure. */
-#ifndef SLUICE_SMTP_HEADER_FIELD_H
-#define SLUICE_SMTP_HEADER_FIELD_H
+#ifndef SLUICE_MAIL_HEADER_FIELD_H
+#define SLUICE_MAIL_HEADER_FIELD_H
 
 #include <stddef.h>
 

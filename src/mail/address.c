@@ -3,7 +3,7 @@
  * side repeats to upstreams, so the grammar is applied strictly: no comments,
  * no folding white space, no source routes, no bare addresses without <>.
  * The only leniency is a space after "FROM:" / "TO:", which many clients send. */
-#include "smtp/address.h"
+#include "mail/address.h"
 
 #include <limits.h>
 #include <stdint.h>

@@ -3,14 +3,14 @@
  * bufferevents. Connects, verifies TLS, authenticates, then carries any
  * number of messages (RFC 5321, 2920 PIPELINING, 1870 SIZE, 6152 8BITMIME,
  * 6531 SMTPUTF8, 3207 STARTTLS, 4954 AUTH). */
-#ifndef SLUICE_SMTP_CLIENT_H
-#define SLUICE_SMTP_CLIENT_H
+#ifndef SLUICE_DELIVER_CLIENT_H
+#define SLUICE_DELIVER_CLIENT_H
 
 #include <stdbool.h>
 #include <stddef.h>
 
 #include "core/config.h"
-#include "smtp/client_reply.h"
+#include "deliver/client_reply.h"
 
 struct event_base;
 struct evdns_base;

@@ -6,9 +6,9 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "smtp/address.h"
-#include "smtp/header_field.h"
-#include "smtp/intake.h"
+#include "mail/address.h"
+#include "mail/header_field.h"
+#include "mail/intake.h"
 
 #include <stdio.h>
 #include <string.h>

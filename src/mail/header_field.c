@@ -2,7 +2,7 @@
  * Everything a client chose (its EHLO name, login, addresses) may end up in
  * such a field and from there on an upstream's wire, so escaping happens
  * here, once, for every field, rather than at each caller. */
-#include "smtp/header_field.h"
+#include "mail/header_field.h"
 
 #include <stdarg.h>
 #include <stdbool.h>

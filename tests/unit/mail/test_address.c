@@ -1,4 +1,4 @@
-/* Unit tests for smtp/address: MAIL/RCPT paths and ESMTP parameters, and
+/* Unit tests for mail/address: MAIL/RCPT paths and ESMTP parameters, and
  * the is_email conformance set ($SLUICE_TESTDATA/email-isemail) run through
  * smtp_parse_mailbox with each category mapped to an envelope verdict. */
 #include <setjmp.h>
@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "smtp/address.h"
+#include "mail/address.h"
 
 static enum smtp_addr_error mail(const char *arg, struct smtp_path *path,
                                  struct smtp_mail_params *params)

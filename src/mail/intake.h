@@ -2,8 +2,8 @@
  * spooled: a Received trace field (RFC 5321 4.4, with TLS and AUTH details,
  * RFC 3848 protocol names) and Message-ID / Date when the client left them
  * out (RFC 5322 3.6). Pure: no I/O besides the arguments. */
-#ifndef SLUICE_SMTP_INTAKE_H
-#define SLUICE_SMTP_INTAKE_H
+#ifndef SLUICE_MAIL_INTAKE_H
+#define SLUICE_MAIL_INTAKE_H
 
 #include <stdbool.h>
 #include <stddef.h>

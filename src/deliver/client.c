@@ -3,7 +3,7 @@
  * step is a state of enum client_state; replies are dispatched on it in
  * handle_reply(). Failures before a message is accepted are reported with a
  * category so the engine can fail over instead of bouncing. */
-#include "smtp/client.h"
+#include "deliver/client.h"
 
 #include <errno.h>
 #include <netinet/in.h>

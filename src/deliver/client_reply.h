@@ -2,8 +2,8 @@
  * lines, multiline replies, enhanced status codes (RFC 3463, RFC 2034) and
  * EHLO keywords (RFC 5321 4.1.1.1, RFC 1870 SIZE, RFC 4954 AUTH). Pure
  * functions over (ptr, len): no I/O, no allocation, no globals. */
-#ifndef SLUICE_SMTP_CLIENT_REPLY_H
-#define SLUICE_SMTP_CLIENT_REPLY_H
+#ifndef SLUICE_DELIVER_CLIENT_REPLY_H
+#define SLUICE_DELIVER_CLIENT_REPLY_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,9 +1,9 @@
 /* Builds the trace and missing identity headers of an accepted message.
  * Every field goes through header_field, which keeps client-chosen text
  * (EHLO name, login) from carrying line breaks into the message. */
-#include "smtp/intake.h"
+#include "mail/intake.h"
 
-#include "smtp/header_field.h"
+#include "mail/header_field.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* Unit tests for smtp/scram: the RFC 7677 and RFC 5802 example exchanges
+/* Unit tests for mail/scram: the RFC 7677 and RFC 5802 example exchanges
  * from $SLUICE_TESTDATA/sasl-vectors reproduced octet for octet by both the
  * server and the client, refusals (wrong password, unknown user, tampered
  * nonce, replay, malformed messages), and a cross-check against a separate
@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "core/base64.h"
-#include "smtp/scram.h"
+#include "mail/scram.h"
 
 /* ---- deterministic inputs ---- */
 

@@ -1,8 +1,8 @@
 /* Envelope address and MAIL/RCPT parameter parsing (RFC 5321 4.1.2, 4.1.4,
  * RFC 1870 SIZE, RFC 6152 8BITMIME, RFC 3030 BINARYMIME, RFC 6531 SMTPUTF8,
  * RFC 3461 DSN parameters, RFC 4954 AUTH=). Pure functions over bytes. */
-#ifndef SLUICE_SMTP_ADDRESS_H
-#define SLUICE_SMTP_ADDRESS_H
+#ifndef SLUICE_MAIL_ADDRESS_H
+#define SLUICE_MAIL_ADDRESS_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,7 +1,7 @@
 /* SMTP reply parsing for the delivery client: turns the bytes a smarthost
  * answers with into code, enhanced status code and text, and an EHLO reply
  * into the set of extensions the client may use. Pure functions. */
-#include "smtp/client_reply.h"
+#include "deliver/client_reply.h"
 
 #include <string.h>
 

@@ -3,7 +3,7 @@
  * proves itself with ServerKey. Unknown users get a verifier derived from a
  * server secret, so the exchange looks and costs the same as a wrong password.
  * The client half serves delivery to upstreams and the tests. */
-#include "smtp/scram.h"
+#include "mail/scram.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "core/base64.h"
-#include "smtp/address.h"
+#include "mail/address.h"
 
 /* RFC 5802 section 3: the fixed HMAC inputs. */
 #define SCRAM_CLIENT_KEY_TEXT "Client Key"

@@ -2,8 +2,8 @@
  * with the decoded client messages, a client side for delivery and tests, and
  * the derivation of the stored verifier from a password. SCRAM-SHA-256
  * (RFC 7677) is the mechanism offered; SCRAM-SHA-1 exists for old clients. */
-#ifndef SLUICE_SMTP_SCRAM_H
-#define SLUICE_SMTP_SCRAM_H
+#ifndef SLUICE_MAIL_SCRAM_H
+#define SLUICE_MAIL_SCRAM_H
 
 #include <stdbool.h>
 #include <stddef.h>
