@@ -6,7 +6,6 @@
 #include "cli/creds_import.h"
 
 #include "cli/cli.h"
-#include "policy/creds.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -14,84 +13,132 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LINE_MAX_USERS 1024
-
-struct import_line {
-    char name[CRED_NAME_MAX + 1];
-    char hash[LINE_MAX_USERS];
-};
-
-/* Checks every line before anything is written: a file that does not parse
- * imports nothing. Returns the number of users, or -1 with err set. */
-static long parse_users(FILE *f, struct import_line **out, char *err, size_t errlen)
+int users_file_parse(const char *buf, size_t len, struct users_line **out, size_t *n, char *err,
+                     size_t errlen)
 {
-    char line[LINE_MAX_USERS];
-    struct import_line *v = NULL;
-    long n = 0;
+    struct users_line *v = NULL;
+    size_t count = 0;
     int lineno = 0;
-    while (fgets(line, sizeof line, f)) {
+    *out = NULL;
+    *n = 0;
+    for (size_t pos = 0; pos < len;) {
+        const char *line = buf + pos;
+        const char *nl = memchr(line, '\n', len - pos);
+        size_t ll = nl ? (size_t)(nl - line) : len - pos;
+        pos += ll + (nl ? 1 : 0);
         lineno++;
-        size_t len = strcspn(line, "\r\n");
-        if (line[len] == '\0' && !feof(f)) {
+        if (ll > 0 && line[ll - 1] == '\r')
+            ll--;
+        if (ll >= USERS_LINE_MAX) {
             snprintf(err, errlen, "line %d is too long", lineno);
             goto bad;
         }
-        line[len] = '\0';
-        if (line[0] == '\0' || line[0] == '#')
+        if (memchr(line, '\0', ll)) {
+            snprintf(err, errlen, "line %d holds a NUL byte", lineno);
+            goto bad;
+        }
+        if (ll == 0 || line[0] == '#')
             continue;
-        char *colon = strchr(line, ':');
+        const char *colon = memchr(line, ':', ll);
+        size_t nlen = colon ? (size_t)(colon - line) : 0;
+        char name[CRED_NAME_MAX + 1];
         if (!colon) {
             snprintf(err, errlen, "line %d: expected name:$argon2id$...", lineno);
             goto bad;
         }
-        *colon = '\0';
-        if (!cred_name_valid(line)) {
+        if (nlen <= CRED_NAME_MAX) {
+            memcpy(name, line, nlen);
+            name[nlen] = '\0';
+        }
+        if (nlen > CRED_NAME_MAX || !cred_name_valid(name)) {
             snprintf(err, errlen,
-                     "line %d: '%.64s' is not a valid credential name (1-64 of A-Z "
-                     "a-z 0-9 . _ -)",
-                     lineno, line);
+                     "line %d: '%.*s' is not a valid credential name (1-64 of A-Z a-z 0-9 . _ -)",
+                     lineno, (int)(nlen > 64 ? 64 : nlen), line);
             goto bad;
         }
-        if (strncmp(colon + 1, "$argon2id$", 10) != 0) {
-            snprintf(err, errlen, "line %d: the hash of '%.64s' is not argon2id", lineno, line);
+        size_t hlen = ll - nlen - 1;
+        if (hlen < 10 || memcmp(colon + 1, "$argon2id$", 10) != 0) {
+            snprintf(err, errlen, "line %d: the hash of '%s' is not argon2id", lineno, name);
             goto bad;
         }
-        struct import_line *nv = realloc(v, (size_t)(n + 1) * sizeof *nv);
+        for (size_t i = 0; i < count; i++)
+            if (strcmp(v[i].name, name) == 0) {
+                snprintf(err, errlen, "line %d: '%s' is listed twice", lineno, name);
+                goto bad;
+            }
+        struct users_line *nv = realloc(v, (count + 1) * sizeof *nv);
         if (!nv) {
             snprintf(err, errlen, "out of memory");
             goto bad;
         }
         v = nv;
-        memcpy(v[n].name, line, strlen(line) + 1); /* valid names fit */
-        snprintf(v[n].hash, sizeof v[n].hash, "%s", colon + 1);
-        n++;
-    }
-    if (ferror(f)) {
-        snprintf(err, errlen, "cannot read: %s", strerror(errno));
-        goto bad;
+        memcpy(v[count].name, name, nlen + 1);
+        memcpy(v[count].hash, colon + 1, hlen);
+        v[count].hash[hlen] = '\0';
+        count++;
     }
     *out = v;
-    return n;
+    *n = count;
+    return 0;
 bad:
     free(v);
     return -1;
 }
 
+/* The whole file into memory; the users file of a relay is small. */
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (n == cap) {
+            char *nb = cap < (64u << 20) ? realloc(buf, cap * 2) : NULL;
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                errno = EFBIG;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t r = fread(buf + n, 1, cap - n, f);
+        n += r;
+        if (r == 0) {
+            if (ferror(f)) {
+                free(buf);
+                buf = NULL;
+            }
+            break;
+        }
+    }
+    int e = errno;
+    fclose(f);
+    errno = e;
+    *len = n;
+    return buf;
+}
+
 int creds_import_users(const struct cli *cli, struct creds *db, const char *path)
 {
-    FILE *f = fopen(path, "r");
-    if (!f)
+    size_t len;
+    char *text = read_file(path, &len);
+    if (!text)
         return cli_fail(cli, errno == ENOENT ? CLI_ERR_NOT_FOUND : CLI_ERR_IO, "%s: %s", path,
                         strerror(errno));
-    struct import_line *users = NULL;
+    struct users_line *users = NULL;
+    size_t n;
     char err[512];
-    long n = parse_users(f, &users, err, sizeof err);
-    fclose(f);
-    if (n < 0)
+    int pr = users_file_parse(text, len, &users, &n, err, sizeof err);
+    free(text);
+    if (pr < 0)
         return cli_fail(cli, CLI_ERR_INVALID, "%s: %s; nothing imported", path, err);
     json_t *imported = json_array(), *skipped = json_array();
     int rc = CLI_EXIT_OK;
-    for (long i = 0; i < n && rc == CLI_EXIT_OK; i++) {
+    for (size_t i = 0; i < n && rc == CLI_EXIT_OK; i++) {
         struct cred *c = NULL;
         if (creds_lookup(db, users[i].name, &c) == 0) {
             creds_free_cred(c);
