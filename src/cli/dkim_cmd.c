@@ -117,8 +117,8 @@ static const char keygen_usage[] =
     "usage: sluice dkim keygen --domain DOMAIN --selector SELECTOR\n"
     "           [--algorithm rsa|ed25519] [--bits 2048] [--out DIR] [--init] [--json]\n"
     "Writes DIR/SELECTOR._domainkey.DOMAIN.key (mode 0600) and prints the DNS TXT\n"
-    "record to publish. DIR defaults to the configured [dkim] key_dir, which must\n"
-    "exist already unless --init is given (the daemon signs with the keys there).\n";
+    "record to publish. DIR defaults to the configured [dkim] key_dir (the daemon\n"
+    "signs with the keys there); the folder holding it must exist unless --init.\n";
 
 static int cmd_keygen(const struct cli *cli, int argc, char **argv)
 {
@@ -181,13 +181,22 @@ static int cmd_keygen(const struct cli *cli, int argc, char **argv)
         if (!(cfg = cli_load_config(cli)))
             return CLI_EXIT_FAILURE;
         dir = cfg->dkim_key_dir;
+        /* key_dir itself may be new (serve does not make it), but not the
+         * folder it lives in: that would be a var_dir no daemon uses */
         struct stat st;
-        if (!init && stat(dir, &st) < 0) {
+        char parent[4096];
+        snprintf(parent, sizeof parent, "%s", dir);
+        char *slash = strrchr(parent, '/');
+        if (slash && slash != parent)
+            *slash = '\0';
+        else
+            snprintf(parent, sizeof parent, "%s", slash ? "/" : ".");
+        if (!init && stat(dir, &st) < 0 && stat(parent, &st) < 0) {
             rc = cli_fail(cli, CLI_ERR_NEEDS_INIT,
-                          "keygen: no DKIM key folder at %s (configuration: %s); point -c FILE "
-                          "or SLUICE_CONFIG at the daemon's configuration, or pass --init to "
-                          "create it there",
-                          dir, cli_config_origin(cli));
+                          "keygen: no folder %s for the DKIM key folder %s (configuration: %s); "
+                          "point -c FILE or SLUICE_CONFIG at the daemon's configuration, or pass "
+                          "--init to create it there",
+                          parent, dir, cli_config_origin(cli));
             config_free(cfg);
             return rc;
         }

@@ -283,7 +283,9 @@ def test_init_is_needed_to_create_a_store(tmp_path):
     assert (var / "sluice.db").exists()
     assert run("creds", "list", cwd=cwd, env=env).returncode == 0
     assert run("stats", cwd=cwd, env=env).returncode == 0
-    r = run("dkim", "keygen", "--domain", "a.test", "--selector", "s1", "--init", "--json",
+    # keygen makes key_dir inside the existing var_dir without --init
+    assert not (var / "dkim").exists()
+    r = run("dkim", "keygen", "--domain", "a.test", "--selector", "s1", "--json",
             cwd=cwd, env=env)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["key_file"] == str(var / "dkim" / "s1._domainkey.a.test.key")
