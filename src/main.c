@@ -97,7 +97,6 @@ int main(int argc, char **argv)
         const char *env = getenv("SLUICE_CONFIG");
         cli.config_path = env && *env ? env : NULL;
     }
-    cli.config_given = cli.config_path != NULL;
     int rc;
     if (n == 0 && version) {
         rc = print_version(&cli);

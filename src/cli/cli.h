@@ -34,7 +34,6 @@ enum cli_error {
 struct cli {
     const char *verb;        /* "creds", for messages */
     const char *config_path; /* -c/--config, else $SLUICE_CONFIG, else NULL (embedded defaults) */
-    bool config_given;       /* config_path came from -c/--config or SLUICE_CONFIG */
     bool json;               /* --json: results and errors as JSON on stdout */
     bool help;               /* -h/--help: print help, touch nothing */
 };
