@@ -98,7 +98,10 @@ int main(int argc, char **argv)
         cli.config_path = env && *env ? env : NULL;
     }
     int rc;
-    if (n == 0 && version) {
+    if (version && n > 0) {
+        cli.verb = NULL;
+        rc = cli_usage_error(&cli, NULL, "--version takes no command ('%s' given)", args[0]);
+    } else if (n == 0 && version) {
         rc = print_version(&cli);
     } else if (n == 0 && !cli.help) {
         rc = cli_usage_error(&cli, NULL, "no command given");

@@ -200,7 +200,12 @@ int cli_queue(const struct cli *cli, int argc, char **argv)
         else if (strcmp(a, "--dead") == 0)
             dead = true;
         else if (a[0] == '-')
-            return cli_usage_error(cli, usage_text(), "unknown option '%s'", a);
+            return cli_usage_error(cli, usage_text(),
+                                   strcmp(a, "--state") && strcmp(a, "--limit") &&
+                                           strcmp(a, "--after")
+                                       ? "unknown option '%s'"
+                                       : "%s needs a value",
+                                   a);
         else if (!verb)
             verb = a;
         else if (!id)
