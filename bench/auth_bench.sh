@@ -31,7 +31,7 @@ export SLUICE_SERVER_VAR_DIR="$TMP/var" SLUICE_SERVER_LISTEN_SUBMISSION="127.0.0
        SLUICE_SERVER_LISTEN_SMTPS="" SLUICE_AUTH_ALLOW_PLAINTEXT_LOOPBACK=true \
        SLUICE_SERVER_HOSTNAME=bench.test SLUICE_LOG_LEVEL=warn
 SLUICE=${SLUICE_BIN:-$BUILD_DIR/sluice}
-printf '%s\n' "correct horse battery" | "$SLUICE" creds add shop --password \
+printf '%s\n' "correct horse battery" | "$SLUICE" creds add shop --password --init \
     --allow-from '*@shop.example' >/dev/null
 "$SLUICE" serve >"$TMP/serve.log" 2>&1 &
 PID=$!

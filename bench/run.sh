@@ -366,7 +366,7 @@ if [[ " $RELAYS " == *" sluice "* ]]; then
     write_sluice_conf "$SL" "$SL_PORT"
     # A password credential and an API-key credential, both allowed the two
     # sender domains of the workloads.
-    printf '%s\n' "$AUTH_PASS" | SLUICE_CONFIG="$SL/sluice.conf" "$SLUICE_BIN" creds add app --password \
+    printf '%s\n' "$AUTH_PASS" | SLUICE_CONFIG="$SL/sluice.conf" "$SLUICE_BIN" creds add app --password --init \
         --allow-from '*@bench.test' --allow-from "*@$DKIM_DOMAIN" >/dev/null || die "sluice creds add app failed"
     API_KEY=$(SLUICE_CONFIG="$SL/sluice.conf" "$SLUICE_BIN" creds add api --api-key --json \
         --allow-from '*@bench.test' --allow-from "*@$DKIM_DOMAIN" |

@@ -28,8 +28,6 @@
 #define COLOR_DIM "\033[2m"
 #define COLOR_OFF "\033[0m"
 
-/* Loads the configuration (--config, else $SLUICE_CONFIG, else defaults);
- * prints the problems and returns NULL when it does not load. */
 /* Host names of the configured smarthosts (capture upstreams send nothing). */
 static size_t upstream_hosts(const struct config *cfg, const char **out, size_t max)
 {
@@ -40,36 +38,32 @@ static size_t upstream_hosts(const struct config *cfg, const char **out, size_t 
     return n;
 }
 
-static struct dns_resolver *open_resolver(const char *cmd, const char *zone)
+/* Sets *rc to the exit status when the resolver cannot be made. */
+static struct dns_resolver *open_resolver(const struct cli *cli, const char *zone, int *rc)
 {
     struct dns_resolver *r = zone ? dns_resolver_new_zonefile(zone) : dns_resolver_new_system();
-    if (!r) {
-        if (zone)
-            fprintf(stderr, "sluice %s: zone file %s: %s\n", cmd, zone, dns_zone_last_error());
-        else
-            fprintf(stderr, "sluice %s: cannot set up the DNS resolver\n", cmd);
-    }
+    if (!r && zone)
+        *rc = cli_fail(cli, CLI_ERR_INVALID, "zone file %s: %s", zone, dns_zone_last_error());
+    else if (!r)
+        *rc = cli_fail(cli, CLI_ERR_IO, "cannot set up the DNS resolver");
     return r;
 }
 
 /* ---- check-domain ------------------------------------------------------------------ */
 
-static void check_usage(FILE *f)
-{
-    fputs("usage: sluice check-domain DOMAIN [--selector S]... [--sending-ip IP]\n"
-          "                           [--dns-zone FILE] [--json] [--no-color] [--config FILE]\n"
-          "                           [--mta-sts-url-base URL] [--ca-file FILE]\n"
-          "Checks SPF, DKIM, DMARC, MX, MTA-STS, TLS-RPT, DANE and reverse DNS of DOMAIN as\n"
-          "receivers see them, and says how to fix each problem. DKIM selectors come from\n"
-          "--selector and the keys in the configured dkim key_dir.\n"
-          "  --sending-ip IP          address mail leaves from (SPF, PTR, forward-confirmed rDNS)\n"
-          "  --dns-zone FILE          answer DNS from FILE instead of the network\n"
-          "  --mta-sts-url-base URL   fetch the MTA-STS policy from URL/.well-known/mta-sts.txt\n"
-          "                           ({domain} in URL is replaced by DOMAIN)\n"
-          "  --ca-file FILE           trust these CAs for the policy fetch\n"
-          "exit status: 0 all pass, 1 warnings, 2 failures or bad usage\n",
-          f);
-}
+static const char check_usage[] =
+    "usage: sluice check-domain DOMAIN [--selector S]... [--sending-ip IP]\n"
+    "                           [--dns-zone FILE] [--json] [--no-color] [-c FILE]\n"
+    "                           [--mta-sts-url-base URL] [--ca-file FILE]\n"
+    "Checks SPF, DKIM, DMARC, MX, MTA-STS, TLS-RPT, DANE and reverse DNS of DOMAIN as\n"
+    "receivers see them, and says how to fix each problem. DKIM selectors come from\n"
+    "--selector and the keys in the configured dkim key_dir.\n"
+    "  --sending-ip IP          address mail leaves from (SPF, PTR, forward-confirmed rDNS)\n"
+    "  --dns-zone FILE          answer DNS from FILE instead of the network\n"
+    "  --mta-sts-url-base URL   fetch the MTA-STS policy from URL/.well-known/mta-sts.txt\n"
+    "                           ({domain} in URL is replaced by DOMAIN)\n"
+    "  --ca-file FILE           trust these CAs for the policy fetch\n"
+    "exit status: 0 all pass, 5 warnings, 4 failures, 2 bad usage, 1 cannot check\n";
 
 static const char *status_color(enum dc_status s)
 {
@@ -121,31 +115,29 @@ static int print_report_json(const struct dc_report *r)
     return 0;
 }
 
-int cli_check_domain(int argc, char **argv)
+int cli_check_domain(const struct cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {{"selector", required_argument, NULL, 's'},
                                          {"sending-ip", required_argument, NULL, 'i'},
                                          {"dns-zone", required_argument, NULL, 'z'},
                                          {"json", no_argument, NULL, 'j'},
                                          {"no-color", no_argument, NULL, 'n'},
-                                         {"config", required_argument, NULL, 'c'},
                                          {"mta-sts-url-base", required_argument, NULL, 'u'},
                                          {"ca-file", required_argument, NULL, 'a'},
-                                         {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *selectors[MAX_SELECTORS];
     size_t nsel = 0;
-    const char *ip = NULL, *zone = NULL, *cpath = NULL, *url_base = NULL, *ca_file = NULL;
-    bool json = false, no_color = false;
+    const char *ip = NULL, *zone = NULL, *url_base = NULL, *ca_file = NULL;
+    bool json = cli->json, no_color = false;
     int c;
+    if (cli->help)
+        return cli_help(check_usage);
     optind = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 's':
-            if (nsel == MAX_SELECTORS) {
-                fprintf(stderr, "sluice check-domain: at most %d selectors\n", MAX_SELECTORS);
-                return 2;
-            }
+            if (nsel == MAX_SELECTORS)
+                return cli_fail(cli, CLI_ERR_INVALID, "at most %d selectors", MAX_SELECTORS);
             selectors[nsel++] = optarg;
             break;
         case 'i':
@@ -160,36 +152,29 @@ int cli_check_domain(int argc, char **argv)
         case 'n':
             no_color = true;
             break;
-        case 'c':
-            cpath = optarg;
-            break;
         case 'u':
             url_base = optarg;
             break;
         case 'a':
             ca_file = optarg;
             break;
-        case 'h':
-            check_usage(stdout);
-            return 0;
         default:
-            check_usage(stderr);
-            return 2;
+            return cli_usage_error(cli, check_usage, NULL);
         }
     }
-    if (optind != argc - 1) {
-        check_usage(stderr);
-        return 2;
-    }
+    if (optind > argc - 1)
+        return cli_usage_error(cli, check_usage, "check-domain needs a DOMAIN");
+    if (optind < argc - 1)
+        return cli_usage_error(cli, check_usage, "unexpected argument '%s'", argv[optind + 1]);
     const char *domain = argv[optind];
-    struct config *cfg = cli_load_config("check-domain", cpath);
+    struct config *cfg = cli_load_config(cli);
     if (!cfg)
-        return 2;
+        return CLI_EXIT_FAILURE;
     const char *hosts[64];
     size_t nhosts = upstream_hosts(cfg, hosts, 64);
-    struct dns_resolver *dns = open_resolver("check-domain", zone);
+    int rc = CLI_EXIT_FAILURE;
+    struct dns_resolver *dns = open_resolver(cli, zone, &rc);
     struct psl *psl = psl_new_from_file(NULL);
-    int rc = 2;
     if (!dns)
         goto out;
     struct mtasts_fetch_opts fetch = {.url_base = url_base, .ca_file = ca_file};
@@ -204,8 +189,8 @@ int cli_check_domain(int argc, char **argv)
     struct dc_report rep;
     int r = domaincheck_run(dns, domain, &o, &rep);
     if (r < 0) {
-        fprintf(stderr, "sluice check-domain: %s\n",
-                r == -EINVAL ? "not a domain name (example.com)" : "out of memory");
+        rc = r == -EINVAL ? cli_fail(cli, CLI_ERR_INVALID, "not a domain name (example.com)")
+                          : cli_fail(cli, CLI_ERR_IO, "out of memory");
         goto out;
     }
     bool color = !no_color && !json && isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
@@ -213,7 +198,9 @@ int cli_check_domain(int argc, char **argv)
         fprintf(stderr, "sluice check-domain: out of memory\n");
     } else {
         enum dc_status st = dc_report_status(&rep);
-        rc = st == DC_FAIL ? 2 : st == DC_WARN ? 1 : 0;
+        rc = st == DC_FAIL   ? CLI_EXIT_CHECK_FAIL
+             : st == DC_WARN ? CLI_EXIT_CHECK_WARN
+                             : CLI_EXIT_OK;
     }
     dc_report_clear(&rep);
 out:
@@ -225,17 +212,14 @@ out:
 
 /* ---- dns-records ------------------------------------------------------------------- */
 
-static void records_usage(FILE *f)
-{
-    fputs("usage: sluice dns-records [--domain D]... [--format bind|json] [--dns-zone FILE]\n"
-          "                          [--sending-ip IP] [--dmarc-policy none|quarantine|reject]\n"
-          "                          [--mta-sts-mode testing|enforce] [--config FILE]\n"
-          "Prints the DNS records to publish for the configured set-up: SPF (with the\n"
-          "upstreams' includes), DKIM (from the keys in the dkim key_dir), DMARC, MTA-STS\n"
-          "(record and policy file) and TLS-RPT. Domains default to those with DKIM keys.\n"
-          "The MX hosts for the MTA-STS policy are looked up (--dns-zone or DNS).\n",
-          f);
-}
+static const char records_usage[] =
+    "usage: sluice dns-records [--domain D]... [--format bind|json] [--dns-zone FILE]\n"
+    "                          [--sending-ip IP] [--dmarc-policy none|quarantine|reject]\n"
+    "                          [--mta-sts-mode testing|enforce] [-c FILE]\n"
+    "Prints the DNS records to publish for the configured set-up: SPF (with the\n"
+    "upstreams' includes), DKIM (from the keys in the dkim key_dir), DMARC, MTA-STS\n"
+    "(record and policy file) and TLS-RPT. Domains default to those with DKIM keys.\n"
+    "The MX hosts for the MTA-STS policy are looked up (--dns-zone or DNS).\n";
 
 /* MX hosts of domain, best preference first (into hosts, malloc'd each). */
 static size_t lookup_mx(struct dns_resolver *dns, const char *domain, char **hosts, size_t max)
@@ -319,7 +303,7 @@ static json_t *records_json(const struct dc_records *r)
                      "mta_sts_policy", "url", r->mta_sts_url, "body", r->mta_sts_policy);
 }
 
-int cli_dns_records(int argc, char **argv)
+int cli_dns_records(const struct cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {{"domain", required_argument, NULL, 'd'},
                                          {"format", required_argument, NULL, 'f'},
@@ -327,31 +311,27 @@ int cli_dns_records(int argc, char **argv)
                                          {"sending-ip", required_argument, NULL, 'i'},
                                          {"dmarc-policy", required_argument, NULL, 'p'},
                                          {"mta-sts-mode", required_argument, NULL, 'm'},
-                                         {"config", required_argument, NULL, 'c'},
                                          {"json", no_argument, NULL, 'j'},
-                                         {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *domains[MAX_DOMAINS];
     size_t ndom = 0;
-    const char *zone = NULL, *ip = NULL, *dmarc = "none", *cpath = NULL;
+    const char *zone = NULL, *ip = NULL, *dmarc = "none";
     enum mtasts_mode mode = MTASTS_MODE_TESTING;
-    bool json = false;
+    bool json = cli->json;
     int c;
+    if (cli->help)
+        return cli_help(records_usage);
     optind = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'd':
-            if (ndom == MAX_DOMAINS) {
-                fprintf(stderr, "sluice dns-records: at most %d domains\n", MAX_DOMAINS);
-                return 2;
-            }
+            if (ndom == MAX_DOMAINS)
+                return cli_fail(cli, CLI_ERR_INVALID, "at most %d domains", MAX_DOMAINS);
             domains[ndom++] = optarg;
             break;
         case 'f':
-            if (strcmp(optarg, "json") && strcmp(optarg, "bind")) {
-                fprintf(stderr, "sluice dns-records: --format is bind or json\n");
-                return 2;
-            }
+            if (strcmp(optarg, "json") && strcmp(optarg, "bind"))
+                return cli_fail(cli, CLI_ERR_INVALID, "--format is bind or json");
             json = strcmp(optarg, "json") == 0;
             break;
         case 'j':
@@ -371,30 +351,19 @@ int cli_dns_records(int argc, char **argv)
                 mode = MTASTS_MODE_TESTING;
             else if (!strcmp(optarg, "enforce"))
                 mode = MTASTS_MODE_ENFORCE;
-            else {
-                fprintf(stderr, "sluice dns-records: --mta-sts-mode is testing or enforce\n");
-                return 2;
-            }
+            else
+                return cli_fail(cli, CLI_ERR_INVALID, "--mta-sts-mode is testing or enforce");
             break;
-        case 'c':
-            cpath = optarg;
-            break;
-        case 'h':
-            records_usage(stdout);
-            return 0;
         default:
-            records_usage(stderr);
-            return 2;
+            return cli_usage_error(cli, records_usage, NULL);
         }
     }
-    if (optind != argc) {
-        records_usage(stderr);
-        return 2;
-    }
-    struct config *cfg = cli_load_config("dns-records", cpath);
+    if (optind != argc)
+        return cli_usage_error(cli, records_usage, "unexpected argument '%s'", argv[optind]);
+    struct config *cfg = cli_load_config(cli);
     if (!cfg)
-        return 2;
-    int rc = 2;
+        return CLI_EXIT_FAILURE;
+    int rc = CLI_EXIT_FAILURE;
     struct dc_local_key *keys = NULL;
     size_t nkeys = 0;
     struct dns_resolver *dns = NULL;
@@ -406,14 +375,14 @@ int cli_dns_records(int argc, char **argv)
             if (ndom == 0 || strcasecmp(domains[ndom - 1], keys[i].domain) != 0)
                 domains[ndom++] = keys[i].domain;
         if (ndom == 0) {
-            fprintf(stderr,
-                    "sluice dns-records: no DKIM keys in %s; pass --domain D or make a key with "
-                    "sluice dkim keygen --domain D --selector S\n",
-                    cfg->dkim_key_dir);
+            rc = cli_fail(cli, CLI_ERR_NOT_FOUND,
+                          "no DKIM keys in %s (configuration: %s); pass --domain D or make a key "
+                          "with sluice dkim keygen --domain D --selector S",
+                          cfg->dkim_key_dir, cli_config_origin(cli));
             goto out;
         }
     }
-    if (!(dns = open_resolver("dns-records", zone)))
+    if (!(dns = open_resolver(cli, zone, &rc)))
         goto out;
     const char *hosts[64];
     size_t nhosts = upstream_hosts(cfg, hosts, 64);
@@ -432,8 +401,7 @@ int cli_dns_records(int argc, char **argv)
         struct dc_records recs;
         char err[300] = "out of memory";
         if (dc_records_build(domains[d], &ro, &recs, err, sizeof(err)) < 0) {
-            fprintf(stderr, "sluice dns-records: %s\n", err);
-            rc = 2;
+            rc = cli_fail(cli, CLI_ERR_INVALID, "%s", err);
         } else {
             if (json)
                 json_array_append_new(all, records_json(&recs));
@@ -453,7 +421,7 @@ int cli_dns_records(int argc, char **argv)
         if (s)
             puts(s);
         else
-            rc = 2;
+            rc = CLI_EXIT_FAILURE;
         free(s);
         json_decref(o);
     }

@@ -13,15 +13,15 @@
 
 extern char **environ;
 
-static int usage(FILE *f, int status)
-{
-    fprintf(f, "usage: sluice config check [--json] [FILE]\n"
-               "       sluice config dump [--json] [FILE]\n"
-               "       sluice config docs\n"
-               "FILE defaults to $SLUICE_CONFIG, else the embedded defaults are checked.\n"
-               "SLUICE_<SECTION>_<KEY> and SLUICE_UPSTREAM_<NAME>_<KEY> override the file.\n");
-    return status;
-}
+static const char config_usage[] =
+    "usage: sluice config check [--json] [FILE]\n"
+    "       sluice config dump [--json] [FILE]\n"
+    "       sluice config docs [--json]\n"
+    "FILE (it wins over -c) defaults to -c FILE, else $SLUICE_CONFIG, else the embedded defaults "
+    "are checked.\n"
+    "SLUICE_<SECTION>_<KEY> and SLUICE_UPSTREAM_<NAME>_<KEY> override the file.\n"
+    "Relative paths in a file are resolved against the file's folder.\n"
+    "exit status: 0 valid, 4 check found errors, 1 dump of an invalid file, 2 bad usage\n";
 
 static void print_error(FILE *f, const struct config_error *e)
 {
@@ -47,7 +47,7 @@ static json_t *errors_json(const struct config_errors *errs)
 
 static int print_json(json_t *j)
 {
-    int rc = json_dumpf(j, stdout, JSON_INDENT(2)) == 0 ? 0 : 2;
+    int rc = json_dumpf(j, stdout, JSON_INDENT(2)) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAILURE;
     fputc('\n', stdout);
     json_decref(j);
     return rc;
@@ -59,79 +59,72 @@ static int check(const char *path, const struct config_errors *errs, bool json)
         json_t *j = json_pack("{s:b, s:o, s:o}", "ok", errs->n == 0, "file",
                               path ? json_string(path) : json_null(), "errors", errors_json(errs));
         int rc = print_json(j);
-        return errs->n ? 2 : rc;
+        return errs->n ? CLI_EXIT_CHECK_FAIL : rc;
     }
     if (errs->n == 0) {
         printf("config OK: %s\n", path ? path : "embedded defaults");
-        return 0;
+        return CLI_EXIT_OK;
     }
     for (size_t i = 0; i < errs->n; i++)
         print_error(stdout, &errs->v[i]);
-    return 2;
+    return CLI_EXIT_CHECK_FAIL;
 }
 
-static int dump(const struct config *cfg, const struct config_errors *errs, bool json)
+static int dump(const struct cli *cli, const struct config *cfg, const struct config_errors *errs)
 {
     if (errs->n) {
         for (size_t i = 0; i < errs->n; i++)
             print_error(stderr, &errs->v[i]);
-        fprintf(stderr, "not dumping an invalid configuration; run `sluice config check`\n");
-        return 2;
+        return cli_fail(cli, CLI_ERR_CONFIG,
+                        "not dumping an invalid configuration; run 'sluice config check'");
     }
-    if (json)
+    if (cli->json)
         return print_json(config_to_json(cfg));
     config_dump(cfg, stdout);
-    return fflush(stdout) == 0 ? 0 : 2;
+    return fflush(stdout) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAILURE;
 }
 
-int cli_config(int argc, char **argv)
+int cli_config(const struct cli *cli, int argc, char **argv)
 {
     const char *path = NULL, *sub;
-    bool json = false;
     struct config *cfg = NULL;
     struct config_errors errs = {NULL, 0};
     int rc;
 
+    if (cli->help)
+        return cli_help(config_usage);
     if (argc < 2)
-        return usage(stderr, 2);
+        return cli_usage_error(cli, config_usage, "which config command?");
     sub = argv[1];
-    if (!strcmp(sub, "help") || !strcmp(sub, "--help") || !strcmp(sub, "-h"))
-        return usage(stdout, 0);
-    if (strcmp(sub, "check") != 0 && strcmp(sub, "dump") != 0 && strcmp(sub, "docs") != 0) {
-        fprintf(stderr, "sluice config: unknown command '%s'\n", sub);
-        return usage(stderr, 2);
-    }
+    if (!strcmp(sub, "help"))
+        return cli_help(config_usage);
+    if (strcmp(sub, "check") != 0 && strcmp(sub, "dump") != 0 && strcmp(sub, "docs") != 0)
+        return cli_usage_error(cli, config_usage, "unknown config command '%s'", sub);
     for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) {
-            json = true;
-        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            return usage(stdout, 0);
-        } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
-            fprintf(stderr, "sluice config %s: unknown option '%s'\n", sub, argv[i]);
-            return usage(stderr, 2);
-        } else if (!path && strcmp(sub, "docs") != 0) {
+        if (argv[i][0] == '-' && argv[i][1] != '\0')
+            return cli_usage_error(cli, config_usage, "config %s: unknown option '%s'", sub,
+                                   argv[i]);
+        else if (!path && strcmp(sub, "docs") != 0)
             path = argv[i];
-        } else {
-            fprintf(stderr, "sluice config %s: unexpected argument '%s'\n", sub, argv[i]);
-            return usage(stderr, 2);
-        }
+        else
+            return cli_usage_error(cli, config_usage, "config %s: unexpected argument '%s'", sub,
+                                   argv[i]);
     }
     if (!strcmp(sub, "docs")) {
+        if (cli->json)
+            return print_json(config_keys_json());
         config_docs(stdout);
-        return 0;
+        return CLI_EXIT_OK;
     }
-    if (!path) {
-        const char *env = getenv("SLUICE_CONFIG");
-        if (env && *env)
-            path = env;
-    }
+    if (!path)
+        path = cli->config_path;
 
     config_load(path, environ, &cfg, &errs);
     if (!strcmp(sub, "check")) {
         secrets_check_files(cfg, &errs);
-        rc = check(path, &errs, json);
+        rc = check(path, &errs, cli->json);
     } else
-        rc = dump(cfg, &errs, json);
+        rc = dump(cli, cfg, &errs);
     config_free(cfg);
     config_errors_free(&errs);
     return rc;

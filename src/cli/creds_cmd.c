@@ -2,6 +2,7 @@
  * operator's view of the credential store and its accounting counters.
  * Passwords come from stdin, never argv; API keys are printed once. */
 #include "cli/cli.h"
+#include "cli/creds_import.h"
 
 #include "core/config.h"
 #include "policy/accounting.h"
@@ -9,8 +10,6 @@
 
 #include <errno.h>
 #include <jansson.h>
-#include <libgen.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,11 +22,6 @@
 #define MAX_PATTERNS 64
 #define PASSWORD_MAX 1024
 
-/* Exit codes of cli.h. */
-#define EXIT_OK 0
-#define EXIT_NOTFOUND 1
-#define EXIT_ERROR 2
-
 static const char creds_usage[] =
     "usage: sluice creds add NAME [--password] [--api-key] [--cert FILE|SHA256]\n"
     "                        [--allow-from PATTERN]... [--allow-rcpt PATTERN]...\n"
@@ -37,21 +31,15 @@ static const char creds_usage[] =
     "       sluice creds revoke NAME\n"
     "       sluice creds rotate NAME [--password | --api-key]\n"
     "       sluice creds delete NAME\n"
-    "All take --json. Passwords are read from stdin (one line).\n"
+    "       sluice creds import FILE    (an old users file: name:$argon2id$... lines)\n"
+    "All take --json, -c FILE and --init. The store is the configured [auth] creds_db;\n"
+    "where it does not exist yet, only --init creates it ('sluice serve' does too).\n"
+    "Passwords are read from stdin (one line).\n"
     "Patterns: 'noreply@shop.example', '*@shop.example', '*@*.shop.example'.\n";
 
 static const char stats_usage[] =
-    "usage: sluice stats [--cred NAME] [--since 7d|YYYY-MM-DD] [--json]\n";
-
-/* The store lives under var/, which may not exist yet on a fresh install. */
-static void make_parent_dir(const char *path)
-{
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    char *dir = dirname(buf);
-    if (strcmp(dir, ".") != 0 && mkdir(dir, 0700) < 0 && errno != EEXIST)
-        fprintf(stderr, "sluice: cannot create %s: %s\n", dir, strerror(errno));
-}
+    "usage: sluice stats [--cred NAME] [--since 7d|today|YYYY-MM-DD] [--json] [--init]\n"
+    "Counters from the configured [auth] creds_db; --init creates an empty store.\n";
 
 static void print_json(json_t *j)
 {
@@ -60,25 +48,6 @@ static void print_json(json_t *j)
         printf("%s\n", s);
     free(s);
     json_decref(j);
-}
-
-static json_t *json_error_obj(const char *msg)
-{
-    return json_pack("{s:s}", "error", msg);
-}
-
-/* Reports an error as text on stderr, or as {"error": ...} with --json. */
-__attribute__((format(printf, 3, 4))) static int fail(bool json, int code, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    if (json)
-        print_json(json_error_obj(msg));
-    fprintf(stderr, "sluice: %s\n", msg);
-    return code;
 }
 
 static void iso_time(long long t, char out[32])
@@ -205,7 +174,8 @@ static int read_password(char *buf, size_t size)
 }
 
 struct opts {
-    bool json, password, api_key;
+    const struct cli *cli;
+    bool json, password, api_key, init;
     const char *cert, *rate, *quota, *max_size, *cred, *since;
     const char *allow_from[MAX_PATTERNS], *allow_rcpt[MAX_PATTERNS];
     size_t n_from, n_rcpt;
@@ -215,7 +185,7 @@ struct opts {
 
 /* Parses "--opt VALUE" and "--opt=VALUE" forms. Returns 0 or -1 after a
  * message. */
-static int parse_opts(int argc, char **argv, int start, struct opts *o)
+static int parse_opts(int argc, char **argv, int start, struct opts *o, char *why, size_t whylen)
 {
     static const char *const valued[] = {"--cert", "--rate",  "--quota",      "--max-size",
                                          "--cred", "--since", "--allow-from", "--allow-rcpt"};
@@ -233,13 +203,17 @@ static int parse_opts(int argc, char **argv, int start, struct opts *o)
             o->api_key = true;
             continue;
         }
+        if (strcmp(a, "--init") == 0) {
+            o->init = true;
+            continue;
+        }
         if (strncmp(a, "--password=", 11) == 0) {
-            fprintf(stderr, "sluice: passwords are read from stdin, never from arguments\n");
+            snprintf(why, whylen, "passwords are read from stdin, never from arguments");
             return -1;
         }
         if (strncmp(a, "--", 2) != 0) {
             if (o->n_positional == 2) {
-                fprintf(stderr, "sluice: unexpected argument '%s'\n", a);
+                snprintf(why, whylen, "unexpected argument '%s'", a);
                 return -1;
             }
             o->positional[o->n_positional++] = a;
@@ -251,7 +225,7 @@ static int parse_opts(int argc, char **argv, int start, struct opts *o)
             size_t n = strlen(valued[k]);
             if (strcmp(a, valued[k]) == 0) {
                 if (i + 1 >= argc) {
-                    fprintf(stderr, "sluice: %s needs a value\n", a);
+                    snprintf(why, whylen, "%s needs a value", a);
                     return -1;
                 }
                 val = argv[++i];
@@ -263,7 +237,7 @@ static int parse_opts(int argc, char **argv, int start, struct opts *o)
             }
         }
         if (!val) {
-            fprintf(stderr, "sluice: unknown option '%s'\n", a);
+            snprintf(why, whylen, "unknown option '%s'", a);
             return -1;
         }
         const char **dst[] = {&o->cert, &o->rate,  &o->quota, &o->max_size,
@@ -274,7 +248,7 @@ static int parse_opts(int argc, char **argv, int start, struct opts *o)
             size_t *n = k == 6 ? &o->n_from : &o->n_rcpt;
             const char **v = k == 6 ? o->allow_from : o->allow_rcpt;
             if (*n == MAX_PATTERNS) {
-                fprintf(stderr, "sluice: at most %d patterns of each kind\n", MAX_PATTERNS);
+                snprintf(why, whylen, "at most %d patterns of each kind", MAX_PATTERNS);
                 return -1;
             }
             v[(*n)++] = val;
@@ -289,21 +263,23 @@ static int cmd_add(struct creds *db, struct opts *o)
     char fp[CRED_SHA256_HEX], err[512], pass[PASSWORD_MAX], key[CRED_API_KEY_MAX] = "";
     spec.name = o->positional[1];
     if (!o->password && !o->api_key && !o->cert)
-        return fail(o->json, EXIT_ERROR, "say which kind: --password, --api-key or --cert");
+        return cli_fail(o->cli, CLI_ERR_INVALID, "say which kind: --password, --api-key or --cert");
     if (o->cert) {
         if (cred_fingerprint_normalise(o->cert, fp) < 0 &&
             cred_fingerprint_pem_file(o->cert, fp, err, sizeof err) < 0)
-            return fail(o->json, EXIT_ERROR, "--cert: %s (give a PEM file or 64 hex digits)", err);
+            return cli_fail(o->cli, CLI_ERR_INVALID,
+                            "--cert: %s (give a PEM file or 64 hex digits)", err);
         spec.cert_sha256 = fp;
     }
     if (o->rate && cred_limit_parse(o->rate, &spec.rate) < 0)
-        return fail(o->json, EXIT_ERROR, "--rate '%s': expected N/s, N/min, N/hour or N/day",
-                    o->rate);
+        return cli_fail(o->cli, CLI_ERR_INVALID,
+                        "--rate '%s': expected N/s, N/min, N/hour or N/day", o->rate);
     if (o->quota && cred_limit_parse(o->quota, &spec.quota) < 0)
-        return fail(o->json, EXIT_ERROR, "--quota '%s': expected N/day or N/month", o->quota);
+        return cli_fail(o->cli, CLI_ERR_INVALID, "--quota '%s': expected N/day or N/month",
+                        o->quota);
     if (o->max_size && cred_size_parse(o->max_size, &spec.max_size) < 0)
-        return fail(o->json, EXIT_ERROR, "--max-size '%s': expected bytes or 512k, 10M, 1G",
-                    o->max_size);
+        return cli_fail(o->cli, CLI_ERR_INVALID, "--max-size '%s': expected bytes or 512k, 10M, 1G",
+                        o->max_size);
     spec.allow_from = o->allow_from;
     spec.n_allow_from = o->n_from;
     spec.allow_rcpt = o->allow_rcpt;
@@ -311,16 +287,20 @@ static int cmd_add(struct creds *db, struct opts *o)
     spec.api_key = o->api_key;
     if (o->password) {
         if (read_password(pass, sizeof pass) < 0)
-            return fail(o->json, EXIT_ERROR, "no password on stdin");
+            return cli_fail(o->cli, CLI_ERR_INVALID, "no password on stdin");
         spec.password = pass;
     }
     int r = creds_add(db, &spec, key, sizeof key, err, sizeof err);
     explicit_bzero(pass, sizeof pass);
     if (r < 0)
-        return fail(o->json, EXIT_ERROR, "%s", err);
+        return cli_fail(o->cli,
+                        r == CREDS_EEXIST   ? CLI_ERR_EXISTS
+                        : r == CREDS_EINVAL ? CLI_ERR_INVALID
+                                            : CLI_ERR_IO,
+                        "%s", err);
     struct cred *c = NULL;
     if (creds_lookup(db, spec.name, &c) < 0)
-        return fail(o->json, EXIT_ERROR, "credential added but cannot be read back");
+        return cli_fail(o->cli, CLI_ERR_IO, "credential added but cannot be read back");
     if (o->json) {
         json_t *j = cred_json(c);
         if (key[0])
@@ -336,7 +316,7 @@ static int cmd_add(struct creds *db, struct opts *o)
     }
     explicit_bzero(key, sizeof key);
     creds_free_cred(c);
-    return EXIT_OK;
+    return CLI_EXIT_OK;
 }
 
 static int cmd_list(struct creds *db, struct opts *o)
@@ -344,7 +324,7 @@ static int cmd_list(struct creds *db, struct opts *o)
     struct cred **v;
     size_t n;
     if (creds_list(db, &v, &n) < 0)
-        return fail(o->json, EXIT_ERROR, "cannot read the store");
+        return cli_fail(o->cli, CLI_ERR_IO, "cannot read the store");
     if (o->json) {
         json_t *a = json_array();
         for (size_t i = 0; i < n; i++)
@@ -369,7 +349,7 @@ static int cmd_list(struct creds *db, struct opts *o)
         }
     }
     creds_free_list(v, n);
-    return EXIT_OK;
+    return CLI_EXIT_OK;
 }
 
 static int cmd_show(struct creds *db, struct opts *o)
@@ -377,15 +357,15 @@ static int cmd_show(struct creds *db, struct opts *o)
     struct cred *c;
     int r = creds_lookup(db, o->positional[1], &c);
     if (r == CREDS_ENOTFOUND)
-        return fail(o->json, EXIT_NOTFOUND, "no credential named '%s'", o->positional[1]);
+        return cli_fail(o->cli, CLI_ERR_NOT_FOUND, "no credential named '%s'", o->positional[1]);
     if (r < 0)
-        return fail(o->json, EXIT_ERROR, "cannot read the store");
+        return cli_fail(o->cli, CLI_ERR_IO, "cannot read the store");
     if (o->json)
         print_json(cred_json(c));
     else
         print_cred(c);
     creds_free_cred(c);
-    return EXIT_OK;
+    return CLI_EXIT_OK;
 }
 
 static int cmd_revoke_delete(struct creds *db, struct opts *o, bool del)
@@ -393,14 +373,14 @@ static int cmd_revoke_delete(struct creds *db, struct opts *o, bool del)
     const char *name = o->positional[1];
     int r = del ? creds_delete(db, name) : creds_revoke(db, name);
     if (r == CREDS_ENOTFOUND)
-        return fail(o->json, EXIT_NOTFOUND, "no credential named '%s'", name);
+        return cli_fail(o->cli, CLI_ERR_NOT_FOUND, "no credential named '%s'", name);
     if (r < 0)
-        return fail(o->json, EXIT_ERROR, "cannot write the store");
+        return cli_fail(o->cli, CLI_ERR_IO, "cannot write the store");
     if (o->json)
         print_json(json_pack("{s:s, s:b}", "name", name, del ? "deleted" : "revoked", 1));
     else
         printf("credential %s %s\n", name, del ? "deleted" : "revoked");
-    return EXIT_OK;
+    return CLI_EXIT_OK;
 }
 
 static int cmd_rotate(struct creds *db, struct opts *o)
@@ -409,23 +389,26 @@ static int cmd_rotate(struct creds *db, struct opts *o)
     struct cred *c;
     int r = creds_lookup(db, name, &c);
     if (r == CREDS_ENOTFOUND)
-        return fail(o->json, EXIT_NOTFOUND, "no credential named '%s'", name);
+        return cli_fail(o->cli, CLI_ERR_NOT_FOUND, "no credential named '%s'", name);
     if (r < 0)
-        return fail(o->json, EXIT_ERROR, "cannot read the store");
+        return cli_fail(o->cli, CLI_ERR_IO, "cannot read the store");
     bool has_pw = c->kinds & (CRED_KIND_PASSWORD | CRED_KIND_SCRAM);
     bool has_key = c->kinds & CRED_KIND_API_KEY;
     bool revoked = c->revoked;
     creds_free_cred(c);
     if (revoked)
-        return fail(o->json, EXIT_ERROR, "'%s' is revoked; add a new credential instead", name);
+        return cli_fail(o->cli, CLI_ERR_INVALID, "'%s' is revoked; add a new credential instead",
+                        name);
     bool pw = o->password, key = o->api_key;
     if (!pw && !key) {
         if (has_pw && has_key)
-            return fail(o->json, EXIT_ERROR,
-                        "'%s' has a password and an API key: say --password or --api-key", name);
+            return cli_fail(o->cli, CLI_ERR_INVALID,
+                            "'%s' has a password and an API key: say --password or --api-key",
+                            name);
         if (!has_pw && !has_key)
-            return fail(o->json, EXIT_ERROR,
-                        "'%s' has only a certificate: add a new credential for a new one", name);
+            return cli_fail(o->cli, CLI_ERR_INVALID,
+                            "'%s' has only a certificate: add a new credential for a new one",
+                            name);
         pw = has_pw;
         key = has_key;
     }
@@ -433,16 +416,16 @@ static int cmd_rotate(struct creds *db, struct opts *o)
     if (pw) {
         char pass[PASSWORD_MAX];
         if (read_password(pass, sizeof pass) < 0)
-            return fail(o->json, EXIT_ERROR, "no password on stdin");
+            return cli_fail(o->cli, CLI_ERR_INVALID, "no password on stdin");
         r = creds_rotate_password(db, name, pass);
         explicit_bzero(pass, sizeof pass);
         if (r == CREDS_EINVAL)
-            return fail(o->json, EXIT_ERROR, "password too short (at least 8 characters)");
+            return cli_fail(o->cli, CLI_ERR_INVALID, "password too short (at least 8 characters)");
         if (r < 0)
-            return fail(o->json, EXIT_ERROR, "cannot rotate the password of '%s'", name);
+            return cli_fail(o->cli, CLI_ERR_IO, "cannot rotate the password of '%s'", name);
     }
     if (key && (r = creds_rotate_api_key(db, name, newkey, sizeof newkey)) < 0)
-        return fail(o->json, EXIT_ERROR, "cannot rotate the API key of '%s'", name);
+        return cli_fail(o->cli, CLI_ERR_IO, "cannot rotate the API key of '%s'", name);
     if (o->json) {
         json_t *j = json_pack("{s:s, s:b}", "name", name, "rotated", 1);
         if (newkey[0])
@@ -454,54 +437,68 @@ static int cmd_rotate(struct creds *db, struct opts *o)
             printf("API key (shown once, store it now): %s\n", newkey);
     }
     explicit_bzero(newkey, sizeof newkey);
-    return EXIT_OK;
+    return CLI_EXIT_OK;
 }
 
-static struct creds *open_store(const struct config *cfg, bool json)
+/* Opens the configured store; a store that does not exist yet is created
+ * only with --init, so a command run with the wrong configuration does not
+ * quietly start an empty one. */
+static int open_store(const struct config *cfg, const struct opts *o, struct creds **db)
 {
     char err[512];
-    make_parent_dir(cfg->creds_db);
-    struct creds *db = creds_open(cfg->creds_db, err, sizeof err);
-    if (!db)
-        fail(json, EXIT_ERROR, "%s", err);
-    return db;
+    int rc = cli_need_store(o->cli, "credential store", cfg->creds_db, o->init);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    *db = creds_open(cfg->creds_db, err, sizeof err);
+    return *db ? CLI_EXIT_OK : cli_fail(o->cli, CLI_ERR_IO, "%s", err);
 }
 
-int cli_creds(int argc, char **argv)
+int cli_creds(const struct cli *cli, int argc, char **argv)
 {
-    struct opts o = {0};
-    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
-        fputs(creds_usage, argc < 2 ? stderr : stdout);
-        return argc < 2 ? EXIT_ERROR : EXIT_OK;
-    }
-    if (parse_opts(argc, argv, 1, &o) < 0) {
-        fputs(creds_usage, stderr);
-        return EXIT_ERROR;
-    }
+    struct opts o = {.cli = cli};
+    char why[256] = "";
+    if (cli->help)
+        return cli_help(creds_usage);
+    if (argc < 2)
+        return cli_usage_error(cli, creds_usage, "which creds command?");
+    if (parse_opts(argc, argv, 1, &o, why, sizeof why) < 0)
+        return cli_usage_error(cli, creds_usage, "%s", why);
+    o.json = cli->json;
     const char *verb = o.n_positional ? o.positional[0] : "";
-    bool needs_name = strcmp(verb, "list") != 0;
-    static const char *const verbs[] = {"add", "list", "show", "revoke", "rotate", "delete"};
+    bool needs_arg = strcmp(verb, "list") != 0;
+    static const char *const verbs[] = {"add",    "list",   "show",  "revoke",
+                                        "rotate", "delete", "import"};
     bool known = false;
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
         known |= strcmp(verb, verbs[i]) == 0;
-    if (!known || o.n_positional != (needs_name ? 2u : 1u)) {
-        fputs(creds_usage, stderr);
-        return EXIT_ERROR;
-    }
-    struct config *cfg = cli_load_config(argv[0], NULL);
+    if (!known)
+        return cli_usage_error(cli, creds_usage, "unknown creds command '%s'", verb);
+    if (o.n_positional != (needs_arg ? 2u : 1u))
+        return cli_usage_error(
+            cli, creds_usage,
+            o.n_positional < 2 ? "creds %s needs a %s" : "creds %s: unexpected argument '%s'", verb,
+            o.n_positional < 2 ? (strcmp(verb, "import") ? "NAME" : "FILE") : o.positional[1]);
+    bool is_add = strcmp(verb, "add") == 0, is_rotate = strcmp(verb, "rotate") == 0;
+    if ((!is_add && !is_rotate && (o.password || o.api_key)) ||
+        (!is_add && (o.cert || o.rate || o.quota || o.max_size || o.n_from || o.n_rcpt)) ||
+        o.cred || o.since)
+        return cli_usage_error(cli, creds_usage, "creds %s does not take that option", verb);
+    struct config *cfg = cli_load_config(cli);
     if (!cfg)
-        return EXIT_ERROR;
-    int rc = EXIT_ERROR;
-    struct creds *db = open_store(cfg, o.json);
+        return CLI_EXIT_FAILURE;
+    struct creds *db = NULL;
+    int rc = open_store(cfg, &o, &db);
     if (db) {
-        if (strcmp(verb, "add") == 0)
+        if (is_add)
             rc = cmd_add(db, &o);
         else if (strcmp(verb, "list") == 0)
             rc = cmd_list(db, &o);
         else if (strcmp(verb, "show") == 0)
             rc = cmd_show(db, &o);
-        else if (strcmp(verb, "rotate") == 0)
+        else if (is_rotate)
             rc = cmd_rotate(db, &o);
+        else if (strcmp(verb, "import") == 0)
+            rc = creds_import_users(cli, db, o.positional[1]);
         else
             rc = cmd_revoke_delete(db, &o, strcmp(verb, "delete") == 0);
         creds_close(db);
@@ -580,42 +577,49 @@ static int parse_since(const char *s, time_t now, time_t *out)
     return 0;
 }
 
-int cli_stats(int argc, char **argv)
+int cli_stats(const struct cli *cli, int argc, char **argv)
 {
-    struct opts o = {0};
-    if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
-        fputs(stats_usage, stdout);
-        return EXIT_OK;
-    }
-    if (parse_opts(argc, argv, 1, &o) < 0 || o.n_positional || o.password || o.api_key || o.cert ||
-        o.rate || o.quota || o.max_size || o.n_from || o.n_rcpt) {
-        fputs(stats_usage, stderr);
-        return EXIT_ERROR;
-    }
+    struct opts o = {.cli = cli};
+    char why[256] = "";
+    if (cli->help)
+        return cli_help(stats_usage);
+    if (parse_opts(argc, argv, 1, &o, why, sizeof why) < 0)
+        return cli_usage_error(cli, stats_usage, "%s", why);
+    if (o.n_positional)
+        return cli_usage_error(cli, stats_usage, "unexpected argument '%s'", o.positional[0]);
+    if (o.password || o.api_key || o.cert || o.rate || o.quota || o.max_size || o.n_from ||
+        o.n_rcpt)
+        return cli_usage_error(cli, stats_usage, "stats takes --cred, --since, --json, --init");
+    o.json = cli->json;
     time_t now = time(NULL), since;
     if (parse_since(o.since ? o.since : "7d", now, &since) < 0)
-        return fail(o.json, EXIT_ERROR, "--since '%s': expected Nd, today or YYYY-MM-DD", o.since);
-    struct config *cfg = cli_load_config(argv[0], NULL);
+        return cli_fail(cli, CLI_ERR_INVALID, "--since '%s': expected Nd, today or YYYY-MM-DD",
+                        o.since);
+    struct config *cfg = cli_load_config(cli);
     if (!cfg)
-        return EXIT_ERROR;
+        return CLI_EXIT_FAILURE;
     char err[512];
-    make_parent_dir(cfg->creds_db);
+    int rc = cli_need_store(cli, "credential store", cfg->creds_db, o.init);
+    if (rc != CLI_EXIT_OK) {
+        config_free(cfg);
+        return rc;
+    }
     struct accounting *a = accounting_open(cfg->creds_db, err, sizeof err);
     if (!a) {
         config_free(cfg);
-        return fail(o.json, EXIT_ERROR, "%s", err);
+        return cli_fail(cli, CLI_ERR_IO, "%s", err);
     }
     struct stat_table t = {0};
-    int r = accounting_query(a, o.cred, since, stat_row, &t);
+    rc = accounting_query(a, o.cred, since, stat_row, &t);
     accounting_close(a);
     config_free(cfg);
-    if (r < 0) {
+    if (rc < 0) {
         for (size_t i = 0; i < t.n; i++) {
             json_decref(t.v[i].reasons);
             json_decref(t.v[i].days);
         }
         free(t.v);
-        return fail(o.json, EXIT_ERROR, "cannot read the accounting counters");
+        return cli_fail(cli, CLI_ERR_IO, "cannot read the accounting counters");
     }
     char since_day[16];
     struct tm tm;
@@ -658,5 +662,5 @@ int cli_stats(int argc, char **argv)
         }
     }
     free(t.v);
-    return EXIT_OK;
+    return CLI_EXIT_OK;
 }

@@ -4,6 +4,7 @@
  * message file against DNS, a local zone file or a given key, and with
  * --client-ip also SPF and DMARC, as a receiver would. */
 #include "cli/cli.h"
+#include "core/config.h"
 #include "core/privdrop.h"
 #include "mailauth/dkim.h"
 #include "mailauth/dmarc.h"
@@ -29,7 +30,6 @@
 
 #include <jansson.h>
 
-#define DEFAULT_KEY_DIR "./var/dkim"
 #define DEFAULT_RSA_BITS 2048           /* RFC 8301 3.2: signers SHOULD use at least 2048 */
 #define TXT_STRING_MAX 255              /* RFC 1035 3.3.14: one character-string */
 #define MAX_MESSAGE (256 * 1024 * 1024) /* refuse to slurp anything larger */
@@ -114,28 +114,29 @@ static int mkdir_p(const char *dir)
 
 /* ---- dkim keygen ------------------------------------------------------------- */
 
-static void keygen_usage(FILE *f)
-{
-    fprintf(f, "usage: sluice dkim keygen --domain DOMAIN --selector SELECTOR\n"
-               "           [--algorithm rsa|ed25519] [--bits 2048] [--out DIR] [--json]\n"
-               "Writes DIR/SELECTOR._domainkey.DOMAIN.key (mode 0600, default DIR " DEFAULT_KEY_DIR
-               ")\nand prints the DNS TXT record to publish.\n");
-}
+static const char keygen_usage[] =
+    "usage: sluice dkim keygen --domain DOMAIN --selector SELECTOR\n"
+    "           [--algorithm rsa|ed25519] [--bits 2048] [--out DIR] [--init] [--json]\n"
+    "Writes DIR/SELECTOR._domainkey.DOMAIN.key (mode 0600) and prints the DNS TXT\n"
+    "record to publish. DIR defaults to the configured [dkim] key_dir (the daemon\n"
+    "signs with the keys there); the folder holding it must exist unless --init.\n";
 
-static int cmd_keygen(int argc, char **argv)
+static int cmd_keygen(const struct cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {{"domain", required_argument, NULL, 'd'},
                                          {"selector", required_argument, NULL, 's'},
                                          {"algorithm", required_argument, NULL, 'a'},
                                          {"bits", required_argument, NULL, 'b'},
                                          {"out", required_argument, NULL, 'o'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {"help", no_argument, NULL, 'h'},
+                                         {"init", no_argument, NULL, 'i'},
                                          {NULL, 0, NULL, 0}};
-    const char *domain = NULL, *selector = NULL, *dir = DEFAULT_KEY_DIR;
+    const char *domain = NULL, *selector = NULL, *dir = NULL;
     enum dkim_algorithm alg = DKIM_ALG_RSA_SHA256;
     unsigned long bits = DEFAULT_RSA_BITS;
-    int json = 0, c;
+    bool json = cli->json, init = false;
+    int c;
+    if (cli->help)
+        return cli_help(keygen_usage);
     char *end;
     optind = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -147,78 +148,95 @@ static int cmd_keygen(int argc, char **argv)
             selector = optarg;
             break;
         case 'a':
-            if (dkim_algorithm_parse(optarg, &alg) < 0) {
-                fprintf(stderr, "sluice dkim keygen: --algorithm must be rsa or ed25519\n");
-                return 2;
-            }
+            if (dkim_algorithm_parse(optarg, &alg) < 0)
+                return cli_fail(cli, CLI_ERR_INVALID, "keygen: --algorithm must be rsa or ed25519");
             break;
         case 'b':
             bits = strtoul(optarg, &end, 10);
-            if (*end || bits < DKIM_MIN_RSA_BITS || bits > 8192) {
-                fprintf(stderr, "sluice dkim keygen: --bits must be 1024..8192 (2048 advised)\n");
-                return 2;
-            }
+            if (*end || bits < DKIM_MIN_RSA_BITS || bits > 8192)
+                return cli_fail(cli, CLI_ERR_INVALID,
+                                "keygen: --bits must be 1024..8192 (2048 advised)");
             break;
         case 'o':
             dir = optarg;
             break;
-        case 'j':
-            json = 1;
+        case 'i':
+            init = true;
             break;
-        case 'h':
-            keygen_usage(stdout);
-            return 0;
         default:
-            keygen_usage(stderr);
-            return 2;
+            return cli_usage_error(cli, keygen_usage, NULL);
         }
     }
-    if (!domain || !selector || optind < argc) {
-        keygen_usage(stderr);
-        return 2;
-    }
+    if (optind < argc)
+        return cli_usage_error(cli, keygen_usage, "unexpected argument '%s'", argv[optind]);
+    if (!domain || !selector)
+        return cli_usage_error(cli, keygen_usage, "keygen needs --domain and --selector");
     if (!dkim_valid_domain(domain, strlen(domain)) ||
-        !dkim_valid_domain(selector, strlen(selector))) {
-        fprintf(stderr, "sluice dkim keygen: domain and selector must be DNS names "
-                        "(letters, digits, '-', dots)\n");
-        return 2;
+        !dkim_valid_domain(selector, strlen(selector)))
+        return cli_fail(cli, CLI_ERR_INVALID,
+                        "keygen: domain and selector must be DNS names "
+                        "(letters, digits, '-', dots)");
+    struct config *cfg = NULL;
+    int rc;
+    if (!dir) {
+        if (!(cfg = cli_load_config(cli)))
+            return CLI_EXIT_FAILURE;
+        dir = cfg->dkim_key_dir;
+        /* key_dir itself may be new (serve does not make it), but not the
+         * folder it lives in: that would be a var_dir no daemon uses */
+        struct stat st;
+        char parent[4096];
+        snprintf(parent, sizeof parent, "%s", dir);
+        char *slash = strrchr(parent, '/');
+        if (slash && slash != parent)
+            *slash = '\0';
+        else
+            snprintf(parent, sizeof parent, "%s", slash ? "/" : ".");
+        if (!init && stat(dir, &st) < 0 && stat(parent, &st) < 0) {
+            rc = cli_fail(cli, CLI_ERR_NEEDS_INIT,
+                          "keygen: no folder %s for the DKIM key folder %s (configuration: %s); "
+                          "point -c FILE or SLUICE_CONFIG at the daemon's configuration, or pass "
+                          "--init to create it there",
+                          parent, dir, cli_config_origin(cli));
+            config_free(cfg);
+            return rc;
+        }
     }
-    char path[4096];
+    char path[4096], *pem = NULL, *rec = NULL, err[256];
+    rc = CLI_EXIT_FAILURE;
     if (snprintf(path, sizeof(path), "%s/%s._domainkey.%s.key", dir, selector, domain) >=
         (int)sizeof(path)) {
-        fprintf(stderr, "sluice dkim keygen: output path too long\n");
-        return 2;
+        rc = cli_fail(cli, CLI_ERR_INVALID, "keygen: output path too long");
+        goto out;
     }
     if (access(path, F_OK) == 0) {
-        fprintf(stderr,
-                "sluice dkim keygen: %s exists; refusing to overwrite it (pick a new selector "
-                "to rotate keys)\n",
-                path);
-        return 2;
+        rc = cli_fail(cli, CLI_ERR_EXISTS,
+                      "keygen: %s exists; refusing to overwrite it (pick a new selector to "
+                      "rotate keys)",
+                      path);
+        goto out;
     }
     char gerr[512];
     if (mkdir_p(dir) < 0) {
-        fprintf(stderr, "sluice dkim keygen: cannot create %s: %s\n", dir, strerror(errno));
-        return 2;
+        rc = cli_fail(cli, CLI_ERR_IO, "keygen: cannot create %s: %s", dir, strerror(errno));
+        goto out;
     }
     if (privdrop_give_like_folder(dir, gerr, sizeof gerr) < 0) {
-        fprintf(stderr, "sluice dkim keygen: %s\n", gerr);
-        return 2;
+        rc = cli_fail(cli, CLI_ERR_IO, "keygen: %s", gerr);
+        goto out;
     }
-    char *pem = NULL, *rec = NULL, err[256];
     if (dkim_keygen(alg, (unsigned)bits, &pem, &rec, err, sizeof(err)) < 0) {
-        fprintf(stderr, "sluice dkim keygen: %s\n", err);
-        return 2;
+        rc = cli_fail(cli, CLI_ERR_IO, "keygen: %s", err);
+        goto out;
     }
-    int rc = 2;
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
-        fprintf(stderr, "sluice dkim keygen: cannot create %s: %s\n", path, strerror(errno));
+        rc = cli_fail(cli, CLI_ERR_IO, "keygen: cannot create %s: %s", path, strerror(errno));
         goto out;
     }
     size_t pl = strlen(pem);
     if (write(fd, pem, pl) != (ssize_t)pl || fsync(fd) < 0) {
-        fprintf(stderr, "sluice dkim keygen: cannot write %s: %s\n", path, strerror(errno));
+        rc = cli_fail(cli, CLI_ERR_IO, "keygen: cannot write %s: %s", path, strerror(errno));
         close(fd);
         unlink(path);
         goto out;
@@ -226,7 +244,7 @@ static int cmd_keygen(int argc, char **argv)
     close(fd);
     /* a daemon that left root reads the key on SIGHUP */
     if (privdrop_give_like_folder(path, gerr, sizeof gerr) < 0) {
-        fprintf(stderr, "sluice dkim keygen: %s\n", gerr);
+        rc = cli_fail(cli, CLI_ERR_IO, "keygen: %s", gerr);
         unlink(path);
         goto out;
     }
@@ -255,34 +273,39 @@ static int cmd_keygen(int argc, char **argv)
         }
         printf(" )\n");
     }
-    rc = 0;
+    rc = CLI_EXIT_OK;
 out:
     free(pem);
     free(rec);
+    config_free(cfg);
     return rc;
 }
 
 /* ---- dkim sign --------------------------------------------------------------- */
 
-static void sign_usage(FILE *f)
-{
-    fprintf(f, "usage: sluice dkim sign --key FILE --domain DOMAIN --selector SELECTOR\n"
-               "           [--algorithm rsa-sha256|ed25519-sha256] [--canon relaxed/relaxed]\n"
-               "           [--headers From:To:...] [--oversign From:...] [--identity @DOMAIN]\n"
-               "           [--expire SECONDS] [--timestamp UNIXTIME] < message > signed\n"
-               "Signs the message on standard input like intake does and writes it with its\n"
-               "DKIM-Signature field prepended.\n");
-}
+static const char sign_usage[] =
+    "usage: sluice dkim sign --key FILE --domain DOMAIN --selector SELECTOR\n"
+    "           [--algorithm rsa-sha256|ed25519-sha256] [--canon relaxed/relaxed]\n"
+    "           [--headers From:To:...] [--oversign From:...] [--identity @DOMAIN]\n"
+    "           [--expire SECONDS] [--timestamp UNIXTIME] [--json] < message > signed\n"
+    "Signs the message on standard input like intake does and writes it with its\n"
+    "DKIM-Signature field prepended; --json prints {\"dkim_signature\": FIELD} instead.\n";
 
-static int cmd_sign(int argc, char **argv)
+static int cmd_sign(const struct cli *cli, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"key", required_argument, NULL, 'k'},      {"domain", required_argument, NULL, 'd'},
-        {"selector", required_argument, NULL, 's'}, {"algorithm", required_argument, NULL, 'a'},
-        {"canon", required_argument, NULL, 'c'},    {"headers", required_argument, NULL, 'H'},
-        {"oversign", required_argument, NULL, 'O'}, {"identity", required_argument, NULL, 'i'},
-        {"expire", required_argument, NULL, 'x'},   {"timestamp", required_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
+    if (cli->help)
+        return cli_help(sign_usage);
+    static const struct option opts[] = {{"key", required_argument, NULL, 'k'},
+                                         {"domain", required_argument, NULL, 'd'},
+                                         {"selector", required_argument, NULL, 's'},
+                                         {"algorithm", required_argument, NULL, 'a'},
+                                         {"canon", required_argument, NULL, 'c'},
+                                         {"headers", required_argument, NULL, 'H'},
+                                         {"oversign", required_argument, NULL, 'O'},
+                                         {"identity", required_argument, NULL, 'i'},
+                                         {"expire", required_argument, NULL, 'x'},
+                                         {"timestamp", required_argument, NULL, 't'},
+                                         {NULL, 0, NULL, 0}};
     struct dkim_sign_opts o = {0};
     time_t now = time(NULL);
     int c;
@@ -316,50 +339,48 @@ static int cmd_sign(int argc, char **argv)
             break;
         case 'x':
             o.expire_seconds = strtol(optarg, &end, 10);
-            if (*end || o.expire_seconds <= 0) {
-                fprintf(stderr, "sluice dkim sign: --expire takes a positive number of seconds\n");
-                return 2;
-            }
+            if (*end || o.expire_seconds <= 0)
+                return cli_fail(cli, CLI_ERR_INVALID,
+                                "sign: --expire takes a positive number of seconds");
             break;
         case 't':
             now = (time_t)strtoll(optarg, &end, 10);
-            if (*end || now < 0) {
-                fprintf(stderr, "sluice dkim sign: --timestamp takes a Unix time\n");
-                return 2;
-            }
+            if (*end || now < 0)
+                return cli_fail(cli, CLI_ERR_INVALID, "sign: --timestamp takes a Unix time");
             break;
-        case 'h':
-            sign_usage(stdout);
-            return 0;
         default:
-            sign_usage(stderr);
-            return 2;
+            return cli_usage_error(cli, sign_usage, NULL);
         }
     }
-    if (!o.key_file || !o.domain || !o.selector || optind < argc) {
-        sign_usage(stderr);
-        return 2;
-    }
+    if (optind < argc)
+        return cli_usage_error(cli, sign_usage, "unexpected argument '%s'", argv[optind]);
+    if (!o.key_file || !o.domain || !o.selector)
+        return cli_usage_error(cli, sign_usage, "sign needs --key, --domain and --selector");
     char err[256];
     struct dkim_signer *s = dkim_signer_new(&o, err, sizeof(err));
-    if (!s) {
-        fprintf(stderr, "sluice dkim sign: %s\n", err);
-        return 2;
-    }
+    if (!s)
+        return cli_fail(cli, CLI_ERR_INVALID, "sign: %s", err);
     size_t len, clen;
     char *in = read_all("-", MAX_MESSAGE, &len), *msg = NULL, *sig = NULL;
-    int rc = 2;
+    int rc = CLI_EXIT_FAILURE;
     if (!in || !(msg = to_crlf(in, len, &clen))) {
-        fprintf(stderr, "sluice dkim sign: cannot read the message: %s\n", strerror(errno));
+        cli_fail(cli, CLI_ERR_IO, "sign: cannot read the message: %s", strerror(errno));
         goto out;
     }
     int r = dkim_sign_message(s, msg, clen, now, &sig);
     if (r < 0) {
-        fprintf(stderr, "sluice dkim sign: %s\n", dkim_strerror(r));
+        rc = cli_fail(cli, CLI_ERR_INVALID, "sign: %s", dkim_strerror(r));
         goto out;
     }
-    /* keep the input's line ends: a file with LF only gets LF back */
-    if (!memchr(in, '\r', len)) {
+    if (cli->json) {
+        json_t *j = json_pack("{s:s}", "dkim_signature", sig);
+        char *text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
+        if (text)
+            puts(text);
+        free(text);
+        json_decref(j);
+    } else if (!memchr(in, '\r', len)) {
+        /* keep the input's line ends: a file with LF only gets LF back */
         for (const char *p = sig; *p; p++)
             if (*p != '\r')
                 putchar(*p);
@@ -368,7 +389,7 @@ static int cmd_sign(int argc, char **argv)
         fputs(sig, stdout);
         fwrite(msg, 1, clen, stdout);
     }
-    rc = fflush(stdout) == 0 ? 0 : 2;
+    rc = fflush(stdout) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAILURE;
 out:
     free(in);
     free(msg);
@@ -377,16 +398,18 @@ out:
     return rc;
 }
 
-int cli_dkim(int argc, char **argv)
+int cli_dkim(const struct cli *cli, int argc, char **argv)
 {
+    static const char usage[] =
+        "usage: sluice dkim keygen|sign [options]   (--help on each for details)\n";
     if (argc >= 2 && !strcmp(argv[1], "keygen"))
-        return cmd_keygen(argc - 1, argv + 1);
+        return cmd_keygen(cli, argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "sign"))
-        return cmd_sign(argc - 1, argv + 1);
-    FILE *f =
-        (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "help"))) ? stdout : stderr;
-    fprintf(f, "usage: sluice dkim keygen|sign [options]   (--help on each for details)\n");
-    return f == stdout ? 0 : 2;
+        return cmd_sign(cli, argc - 1, argv + 1);
+    if (cli->help || (argc == 2 && !strcmp(argv[1], "help")))
+        return cli_help(usage);
+    return cli_usage_error(cli, usage, argc >= 2 ? "unknown dkim command '%s'" : "%s",
+                           argc >= 2 ? argv[1] : "which dkim command?");
 }
 
 /* ---- verify ------------------------------------------------------------------ */
@@ -471,21 +494,19 @@ static char *key_file_record(const char *path)
     return rec;
 }
 
-static void verify_usage(FILE *f)
-{
-    fprintf(f, "usage: sluice verify FILE.eml [--json] [--key-file KEY] [--dns-zone ZONEFILE]\n"
-               "                    [--authserv-id HOST]\n"
-               "                    [--client-ip IP --helo NAME [--mail-from ADDR]\n"
-               "                     [--dmarc-mode rfc9989|rfc7489]]\n"
-               "Checks every DKIM signature. Keys come from --key-file (a TXT record value\n"
-               "or PEM public key, used for every signature), --dns-zone (lines\n"
-               "`NAME TXT \"...\"`), or DNS. Exit 0: all pass, 1: no signature, 2: any other.\n"
-               "With --client-ip (the connecting SMTP client) and --helo, SPF (MAIL FROM\n"
-               "domain, or HELO when --mail-from is absent or empty) and DMARC (From domain)\n"
-               "are evaluated too, and the exit status follows DMARC: 0 pass, 1 none, 2 other.\n"
-               "DMARC follows RFC 9989 (DNS Tree Walk) unless --dmarc-mode rfc7489 asks for\n"
-               "the Public Suffix List and pct sampling.\n");
-}
+static const char verify_usage[] =
+    "usage: sluice verify FILE.eml [--json] [--key-file KEY] [--dns-zone ZONEFILE]\n"
+    "                    [--authserv-id HOST]\n"
+    "                    [--client-ip IP --helo NAME [--mail-from ADDR]\n"
+    "                     [--dmarc-mode rfc9989|rfc7489]]\n"
+    "Checks every DKIM signature. Keys come from --key-file (a TXT record value\n"
+    "or PEM public key, used for every signature), --dns-zone (lines\n"
+    "`NAME TXT \"...\"`), or DNS. Exit 0: all pass, 5: no signature, 4: any other.\n"
+    "With --client-ip (the connecting SMTP client) and --helo, SPF (MAIL FROM\n"
+    "domain, or HELO when --mail-from is absent or empty) and DMARC (From domain)\n"
+    "are evaluated too, and the exit status follows DMARC: 0 pass, 5 none, 4 other.\n"
+    "DMARC follows RFC 9989 (DNS Tree Walk) unless --dmarc-mode rfc7489 asks for\n"
+    "the Public Suffix List and pct sampling. 2: bad usage, 1: cannot read or resolve.\n";
 
 static enum dmarc_auth dkim_to_dmarc(enum dkim_status s)
 {
@@ -716,7 +737,7 @@ static json_t *receiver_json_dmarc(const struct receiver_view *v)
     return o;
 }
 
-int cli_verify(int argc, char **argv)
+int cli_verify(const struct cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
                                          {"key-file", required_argument, NULL, 'k'},
@@ -726,11 +747,12 @@ int cli_verify(int argc, char **argv)
                                          {"helo", required_argument, NULL, 'H'},
                                          {"mail-from", required_argument, NULL, 'm'},
                                          {"dmarc-mode", required_argument, NULL, 'D'},
-                                         {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *key_file = NULL, *zone = NULL, *authserv = NULL;
     const char *client_ip = NULL, *helo = NULL, *mail_from = NULL;
-    int json = 0, c;
+    int json = cli->json, c;
+    if (cli->help)
+        return cli_help(verify_usage);
     enum dmarc_mode dmode = DMARC_MODE_RFC9989;
     bool dmode_given = false;
     optind = 0;
@@ -758,26 +780,23 @@ int cli_verify(int argc, char **argv)
             mail_from = optarg;
             break;
         case 'D':
-            if (dmarc_mode_parse(optarg, &dmode) < 0) {
-                fprintf(stderr, "sluice verify: --dmarc-mode takes rfc9989 or rfc7489\n");
-                return 2;
-            }
+            if (dmarc_mode_parse(optarg, &dmode) < 0)
+                return cli_fail(cli, CLI_ERR_INVALID, "--dmarc-mode takes rfc9989 or rfc7489");
             dmode_given = true;
             break;
-        case 'h':
-            verify_usage(stdout);
-            return 0;
         default:
-            verify_usage(stderr);
-            return 2;
+            return cli_usage_error(cli, verify_usage, NULL);
         }
     }
+    if (optind > argc - 1)
+        return cli_usage_error(cli, verify_usage, "verify needs the message FILE");
+    if (optind < argc - 1)
+        return cli_usage_error(cli, verify_usage, "unexpected argument '%s'", argv[optind + 1]);
     /* --key-file with --dns-zone only makes sense when SPF and DMARC need DNS */
-    if (optind != argc - 1 || (key_file && zone && !client_ip) ||
-        ((helo || mail_from || dmode_given) && !client_ip)) {
-        verify_usage(stderr);
-        return 2;
-    }
+    if ((key_file && zone && !client_ip) || ((helo || mail_from || dmode_given) && !client_ip))
+        return cli_usage_error(cli, verify_usage,
+                               "--helo, --mail-from, --dmarc-mode and --key-file with "
+                               "--dns-zone need --client-ip");
     int family = 0;
     unsigned char caddr[16];
     if (client_ip) {
@@ -785,15 +804,11 @@ int cli_verify(int argc, char **argv)
             family = AF_INET;
         else if (inet_pton(AF_INET6, client_ip, caddr) == 1)
             family = AF_INET6;
-        if (!family || !helo || !*helo) {
-            fprintf(stderr, "sluice verify: --client-ip takes an IPv4 or IPv6 address and needs "
-                            "--helo NAME\n");
-            return 2;
-        }
-        if (mail_from && *mail_from == '<') {
-            fprintf(stderr, "sluice verify: give --mail-from without <>\n");
-            return 2;
-        }
+        if (!family || !helo || !*helo)
+            return cli_fail(cli, CLI_ERR_INVALID,
+                            "--client-ip takes an IPv4 or IPv6 address and needs --helo NAME");
+        if (mail_from && *mail_from == '<')
+            return cli_fail(cli, CLI_ERR_INVALID, "give --mail-from without <>");
     }
     const char *path = argv[optind];
     char host[256];
@@ -806,11 +821,10 @@ int cli_verify(int argc, char **argv)
 
     size_t len, clen;
     char *raw = read_all(path, MAX_MESSAGE, &len), *msg = NULL, *rec = NULL;
-    if (!raw) {
-        fprintf(stderr, "sluice verify: cannot read %s: %s\n", path, strerror(errno));
-        return 2;
-    }
-    int rc = 2;
+    if (!raw)
+        return cli_fail(cli, errno == ENOENT ? CLI_ERR_NOT_FOUND : CLI_ERR_IO, "cannot read %s: %s",
+                        path, strerror(errno));
+    int rc = CLI_EXIT_FAILURE;
     struct dns_resolver *resolver = NULL;
     dkim_key_lookup lookup;
     void *lctx;
@@ -844,8 +858,12 @@ int cli_verify(int argc, char **argv)
     size_t pass = 0;
     for (size_t i = 0; i < res.count; i++)
         pass += res.sig[i].status == DKIM_STATUS_PASS;
-    rc = res.count == 0 ? 1 : pass == res.count ? 0 : 2;
-    const char *dkim_summary = rc == 0 ? "pass" : rc == 1 ? "none" : "fail";
+    rc = res.count == 0      ? CLI_EXIT_CHECK_WARN
+         : pass == res.count ? CLI_EXIT_OK
+                             : CLI_EXIT_CHECK_FAIL;
+    const char *dkim_summary = rc == CLI_EXIT_OK           ? "pass"
+                               : rc == CLI_EXIT_CHECK_WARN ? "none"
+                                                           : "fail";
     char *ar = dkim_auth_results(&res, authserv);
     struct receiver_view view;
     bool have_view = false;
@@ -853,7 +871,7 @@ int cli_verify(int argc, char **argv)
         if (receiver_evaluate(resolver, dmode, &res, msg, clen, family, caddr, helo, mail_from,
                               &view) < 0) {
             fprintf(stderr, "sluice verify: out of memory\n");
-            rc = 2;
+            rc = CLI_EXIT_FAILURE;
             receiver_clear(&view);
             free(ar);
             dkim_verify_result_clear(&res);
@@ -867,7 +885,9 @@ int cli_verify(int argc, char **argv)
             ar = joined;
         }
         free(more);
-        rc = !strcmp(view.dm.dmarc, "pass") ? 0 : !strcmp(view.dm.dmarc, "none") ? 1 : 2;
+        rc = !strcmp(view.dm.dmarc, "pass")   ? CLI_EXIT_OK
+             : !strcmp(view.dm.dmarc, "none") ? CLI_EXIT_CHECK_WARN
+                                              : CLI_EXIT_CHECK_FAIL;
     }
     if (json) {
         json_t *o = json_pack("{s:s, s:s, s:s, s:s?, s:o}", "file", path, "result", dkim_summary,

@@ -16,26 +16,29 @@
 #include <time.h>
 #include <unistd.h>
 
-static int usage(void)
+static char queue_usage[2048];
+
+static const char *usage_text(void)
 {
-    fprintf(stderr,
-            "usage: sluice queue [--json] [-c CONFIG] COMMAND\n"
-            "  list [--state active|held|dead|all] [--limit N] [--after ID]\n"
-            "                                  a page of messages, oldest first (default\n"
-            "                                  limit %u; --limit 0 lists them all); the\n"
-            "                                  next page starts after the printed cursor\n"
-            "  show ID                         one message, with the upstream's last reply\n"
-            "  retry ID                        attempt now (also a held or dead message)\n"
-            "  retry --all [--dead]            every deferred and held message now; dead\n"
-            "                                  letters only with --dead (never bounced again)\n"
-            "  hold ID                         stop attempts\n"
-            "  release ID | release --all      resume a held message / every held message\n"
-            "  delete ID                       remove for good\n"
-            "  dead [--limit N] [--after ID]   the dead-letter list\n"
-            "  flush                           attempt every deferred message now\n"
-            "  stats                           counters and queue depth\n",
-            CONTROL_LIST_DEFAULT_LIMIT);
-    return 2;
+    snprintf(queue_usage, sizeof queue_usage,
+             "usage: sluice queue [--json] [-c CONFIG] COMMAND\n"
+             "  list [--state active|held|dead|all] [--limit N] [--after ID]\n"
+             "                                  a page of messages, oldest first (default\n"
+             "                                  limit %u; --limit 0 lists them all); the\n"
+             "                                  next page starts after the printed cursor\n"
+             "  show ID                         one message, with the upstream's last reply\n"
+             "  retry ID                        attempt now (also a held or dead message)\n"
+             "  retry --all [--dead]            every deferred and held message now; dead\n"
+             "                                  letters only with --dead (never bounced again)\n"
+             "  hold ID                         stop attempts\n"
+             "  release ID | release --all      resume a held message / every held message\n"
+             "  delete ID                       remove for good\n"
+             "  dead [--limit N] [--after ID]   the dead-letter list\n"
+             "  flush                           attempt every deferred message now\n"
+             "  stats                           counters and queue depth\n"
+             "Asks the running daemon over the configured [server] control_socket.\n",
+             CONTROL_LIST_DEFAULT_LIMIT);
+    return queue_usage;
 }
 
 /* Connects and sends one request line; returns the socket as a stream. */
@@ -125,8 +128,8 @@ static int print_listing(FILE *f, char *first, bool json, const char *verb, cons
             if (!json) {
                 printf("%zu message(s)\n", count);
                 if (next)
-                    printf("more: sluice queue %s%s%s --after %s\n", verb, *state ? " --state " : "",
-                           state, next);
+                    printf("more: sluice queue %s%s%s --after %s\n", verb,
+                           *state ? " --state " : "", state, next);
             }
             json_decref(t);
             rc = 0;
@@ -135,7 +138,7 @@ static int print_listing(FILE *f, char *first, bool json, const char *verb, cons
     }
     free(line);
     if (rc)
-        fprintf(stderr, "sluice: the listing from the daemon ended early\n");
+        fprintf(stderr, "sluice queue: the listing from the daemon ended early\n");
     return rc;
 }
 
@@ -176,19 +179,17 @@ static void print_data(json_t *data)
     }
 }
 
-int cli_queue(int argc, char **argv)
+int cli_queue(const struct cli *cli, int argc, char **argv)
 {
-    bool json = false, all = false, dead = false;
-    const char *cpath = NULL, *state = "", *limit = NULL, *after = NULL, *id = NULL;
+    bool json = cli->json, all = false, dead = false;
+    const char *state = "", *limit = NULL, *after = NULL, *id = NULL;
     const char *verb = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool more = i + 1 < argc;
-        if (strcmp(a, "--json") == 0)
-            json = true;
-        else if ((strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) && more)
-            cpath = argv[++i];
-        else if (strcmp(a, "--state") == 0 && more)
+        if (cli->help)
+            break;
+        if (strcmp(a, "--state") == 0 && more)
             state = argv[++i];
         else if (strcmp(a, "--limit") == 0 && more)
             limit = argv[++i];
@@ -199,19 +200,26 @@ int cli_queue(int argc, char **argv)
         else if (strcmp(a, "--dead") == 0)
             dead = true;
         else if (a[0] == '-')
-            return usage();
+            return cli_usage_error(cli, usage_text(),
+                                   strcmp(a, "--state") && strcmp(a, "--limit") &&
+                                           strcmp(a, "--after")
+                                       ? "unknown option '%s'"
+                                       : "%s needs a value",
+                                   a);
         else if (!verb)
             verb = a;
         else if (!id)
             id = a;
         else
-            return usage();
+            return cli_usage_error(cli, usage_text(), "unexpected argument '%s'", a);
     }
+    if (cli->help)
+        return cli_help(usage_text());
     if (!verb)
-        return usage();
+        return cli_usage_error(cli, usage_text(), "which queue command?");
     bool listing = strcmp(verb, "list") == 0 || strcmp(verb, "dead") == 0;
     if ((!listing && (*state || limit || after)) || (listing && (id || all || dead)))
-        return usage();
+        return cli_usage_error(cli, usage_text(), "queue %s does not take those arguments", verb);
     char line[256];
     if (listing)
         snprintf(line, sizeof line, "%s%s%s%s%s%s%s", verb, *state ? " " : "", state,
@@ -223,42 +231,42 @@ int cli_queue(int argc, char **argv)
     /* the daemon's own grammar checks the request before anything is sent */
     struct control_request req;
     const char *perr;
-    if (control_request_parse(line, strlen(line), &req, &perr) < 0) {
-        fprintf(stderr, "sluice queue: %s\n", perr);
-        return 2;
-    }
+    if (control_request_parse(line, strlen(line), &req, &perr) < 0)
+        return cli_usage_error(cli, usage_text(), "%s", perr);
 
-    struct config *cfg = cli_load_config("queue", cpath);
+    struct config *cfg = cli_load_config(cli);
     if (!cfg)
-        return 2;
+        return CLI_EXIT_FAILURE;
     char err[512];
     FILE *f = request(cfg->control_socket, line, err, sizeof err);
     config_free(cfg);
-    if (!f) {
-        fprintf(stderr, "sluice: %s\n", err);
-        return 2;
-    }
+    if (!f)
+        return cli_fail(cli, CLI_ERR_DAEMON, "%s (configuration: %s)", err, cli_config_origin(cli));
     char *first = NULL;
     size_t cap = 0;
-    int rc = 2;
+    int rc = CLI_EXIT_FAILURE;
     if (getline(&first, &cap, f) <= 0) {
-        fprintf(stderr, "sluice: no reply from the daemon\n");
+        cli_fail(cli, CLI_ERR_DAEMON, "no reply from the daemon");
     } else if (listing && strncmp(first, "{\"ok\":true,\"data\":[", 19) == 0) {
         rc = print_listing(f, first, json, verb, state);
     } else {
         json_t *o = json_loads(first, 0, NULL);
         if (!o) {
-            fprintf(stderr, "sluice: bad reply from daemon\n");
-        } else {
-            rc = json_is_true(json_object_get(o, "ok")) ? 0 : 1;
+            cli_fail(cli, CLI_ERR_DAEMON, "bad reply from the daemon");
+        } else if (json_is_true(json_object_get(o, "ok"))) {
+            rc = CLI_EXIT_OK;
             if (json)
                 fputs(first, stdout);
-            else if (rc)
-                fprintf(stderr, "sluice: %s\n", json_string_value(json_object_get(o, "error")));
             else
                 print_data(json_object_get(o, "data"));
-            json_decref(o);
+        } else {
+            const char *e = json_string_value(json_object_get(o, "error"));
+            /* the daemon says "no such message" for an unknown queue id */
+            rc = cli_fail(cli,
+                          e && strncmp(e, "no such", 7) == 0 ? CLI_ERR_NOT_FOUND : CLI_ERR_DAEMON,
+                          "%s", e ? e : "the daemon refused");
         }
+        json_decref(o);
     }
     free(first);
     fclose(f);

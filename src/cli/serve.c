@@ -27,11 +27,12 @@
 #include <errno.h>
 #include <event2/dns.h>
 #include <event2/event.h>
-#include <getopt.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -42,15 +43,8 @@ struct serve {
     struct event *sig_term, *sig_int, *sig_hup, *compact_timer, *drain_timer;
     int64_t drain_deadline;
     const char *config_path;
+    int lock_fd; /* var_dir/sluice.lock, flock'ed while the daemon lives */
 };
-
-static const char *config_path_from(const char *opt)
-{
-    if (opt)
-        return opt;
-    const char *env = getenv("SLUICE_CONFIG");
-    return env && *env ? env : NULL;
-}
 
 static void print_config_errors(const struct config_errors *errs)
 {
@@ -248,38 +242,66 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
     queue_flush(r->queue);
 }
 
-static void usage(void)
+static const char serve_usage[] =
+    "usage: sluice serve [-c CONFIG] [--json]\n"
+    "Runs the relay. Without a config file it uses the embedded defaults:\n"
+    "submission on 127.0.0.1:2525 (STARTTLS) and 127.0.0.1:4650 (TLS),\n"
+    "spool under ./var/, and the capture upstream (./var/capture/).\n"
+    "It creates var_dir and the stores it needs, and holds var_dir/sluice.lock\n"
+    "so that a second daemon on the same var_dir refuses to start.\n";
+
+/* One daemon per var_dir: two would share a spool and a credential store
+ * that each believes it owns. The lock lives as long as the process (the
+ * descriptor is never closed before exit) and holds the owner's PID. */
+static int lock_var_dir(const struct cli *cli, const char *var_dir, int *fd_out)
 {
-    fprintf(stderr, "usage: sluice serve [-c CONFIG]\n"
-                    "Runs the relay. Without a config file it uses the embedded defaults:\n"
-                    "submission on 127.0.0.1:2525 (STARTTLS) and 127.0.0.1:4650 (TLS),\n"
-                    "spool under ./var/, and the capture upstream (./var/capture/).\n");
+    char path[4200];
+    snprintf(path, sizeof path, "%s/sluice.lock", var_dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return cli_fail(cli, CLI_ERR_IO, "cannot open the lock file %s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\r\n")] = '\0';
+        close(fd);
+        if (e != EWOULDBLOCK)
+            return cli_fail(cli, CLI_ERR_IO, "cannot lock %s: %s", path, strerror(e));
+        return cli_fail(cli, CLI_ERR_LOCKED,
+                        "another sluice serve (pid %s) holds the lock %s on var_dir %s; stop it "
+                        "or give this one another var_dir",
+                        pid[0] ? pid : "unknown", path, var_dir);
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
+        int e = errno;
+        close(fd);
+        return cli_fail(cli, CLI_ERR_IO, "cannot write %s: %s", path, strerror(e));
+    }
+    *fd_out = fd;
+    return CLI_EXIT_OK;
 }
 
-int cli_serve(int argc, char **argv)
+int cli_serve(const struct cli *cli, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'}, {0}};
-    const char *cpath = NULL;
-    int c;
-    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
-        if (c == 'c')
-            cpath = optarg;
-        else {
-            usage();
-            return c == 'h' ? 0 : 2;
-        }
-    }
-    struct serve sv = {0};
+    if (cli->help)
+        return cli_help(serve_usage);
+    if (argc > 1)
+        return cli_usage_error(cli, serve_usage, "%s '%s'",
+                               argv[1][0] == '-' ? "unknown option" : "unexpected argument",
+                               argv[1]);
+    struct serve sv = {.lock_fd = -1};
     struct relay *r = &sv.r;
-    sv.config_path = config_path_from(cpath);
+    sv.config_path = cli->config_path;
     struct config_errors errs = {0};
     if (config_load(sv.config_path, environ, &r->cfg, &errs) < 0) {
         print_config_errors(&errs);
-        fprintf(stderr, "sluice: configuration has errors; see 'sluice config check'\n");
         config_errors_free(&errs);
         config_free(r->cfg);
-        return 2;
+        return cli_fail(cli, CLI_ERR_CONFIG, "configuration has errors; see 'sluice config check'");
     }
     config_errors_free(&errs);
     struct config *cfg = r->cfg;
@@ -291,21 +313,31 @@ int cli_serve(int argc, char **argv)
             fprintf(stderr, "sluice: %s\n", err);
         config_errors_free(&errs);
         config_free(cfg);
-        return 2;
+        return CLI_EXIT_FAILURE;
     }
     if (log_open(cfg->log_format, cfg->log_file, cfg->log_level) < 0) {
-        fprintf(stderr, "sluice: cannot open log file %s: %s\n", cfg->log_file, strerror(errno));
-        return 2;
+        int rc = cli_fail(cli, CLI_ERR_IO, "cannot open log file %s: %s", cfg->log_file,
+                          strerror(errno));
+        config_free(cfg);
+        return rc;
     }
     signal(SIGPIPE, SIG_IGN);
     if (mkdir(cfg->var_dir, 0700) < 0 && errno != EEXIST) {
-        fprintf(stderr, "sluice: cannot create %s: %s\n", cfg->var_dir, strerror(errno));
-        return 2;
+        int rc = cli_fail(cli, CLI_ERR_IO, "cannot create %s: %s", cfg->var_dir, strerror(errno));
+        config_free(cfg);
+        log_close();
+        return rc;
+    }
+    int rc = lock_var_dir(cli, cfg->var_dir, &sv.lock_fd);
+    if (rc != CLI_EXIT_OK) {
+        config_free(cfg);
+        log_close();
+        return rc;
     }
     /* secret_env values leave the environment before anything else runs */
     r->env_secrets = env_secrets_new();
     env_secrets_take(r->env_secrets, cfg);
-    int rc = 2;
+    rc = CLI_EXIT_FAILURE;
     struct event_config *ec = event_config_new();
     event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
     r->base = event_base_new_with_config(ec);
@@ -436,5 +468,7 @@ out:
     config_free(r->cfg);
     env_secrets_free(r->env_secrets);
     log_close();
+    if (sv.lock_fd >= 0)
+        close(sv.lock_fd);
     return rc;
 }

@@ -4,6 +4,7 @@
  * relay sends for. */
 #include <arpa/inet.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,30 +13,26 @@
 #include "mailauth/dns.h"
 #include "mailauth/spf.h"
 
-static void spf_usage(FILE *f)
-{
-    fputs(
-        "usage: sluice spf check --ip IP --sender ADDR [--helo NAME] [--dns-zone FILE] [--json]\n"
-        "  --ip IP          client address (IPv4 or IPv6)\n"
-        "  --sender ADDR    MAIL FROM address; empty (\"\") checks the HELO name instead\n"
-        "  --helo NAME      HELO/EHLO name\n"
-        "  --dns-zone FILE  answer DNS from FILE (lines 'name TYPE value') instead of the network\n"
-        "  --json           print one JSON object\n"
-        "exit status: 0 pass, 1 neutral/none/softfail, 2 fail/temperror/permerror or bad usage\n",
-        f);
-}
+static const char spf_usage[] =
+    "usage: sluice spf check --ip IP --sender ADDR [--helo NAME] [--dns-zone FILE] [--json]\n"
+    "  --ip IP          client address (IPv4 or IPv6)\n"
+    "  --sender ADDR    MAIL FROM address; empty (\"\") checks the HELO name instead\n"
+    "  --helo NAME      HELO/EHLO name\n"
+    "  --dns-zone FILE  answer DNS from FILE (lines 'name TYPE value') instead of the network\n"
+    "  --json           print one JSON object\n"
+    "exit status: 0 pass, 5 neutral/none/softfail, 4 fail/temperror/permerror, 2 bad usage\n";
 
 static int exit_code(enum spf_result r)
 {
     switch (r) {
     case SPF_PASS:
-        return 0;
+        return CLI_EXIT_OK;
     case SPF_NEUTRAL:
     case SPF_NONE:
     case SPF_SOFTFAIL:
-        return 1;
+        return CLI_EXIT_CHECK_WARN;
     default:
-        return 2;
+        return CLI_EXIT_CHECK_FAIL;
     }
 }
 
@@ -74,10 +71,10 @@ static int print_json(const struct spf_outcome *out)
     return 0;
 }
 
-static int spf_check_cmd(int argc, char **argv)
+static int spf_check_cmd(const struct cli *cli, int argc, char **argv)
 {
     const char *ip = NULL, *sender = NULL, *helo = NULL, *zone = NULL;
-    int json = 0;
+    bool json = cli->json;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char **slot = NULL;
@@ -89,78 +86,54 @@ static int spf_check_cmd(int argc, char **argv)
             slot = &helo;
         else if (strcmp(a, "--dns-zone") == 0)
             slot = &zone;
-        else if (strcmp(a, "--json") == 0)
-            json = 1;
-        else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            spf_usage(stdout);
-            return 0;
-        } else {
-            fprintf(stderr, "sluice spf check: unknown option '%s'\n", a);
-            spf_usage(stderr);
-            return 2;
-        }
-        if (slot) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "sluice spf check: %s needs a value\n", a);
-                return 2;
-            }
-            *slot = argv[++i];
-        }
+        else
+            return cli_usage_error(cli, spf_usage, "%s '%s'",
+                                   a[0] == '-' ? "unknown option" : "unexpected argument", a);
+        if (i + 1 >= argc)
+            return cli_usage_error(cli, spf_usage, "%s needs a value", a);
+        *slot = argv[++i];
     }
-    if (!ip || !sender) {
-        fputs("sluice spf check: --ip and --sender are required\n", stderr);
-        spf_usage(stderr);
-        return 2;
-    }
+    if (!ip || !sender)
+        return cli_usage_error(cli, spf_usage, "--ip and --sender are required");
     struct spf_request req;
     memset(&req, 0, sizeof req);
     req.family = strchr(ip, ':') ? AF_INET6 : AF_INET;
-    if (inet_pton(req.family, ip, req.addr) != 1) {
-        fprintf(stderr, "sluice spf check: '%s' is not an IPv4 or IPv6 address\n", ip);
-        return 2;
-    }
+    if (inet_pton(req.family, ip, req.addr) != 1)
+        return cli_fail(cli, CLI_ERR_INVALID, "'%s' is not an IPv4 or IPv6 address", ip);
     req.sender = sender;
     req.helo = helo;
-    if (!*sender && (!helo || !*helo)) {
-        fputs("sluice spf check: an empty --sender needs --helo (the HELO identity is checked)\n",
-              stderr);
-        return 2;
-    }
+    if (!*sender && (!helo || !*helo))
+        return cli_fail(cli, CLI_ERR_INVALID,
+                        "an empty --sender needs --helo (the HELO identity is checked)");
 
     struct dns_resolver *dns = zone ? dns_resolver_new_zonefile(zone) : dns_resolver_new_system();
     if (!dns) {
         if (zone)
-            fprintf(stderr, "sluice spf check: zone file: %s\n", dns_zone_last_error());
-        else
-            fputs("sluice spf check: cannot create a DNS resolver\n", stderr);
-        return 2;
+            return cli_fail(cli, CLI_ERR_INVALID, "zone file: %s", dns_zone_last_error());
+        return cli_fail(cli, CLI_ERR_IO, "cannot create a DNS resolver");
     }
     struct spf_outcome out;
     int rc = spf_check(dns, &req, &out);
     dns_resolver_free(dns);
-    if (rc < 0) {
-        fprintf(stderr, "sluice spf check: evaluation failed (%s)\n", strerror(-rc));
-        return 2;
-    }
+    if (rc < 0)
+        return cli_fail(cli, CLI_ERR_IO, "evaluation failed (%s)", strerror(-rc));
     if (json) {
         if (print_json(&out) < 0)
             rc = -1;
     } else {
         print_text(&out);
     }
-    int code = rc < 0 ? 2 : exit_code(out.result);
+    int code = rc < 0 ? CLI_EXIT_FAILURE : exit_code(out.result);
     spf_outcome_clear(&out);
     return code;
 }
 
-int cli_spf(int argc, char **argv)
+int cli_spf(const struct cli *cli, int argc, char **argv)
 {
+    if (cli->help)
+        return cli_help(spf_usage);
     if (argc >= 2 && strcmp(argv[1], "check") == 0)
-        return spf_check_cmd(argc - 1, argv + 1);
-    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-        spf_usage(stdout);
-        return 0;
-    }
-    spf_usage(stderr);
-    return 2;
+        return spf_check_cmd(cli, argc - 1, argv + 1);
+    return cli_usage_error(cli, spf_usage,
+                           argc >= 2 ? "unknown spf command" : "which spf command?");
 }

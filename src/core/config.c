@@ -119,8 +119,8 @@ static const struct config_key keys[] = {
      .doc = "Base directory for state; the paths below default to it."},
     {SEC_SERVER, "spool_dir", NULL, T_PATH, S(spool_dir), "${var_dir}/spool",
      .doc = "Durable message spool."},
-    {SEC_SERVER, "spool_segment_size", NULL, T_SIZE, S(spool_segment_size), "64MiB", 64 * KIB,
-     GIB, .doc = "Spool segment files are started anew past this size."},
+    {SEC_SERVER, "spool_segment_size", NULL, T_SIZE, S(spool_segment_size), "64MiB", 64 * KIB, GIB,
+     .doc = "Spool segment files are started anew past this size."},
     {SEC_SERVER, "capture_dir", NULL, T_PATH, S(capture_dir), "${var_dir}/capture",
      .doc = "Where capture upstreams write .eml files."},
     {SEC_SERVER, "control_socket", NULL, T_PATH, S(control_socket), "${var_dir}/control.sock",
@@ -148,7 +148,8 @@ static const struct config_key keys[] = {
      .doc = "OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are fixed); empty: OpenSSL default."},
 
     {SEC_AUTH, "users_file", NULL, T_PATH, S(users_file), "${var_dir}/users",
-     .doc = "SMTP AUTH users, lines name:$argon2id$..."},
+     .doc = "Retired users file (lines name:$argon2id$...), still read; move it into the "
+            "credential store with sluice creds import FILE."},
     {SEC_AUTH, "allow_plaintext_loopback", NULL, T_BOOL, S(allow_plaintext_loopback), "false",
      .doc = "Allow AUTH without TLS from 127.0.0.0/8 and ::1."},
 
@@ -174,8 +175,8 @@ static const struct config_key keys[] = {
     {SEC_LIMITS, "data_min_rate", NULL, T_SIZE, S(data_min_rate), "500", 0, GIB,
      .doc = "DATA/BDAT content must arrive at this many octets per second on average; each "
             "octet extends the data_timeout allowance by 1/rate seconds. 0 turns it off."},
-    {SEC_LIMITS, "transaction_deadline", NULL, T_DURATION, S(transaction_deadline), "1h", 1,
-     DAY, .doc = "Whole time allowed from MAIL to the reply after the message content."},
+    {SEC_LIMITS, "transaction_deadline", NULL, T_DURATION, S(transaction_deadline), "1h", 1, DAY,
+     .doc = "Whole time allowed from MAIL to the reply after the message content."},
     {SEC_LIMITS, "max_unauth_connections", NULL, T_INT, S(max_unauth_connections), "750", 1,
      1000000,
      .doc = "Concurrent connections not yet authenticated (nor from relay_networks); below "
@@ -997,6 +998,7 @@ struct loader {
     struct config *cfg;
     struct config_errors *errs;
     const char *file;
+    const char *base_dir; /* folder of the config file: relative paths start there */
     struct origin main_keys[N_KEYS];
     struct upstream_meta *meta; /* parallel to cfg->upstreams until sorted */
 
@@ -1046,13 +1048,37 @@ static struct origin *origin_of(struct loader *ld, const struct config_key *k, l
     return up < 0 ? &ld->main_keys[i] : &ld->meta[up].keys[i];
 }
 
+/* With a config file, a relative path from the file or from the defaults
+ * names a place beside the file, wherever the command runs; one from the
+ * environment stays relative to the working directory, as in a shell. */
+static void resolve_path(struct loader *ld, char **sp, const struct origin *o)
+{
+    const char *v = *sp;
+    if (!ld->base_dir || o->kind == O_ENV || !v || !*v || *v == '/')
+        return;
+    while (v[0] == '.' && v[1] == '/')
+        for (v += 2; *v == '/'; v++)
+            ;
+    size_t bl = strlen(ld->base_dir), vl = strlen(v);
+    bool dot = strcmp(v, ".") == 0 || vl == 0;
+    char *abs = xrealloc(NULL, bl + vl + 2);
+    snprintf(abs, bl + vl + 2, "%s%s%s", ld->base_dir, dot ? "" : "/", dot ? "" : v);
+    free(*sp);
+    *sp = abs;
+}
+
 static void apply(struct loader *ld, const struct config_key *k, long up, const char *v,
                   const struct origin *o)
 {
     void *base = up < 0 ? (void *)ld->cfg : (void *)&ld->cfg->upstreams[up];
     char why[400], name[UPSTREAM_NAME_MAX + 2];
-    if (set_value(k, base, v, why, sizeof(why)) == 0)
+    if (set_value(k, base, v, why, sizeof(why)) == 0) {
+        /* ${var_dir}/... derives from a var_dir resolved already */
+        bool derived = o->kind == O_DEFAULT && k->def && k->def[0] == '$';
+        if (k->type == T_PATH && !derived)
+            resolve_path(ld, (char **)((char *)base + k->offset), o);
         return;
+    }
     if (o->kind == O_ENV)
         report(ld, o, "%s", why);
     else
@@ -1598,8 +1624,8 @@ static void finish(struct loader *ld, char *const *envp, const bool *unknown)
     }
 }
 
-static int load(const char *text, const char *name, char *const *envp, struct config **out,
-                struct config_errors *errs)
+static int load(const char *text, const char *name, const char *base_dir, char *const *envp,
+                struct config **out, struct config_errors *errs)
 {
     struct loader ld;
     size_t n_env = 0;
@@ -1609,6 +1635,7 @@ static int load(const char *text, const char *name, char *const *envp, struct co
         abort();
     ld.errs = errs;
     ld.file = name ? name : "<config>";
+    ld.base_dir = base_dir;
     ld.cfg->path = name && text ? xstrdup(name) : NULL;
     *out = ld.cfg;
 
@@ -1631,7 +1658,35 @@ int config_load_string(const char *text, const char *name, char *const *envp, st
 {
     errs->v = NULL;
     errs->n = 0;
-    return load(text, name, envp, out, errs);
+    return load(text, name, NULL, envp, out, errs);
+}
+
+/* The absolute folder of a config file's path, without "." and ".."
+ * (realpath); malloc'd, or NULL when the working directory is unknown. */
+static char *config_dir(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char cwd[4096] = "";
+    if (slash == path)
+        return xstrdup("/");
+    if (path[0] != '/' && !getcwd(cwd, sizeof(cwd)))
+        return NULL;
+    size_t dl = slash ? (size_t)(slash - path) : 0;
+    size_t cap = strlen(cwd) + dl + 2;
+    char *dir = xrealloc(NULL, path[0] == '/' ? dl + 1 : cap);
+    if (path[0] == '/')
+        snprintf(dir, dl + 1, "%.*s", (int)dl, path);
+    else if (dl == 0 || (dl == 1 && path[0] == '.'))
+        snprintf(dir, cap, "%s", cwd);
+    else
+        snprintf(dir, cap, "%s/%.*s", strcmp(cwd, "/") ? cwd : "", (int)dl, path);
+    /* "../etc" reads better as the folder it names */
+    char *real = realpath(dir, NULL);
+    if (real) {
+        free(dir);
+        dir = real;
+    }
+    return dir;
 }
 
 int config_load(const char *path, char *const *envp, struct config **out,
@@ -1667,7 +1722,7 @@ int config_load(const char *path, char *const *envp, struct config **out,
     if (errs->n) {
         /* Still hand back the defaults for inspection. */
         struct config_errors more = {NULL, 0};
-        load(NULL, path, envp, out, &more);
+        load(NULL, path, NULL, envp, out, &more);
         for (size_t i = 0; i < more.n; i++) {
             errs->v = xrealloc(errs->v, (errs->n + 1) * sizeof(*errs->v));
             errs->v[errs->n++] = more.v[i];
@@ -1676,7 +1731,9 @@ int config_load(const char *path, char *const *envp, struct config **out,
         free(text);
         return -1;
     }
-    rc = load(text, path, envp, out, errs);
+    char *dir = path ? config_dir(path) : NULL;
+    rc = load(text, path, dir, envp, out, errs);
+    free(dir);
     free(text);
     return rc;
 }
@@ -1861,4 +1918,22 @@ void config_docs(FILE *f)
                     k->alias ? k->alias : "", k->alias ? "`)" : "", type, def, env, k->doc);
         }
     }
+}
+
+json_t *config_keys_json(void)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const struct config_key *k = &keys[i];
+        char env[96];
+        snprintf(env, sizeof(env), "SLUICE_%s%s_%s", section_names[k->section],
+                 k->section == SEC_UPSTREAM ? "_<NAME>" : "", k->name);
+        for (char *c = env; *c; c++)
+            *c = (char)toupper((unsigned char)*c);
+        json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:s?, s:s, s:s?}", "section",
+                                           section_names[k->section], "key", k->name, "type",
+                                           type_names[k->type], "default", k->def, "environment",
+                                           env, "description", k->doc));
+    }
+    return json_pack("{s:o}", "keys", a);
 }

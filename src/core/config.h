@@ -190,5 +190,8 @@ struct json_t *config_to_json(const struct config *cfg);
 
 /* Writes the Markdown reference of every key (docs/CONFIG.md embeds it). */
 void config_docs(FILE *f);
+/* The same reference as JSON: {"keys": [{"section", "key", "type", "default",
+ * "environment", "description"}, ...]}. Allocates; json_decref it. */
+struct json_t *config_keys_json(void);
 
 #endif

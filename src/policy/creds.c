@@ -725,8 +725,14 @@ int creds_add(struct creds *db, const struct cred_spec *spec, char *api_key, siz
                spec->name ? spec->name : "");
         return CREDS_EINVAL;
     }
-    if (!spec->password && !spec->api_key && !spec->cert_sha256) {
+    if (!spec->password && !spec->password_hash && !spec->api_key && !spec->cert_sha256) {
         seterr(err, errlen, "a credential needs a password, an API key or a certificate");
+        return CREDS_EINVAL;
+    }
+    if (spec->password_hash &&
+        (spec->password || strncmp(spec->password_hash, "$argon2id$", 10) ||
+         strlen(spec->password_hash) >= sizeof(((struct password_secret *)0)->hash))) {
+        seterr(err, errlen, "an imported password hash must be one argon2id hash");
         return CREDS_EINVAL;
     }
     if (spec->cert_sha256 && cred_fingerprint_normalise(spec->cert_sha256, fp) < 0) {
@@ -775,6 +781,8 @@ int creds_add(struct creds *db, const struct cred_spec *spec, char *api_key, siz
         sqlite3_bind_int(st, 13, CRED_SCRAM_ITERATIONS);
         sqlite3_bind_blob(st, 14, ps.stored, sizeof ps.stored, SQLITE_STATIC);
         sqlite3_bind_blob(st, 15, ps.server, sizeof ps.server, SQLITE_STATIC);
+    } else if (spec->password_hash) {
+        sqlite3_bind_text(st, 2, spec->password_hash, -1, SQLITE_STATIC);
     }
     if (spec->api_key) {
         sqlite3_bind_text(st, 3, key_id, -1, SQLITE_STATIC);

@@ -76,9 +76,11 @@ struct cred {
 /* What `creds add` stores. Secrets are hashed before they reach the file. */
 struct cred_spec {
     const char *name;
-    const char *password;    /* NULL: no password / SCRAM keys */
-    bool api_key;            /* generate an API key, returned once */
-    const char *cert_sha256; /* 64 hex digits (':' allowed), or NULL */
+    const char *password;      /* NULL: no password / SCRAM keys */
+    const char *password_hash; /* instead of password: an argon2id hash imported as it is
+                                  (no SCRAM keys can be made from it) */
+    bool api_key;              /* generate an API key, returned once */
+    const char *cert_sha256;   /* 64 hex digits (':' allowed), or NULL */
     const char *const *allow_from;
     size_t n_allow_from;
     const char *const *allow_rcpt;

@@ -80,8 +80,8 @@ struct users *users_load(const char *path, char *err, size_t errlen)
         char *colon = strchr(line, ':');
         if (!colon || colon == line || strncmp(colon + 1, "$argon2id$", 10) != 0) {
             snprintf(err, errlen,
-                     "%s:%d: expected 'name:$argon2id$...' (make one with "
-                     "'sluice users add NAME')",
+                     "%s:%d: expected 'name:$argon2id$...' (a retired format: move "
+                     "the users into the store with 'sluice creds import FILE')",
                      path, lineno);
             fclose(f);
             users_free(u);

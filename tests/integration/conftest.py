@@ -77,7 +77,7 @@ class Sluice:
         return r
 
     def add_user(self, name="app", password=PASSWORD):
-        self.cli("users", "add", name, input=password + "\n")
+        self.cli("creds", "add", name, "--password", "--init", input=password + "\n")
 
     def start(self, wait=True, prefix=(), preexec_fn=None):
         """prefix: a command that runs the daemon (e.g. faketime); preexec_fn:
@@ -153,7 +153,32 @@ class Sluice:
 
     def queue(self, *args):
         r = self.cli("queue", "--json", *args, check=False)
-        return json.loads(r.stdout) if r.stdout.strip() else {"ok": False, "stderr": r.stderr}
+        if not r.stdout.strip():
+            return {"ok": False, "stderr": r.stderr}
+        doc = json.loads(r.stdout)
+        # a failure is the CLI's error shape {"error": {"code", "message"}}
+        return {"ok": False, **doc} if "error" in doc else doc
+
+
+def legacy_users_file(path: Path, users):
+    """Writes a users file in the retired format ("name:$argon2id$..." lines,
+    what `sluice users add` used to write) for {name: password}; the hashes
+    are the argon2id ones sluice itself makes, taken from a scratch store."""
+    import sqlite3
+    db = path.parent / (path.name + ".scratch.db")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    env["SLUICE_AUTH_CREDS_DB"] = str(db)
+    for name, password in users.items():
+        r = subprocess.run([BIN, "creds", "add", name, "--password", "--init"], env=env,
+                           cwd=path.parent, input=password + "\n", capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+    with sqlite3.connect(db) as c:
+        rows = c.execute("SELECT name, password_hash FROM creds ORDER BY id").fetchall()
+    path.write_text("# users file\n" + "".join(f"{n}:{h}\n" for n, h in rows))
+    for f in path.parent.glob(path.name + ".scratch.db*"):
+        f.unlink()
+    return path
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ with exit status 2."""
 import hashlib
 import hmac
 import json
+import os
 import subprocess
 
 import pytest
@@ -73,7 +74,7 @@ def test_text_output_names_the_record(tmp_path):
     lines[2] = lines[2].replace("alice", "alicf")
     log.write_text("".join(lines))
     r = subprocess.run([BIN, "audit", "verify", str(log)], capture_output=True, text=True)
-    assert r.returncode == 2
+    assert r.returncode == 4
     assert f"{log}:3 seq 3: edited" in r.stdout
 
 
@@ -108,7 +109,7 @@ def test_tampering_is_found(tmp_path, tamper, problem, line, seq):
                                   {"user": "mallory", "client_ip": "192.0.2.3"})
     log = tmp_path / "audit.log"
     log.write_text("".join(lines))
-    out = result(verify(log), 2)
+    out = result(verify(log), 4)
     assert out["ok"] is False
     assert out["problem"] == problem, out
     assert out["line"] == line, out
@@ -124,13 +125,13 @@ def test_keyed_chain(tmp_path):
     log.write_text("".join(lines))
     assert result(verify(log, "--key-file", key_file), 0)["records"] == 4
     # No key: the verifier says a key is needed rather than "edited".
-    assert result(verify(log), 2)["problem"] == "key_mismatch"
+    assert result(verify(log), 4)["problem"] == "key_mismatch"
     # A forger without the key re-hashes a changed record with a key of his own.
     prev = json.loads(lines[0])["hash"]
     lines[1], _ = make_record(2, prev, "auth.failure",
                               {"user": "mallory", "client_ip": "192.0.2.2"}, key=b"guess")
     log.write_text("".join(lines))
-    out = result(verify(log, "--key-file", key_file), 2)
+    out = result(verify(log, "--key-file", key_file), 4)
     assert (out["problem"], out["line"], out["seq"]) == ("edited", 2, 2)
 
 
@@ -144,22 +145,29 @@ def test_rotated_files_in_order(tmp_path):
     assert (out["records"], out["first_seq"], out["last_seq"]) == (5, 1, 5)
     alone = result(verify(new), 0)
     assert alone["continues_from"] == "audit.log.1"
-    wrong = result(verify(new, old), 2)
+    wrong = result(verify(new, old), 4)
     assert (wrong["problem"], wrong["file"], wrong["line"]) == ("reordered", str(old), 1)
     # The last record of the old file removed: the new file's link breaks.
     old.write_text("".join(old_lines[:-1]))
-    broken = result(verify(old, new), 2)
+    broken = result(verify(old, new), 4)
     assert (broken["problem"], broken["file"], broken["line"]) == ("removed", str(new), 1)
 
 
 def test_usage(tmp_path):
-    r = subprocess.run([BIN, "audit", "verify"], capture_output=True, text=True)
-    assert r.returncode == 2
-    assert "usage" in r.stderr
+    # without FILE: the configured [audit] file, here ./var/audit.log, absent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    r = subprocess.run([BIN, "audit", "verify"], capture_output=True, text=True, cwd=tmp_path,
+                       env=env)
+    assert r.returncode == 3
+    assert "var/audit.log" in r.stderr
+    r = subprocess.run([BIN, "audit", "verify", "--bogus"], capture_output=True, text=True)
+    assert r.returncode == 2 and "usage" in r.stderr
     r = subprocess.run([BIN, "audit", "verify", str(tmp_path / "missing.log")],
                        capture_output=True, text=True)
-    assert r.returncode == 2
-    r = subprocess.run([BIN, "audit", "verify", "x", "--key-file", str(tmp_path / "nokey")],
+    assert r.returncode == 3
+    (tmp_path / "empty.log").write_text("")
+    r = subprocess.run([BIN, "audit", "verify", str(tmp_path / "empty.log"), "--key-file",
+                        str(tmp_path / "nokey")],
                        capture_output=True, text=True)
-    assert r.returncode == 2
+    assert r.returncode == 1
     assert "key file" in r.stderr

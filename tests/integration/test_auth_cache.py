@@ -10,12 +10,11 @@ first use, and keeps working from then on without argon2id."""
 import base64
 import os
 import sqlite3
-import subprocess
 import urllib.request
 
 import pytest
 
-from conftest import BIN, PASSWORD, wait_for
+from conftest import PASSWORD, legacy_users_file, wait_for
 from support_smtp import Conn
 from test_policy_auth import add_api_key, add_password, assert_sends_as
 
@@ -239,10 +238,8 @@ def argon2_hash_of(s, secret):
     """The argon2id hash older releases stored for API keys, made the way
     they made it (the users file uses the same function)."""
     path = s.dir / "argon2-users"
-    env = {**s.env, "SLUICE_AUTH_USERS_FILE": str(path)}
-    subprocess.run([BIN, "users", "add", "legacy"], env=env, cwd=s.dir, input=secret + "\n",
-                   capture_output=True, text=True, timeout=60, check=True)
-    name, h = path.read_text().strip().split(":", 1)
+    legacy_users_file(path, {"legacy": secret})
+    name, h = path.read_text().splitlines()[-1].split(":", 1)
     os.unlink(path)
     assert name == "legacy" and h.startswith("$argon2id$")
     return h

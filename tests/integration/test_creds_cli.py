@@ -61,7 +61,7 @@ class Cli:
 @pytest.fixture
 def cli(tmp_path):
     c = Cli(tmp_path)
-    probe = c.run("creds", "list")
+    probe = c.run("creds", "list", "--init")
     if "unknown command" in probe.stderr:
         pytest.skip(f"{BIN} has no 'creds' command")
     assert probe.returncode == 0, probe.stderr
@@ -144,7 +144,7 @@ def test_cert_from_pem_and_hex(cli):
     # The same certificate cannot belong to two credentials.
     colons = ":".join(want[i:i + 2] for i in range(0, 64, 2)).upper()
     r = cli.run("creds", "add", "mtls2", "--cert", colons)
-    assert r.returncode == 2 and "certificate" in r.stderr
+    assert r.returncode == 1 and "certificate" in r.stderr  # taken: "exists"
     j = cli.json("creds", "add", "mtls3", "--cert", "ab" * 32)
     assert j["cert_sha256"] == "ab" * 32
     r = cli.run("creds", "add", "mtls4", "--cert", str(cli.dir / "missing.pem"))
@@ -183,8 +183,9 @@ def test_list_show_revoke_rotate(cli):
 
     for verb in ("show", "revoke", "rotate", "delete"):
         r = cli.run("creds", verb, "nobody", "--json")
-        assert r.returncode == 1, verb
-        assert "nobody" in json.loads(r.stdout)["error"]
+        assert r.returncode == 3, verb
+        err = json.loads(r.stdout)["error"]
+        assert err["code"] == "not_found" and "nobody" in err["message"]
     cli.ok("creds", "delete", "a-app")
     assert [c["name"] for c in cli.json("creds", "list")["creds"]] == ["b-app"]
     assert cli.sql("SELECT count(*) FROM cred_patterns") == [(0,)]
@@ -215,7 +216,8 @@ def test_usage_and_duplicates(cli):
     assert cli.run("creds", "add", "bad name", "--api-key").returncode == 2
     cli.ok("creds", "add", "dup", "--api-key")
     r = cli.run("creds", "add", "dup", "--api-key", "--json")
-    assert r.returncode == 2 and "exists" in json.loads(r.stdout)["error"]
+    err = json.loads(r.stdout)["error"]
+    assert r.returncode == 1 and err["code"] == "exists" and "exists" in err["message"]
     assert KEY_RE.search(r.stdout) is None
 
 
@@ -233,7 +235,6 @@ def test_stats(cli):
         ("news", today, "accepted", "", 5, 50),
         ("news", today, "bounced", "", 1, 0),
     ]
-    cli.ok("creds", "list")  # creates the store
     with sqlite3.connect(cli.db) as c:
         c.executemany("INSERT INTO accounting VALUES (?, ?, ?, ?, ?, ?)",
                       [(a, d.isoformat(), e, r, n, b) for a, d, e, r, n, b in rows])

@@ -178,7 +178,7 @@ def test_keygen_files_and_record(keys, tmp_path):
     # refuses to overwrite
     p = run(["dkim", "keygen", "--domain", DOMAIN, "--selector", keys["rsa"]["selector"],
              "--out", str(keys["dir"])])
-    assert p.returncode == 2
+    assert p.returncode == 1
     assert b"refusing to overwrite" in p.stderr
     # text output is BIND syntax with quoted strings
     p = run(["dkim", "keygen", "--domain", DOMAIN, "--selector", "txt", "--out", str(tmp_path)],
@@ -217,7 +217,7 @@ def test_sluice_signs_dkimpy_verifies(keys, alg, canon, name, tmp_path):
         assert not dkimpy_verify(bad, keys), (name, alg, canon, kind)
         path.write_bytes(bad)
         p = sluice_verify(keys, path)
-        assert p.returncode == 2, (kind, p.stdout)
+        assert p.returncode == 4, (kind, p.stdout)
         res = json.loads(p.stdout)["signatures"][0]["result"]
         assert res in ("fail", "permerror"), (kind, res)
 
@@ -275,7 +275,7 @@ def test_dkimpy_signs_sluice_verifies(keys, alg, canon, name, tmp_path):
     for kind, bad in tampered(signed).items():
         path.write_bytes(bad)
         p = sluice_verify(keys, path)
-        assert p.returncode == 2, (name, alg, canon, kind, p.stdout)
+        assert p.returncode == 4, (name, alg, canon, kind, p.stdout)
 
 
 # ---- verify: outputs and key sources --------------------------------------------------------
@@ -297,14 +297,14 @@ def test_verify_text_output_and_key_file(keys, tmp_path):
     run(["verify", str(path), "--key-file", str(rec)], check=0)
     # the wrong key fails
     rec.write_text(keys["ed25519"]["value"])
-    assert run(["verify", str(path), "--key-file", str(rec)]).returncode == 2
+    assert run(["verify", str(path), "--key-file", str(rec)]).returncode == 4
 
 
 def test_verify_unsigned_missing_key_and_bad_file(keys, tmp_path):
     path = tmp_path / "u.eml"
     path.write_bytes(CORPUS["plain"])
     p = run(["verify", str(path), "--dns-zone", keys["zone"]])
-    assert p.returncode == 1
+    assert p.returncode == 5
     assert b"dkim=none" in p.stdout
     # a selector missing from the zone: permerror "no key"
     signed = sluice_sign(keys, "rsa", "relaxed/relaxed", CORPUS["plain"])
@@ -312,14 +312,14 @@ def test_verify_unsigned_missing_key_and_bad_file(keys, tmp_path):
     zone.write_text("other._domainkey.example.org. TXT \"v=DKIM1; p=\"\n")
     path.write_bytes(signed)
     p = run(["verify", str(path), "--json", "--dns-zone", str(zone)])
-    assert p.returncode == 2
+    assert p.returncode == 4
     s = json.loads(p.stdout)["signatures"][0]
     assert s["result"] == "permerror" and "no key" in s["reason"]
     # a key that is revoked
     zone.write_text("s-rsa._domainkey.example.org. TXT \"v=DKIM1; k=rsa; p=\"\n")
     p = run(["verify", str(path), "--json", "--dns-zone", str(zone)])
     assert json.loads(p.stdout)["signatures"][0]["reason"] == "key revoked (empty p=)"
-    assert run(["verify", str(tmp_path / "missing.eml")]).returncode == 2
+    assert run(["verify", str(tmp_path / "missing.eml")]).returncode == 3
 
 
 def test_sign_refuses_bad_input(keys, tmp_path):

@@ -23,8 +23,8 @@ def loadgen(relay, *args):
 
 def relay_with_creds(make_sluice):
     s = make_sluice()
-    s.cli("creds", "add", "app", "--password", "--allow-from", "*@bench.test", input=PASSWORD + "\n")
-    key = json.loads(s.cli("creds", "add", "api", "--api-key", "--json",
+    s.cli("creds", "add", "--init", "app", "--password", "--allow-from", "*@bench.test", input=PASSWORD + "\n")
+    key = json.loads(s.cli("creds", "add", "--init", "api", "--api-key", "--json",
                            "--allow-from", "*@bench.test").stdout)["api_key"]
     return s.start(), key
 

@@ -146,7 +146,7 @@ def test_metrics_logs_and_audit_after_mixed_traffic(make_sluice, make_upstream):
     assert tampered != lines
     bad.write_text("\n".join(tampered) + "\n")
     t = s.cli("audit", "verify", str(bad), check=False)
-    assert t.returncode == 2
+    assert t.returncode == 4
 
     # readiness follows upstream health
     s.stop()

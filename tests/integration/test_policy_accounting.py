@@ -85,7 +85,7 @@ def test_stats_match_traffic_message_for_message(make_sluice, make_upstream):
     for name, args in (("alpha", ["--allow-from", "*@alpha.example"]),
                        ("beta", ["--rate", "3/min", "--allow-rcpt", "*@dest.test"]),
                        ("gamma", [])):
-        s.cli("creds", "add", name, "--password", *args, input=PASSWORD + "\n")
+        s.cli("creds", "add", "--init", name, "--password", *args, input=PASSWORD + "\n")
     s.start()
     sc = Script(s)
 

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import PASSWORD, wait_for
+from conftest import PASSWORD, legacy_users_file, wait_for
 from support_smtp import Conn, client_tls_context, message, new_msgid, wait_captured_id
 
 SWAKS = "/usr/bin/swaks"
@@ -37,11 +37,11 @@ def relay(make_sluice):
 
 
 def add_password(s, name, *args, password=PASSWORD):
-    s.cli("creds", "add", name, "--password", *args, input=password + "\n")
+    s.cli("creds", "add", "--init", name, "--password", *args, input=password + "\n")
 
 
 def add_api_key(s, name, *args):
-    out = s.cli("creds", "add", name, "--api-key", *args).stdout
+    out = s.cli("creds", "add", "--init", name, "--api-key", *args).stdout
     m = re.search(r"sk_[0-9a-f]{12}_[A-Za-z0-9_-]{43}", out)
     assert m, out
     return m.group(0)
@@ -263,7 +263,7 @@ def cert_ctx(cert, key):
 
 def test_client_certificate_with_python_ssl(relay, client_cert):
     cert, key = client_cert
-    relay.cli("creds", "add", "billing", "--cert", str(cert), "--allow-from", "*@billing.example")
+    relay.cli("creds", "add", "--init", "billing", "--cert", str(cert), "--allow-from", "*@billing.example")
     # STARTTLS on the submission port
     with Conn(relay.port) as c:
         c.ehlo()
@@ -326,7 +326,7 @@ def s_client(args, lines):
 
 def test_client_certificate_with_openssl_s_client(relay, client_cert, tmp_path):
     cert, key = client_cert
-    relay.cli("creds", "add", "billing", "--cert", str(cert))
+    relay.cli("creds", "add", "--init", "billing", "--cert", str(cert))
     dialogue = [b"EHLO client.test\r\n", b"MAIL FROM:<x@billing.example>\r\n", b"QUIT\r\n"]
     out = s_client(["-connect", f"127.0.0.1:{relay.port}", "-starttls", "smtp", "-cert",
                     str(cert), "-key", str(key)], dialogue)
@@ -468,7 +468,8 @@ def test_changes_take_effect_without_restart(relay):
 
 
 def test_users_file_still_logs_in(relay):
-    relay.add_user("legacy")
+    """A users file left from before `creds import` keeps working."""
+    legacy_users_file(relay.var / "users", {"legacy": PASSWORD})
     relay.hup()
     wait_for(lambda: relay.events("server.reloaded"), what="reload")
     msgid = new_msgid()

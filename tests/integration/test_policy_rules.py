@@ -31,7 +31,7 @@ def relay(tmp_path_factory):
         "small": ["--max-size", "2k"],
     }
     for name, args in creds.items():
-        s.cli("creds", "add", name, "--password", *args, input=PASSWORD + "\n")
+        s.cli("creds", "add", "--init", name, "--password", *args, input=PASSWORD + "\n")
     s.start()
     yield s
     s.stop(signal.SIGKILL)

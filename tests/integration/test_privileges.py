@@ -79,8 +79,8 @@ def sluice_user():
 
 def test_root_start_runs_as_sluice_user_and_keeps_working(reachable_dir, sluice_user):
     s = dropping_sluice(reachable_dir)
-    s.cli("creds", "add", "shop", "--password", input="a long password\n")
-    s.cli("dkim", "keygen", "--domain", "shop.test", "--selector", "s1")
+    s.cli("creds", "add", "shop", "--password", "--init", input="a long password\n")
+    s.cli("dkim", "keygen", "--domain", "shop.test", "--selector", "s1", "--init")
     s.start()
     pid = s.proc.pid
     assert proc_ids(pid, "Uid") == [sluice_user.pw_uid] * 4
@@ -98,19 +98,16 @@ def test_root_start_runs_as_sluice_user_and_keeps_working(reachable_dir, sluice_
     # the CLI, run as root, still reaches the control socket
     assert s.queue("stats")["ok"]
 
-    # what root adds next to the running daemon is given to it: a new DKIM
-    # key and the users file
+    # what root adds next to the running daemon is given to it: a new DKIM key
     s.cli("dkim", "keygen", "--domain", "shop.test", "--selector", "s2")
-    s.add_user("app")
-    for p in (s.var / "dkim" / "s2._domainkey.shop.test.key", s.var / "users"):
-        assert os.stat(p).st_uid == sluice_user.pw_uid and mode(p) == 0o600, p
-    # SIGHUP re-reads config, TLS key, users and DKIM keys as the sluice user
+    p = s.var / "dkim" / "s2._domainkey.shop.test.key"
+    assert os.stat(p).st_uid == sluice_user.pw_uid and mode(p) == 0o600, p
+    # SIGHUP re-reads config, TLS key and DKIM keys as the sluice user
     s.hup()
     wait_for(lambda: s.events("server.reloaded") or s.events("server.reload_failed"),
              what="reload outcome")
     assert s.events("server.reloaded") and not s.events("server.reload_failed"), s.log_text()
     assert not s.events("dkim.load_failed")
-    assert s.events("server.reloaded")[0]["users"] == 1
     send(s, "after-reload")
     assert len(s.wait_captured(2)) == 2
     assert proc_ids(pid, "Uid") == [sluice_user.pw_uid] * 4
@@ -120,7 +117,7 @@ def test_missing_user_is_refused_with_the_key_named(reachable_dir):
     s = dropping_sluice(reachable_dir, env={"SLUICE_SERVER_USER": "no-such-sluice-user"})
     r = subprocess.run([BIN, "serve"], env=s.env, cwd=s.dir, capture_output=True, text=True,
                        timeout=20)
-    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.returncode == 1, r.stdout + r.stderr
     assert "[server] user" in r.stderr and "no-such-sluice-user" in r.stderr, r.stderr
     # refused before anything was opened or made
     assert not (s.var / "spool").exists()
@@ -161,11 +158,11 @@ def test_everything_sluice_creates_is_private(reachable_dir, sluice_user):
     hooks.write_text("hook-secret\n")
     hooks.chmod(0o600)
     s = dropping_sluice(reachable_dir)
-    s.cli("creds", "add", "shop", "--password", input="a long password\n")
+    s.cli("creds", "add", "shop", "--password", "--init", input="a long password\n")
     var = s.var
     assert mode(var) == 0o700
     assert mode(var / "sluice.db") == 0o600
-    s.cli("dkim", "keygen", "--domain", "shop.test", "--selector", "s1")
+    s.cli("dkim", "keygen", "--domain", "shop.test", "--selector", "s1", "--init")
     assert mode(var / "dkim") == 0o700
     assert mode(var / "dkim" / "s1._domainkey.shop.test.key") == 0o600
     s.start()
@@ -204,11 +201,11 @@ def test_secret_file_open_to_others_is_refused(make_sluice, tmp_path, case):
     f.chmod(0o644)
     s = make_sluice(config_text=text.format(f=f))
     r = s.cli("config", "check", check=False)
-    assert r.returncode == 2
+    assert r.returncode == 4
     assert f"{what} {f} has mode 0644" in r.stdout, r.stdout
     r = subprocess.run([BIN, "serve"], env=s.env, cwd=s.dir, capture_output=True, text=True,
                        timeout=20)
-    assert r.returncode == 2 and f"{f} has mode 0644" in r.stderr, r.stdout + r.stderr
+    assert r.returncode == 1 and f"{f} has mode 0644" in r.stderr, r.stdout + r.stderr
     f.chmod(0o600)
     r = s.cli("config", "check", check=False)
     assert "has mode" not in r.stdout, r.stdout
@@ -216,15 +213,15 @@ def test_secret_file_open_to_others_is_refused(make_sluice, tmp_path, case):
 
 def test_dkim_key_open_to_group_is_refused(make_sluice):
     s = make_sluice()
-    s.cli("dkim", "keygen", "--domain", "shop.test", "--selector", "s1")
+    s.cli("dkim", "keygen", "--domain", "shop.test", "--selector", "s1", "--init")
     key = s.var / "dkim" / "s1._domainkey.shop.test.key"
     key.chmod(0o640)
     r = s.cli("config", "check", check=False)
-    assert r.returncode == 2 and f"[dkim] key {key}" in r.stdout \
+    assert r.returncode == 4 and f"[dkim] key {key}" in r.stdout \
         and "mode 0640" in r.stdout, r.stdout
     r = subprocess.run([BIN, "serve"], env=s.env, cwd=s.dir, capture_output=True, text=True,
                        timeout=20)
-    assert r.returncode == 2 and "mode 0640" in r.stderr, r.stdout + r.stderr
+    assert r.returncode == 1 and "mode 0640" in r.stderr, r.stdout + r.stderr
 
 
 def test_loosened_key_refuses_the_reload_and_keeps_running(make_sluice):
@@ -278,7 +275,7 @@ def test_var_dir_the_user_cannot_reach_is_refused(make_sluice, tmp_path, sluice_
     del s.env["SLUICE_SERVER_USER"]
     r = subprocess.run([BIN, "serve"], env=s.env, cwd=s.dir, capture_output=True, text=True,
                        timeout=20)
-    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.returncode == 1, r.stdout + r.stderr
     assert f"user sluice cannot use {s.var}" in r.stderr, r.stderr
 
 
@@ -291,7 +288,7 @@ def test_auth_secrets_wiped_in_the_dropped_daemon(reachable_dir, sluice_user):
     from support_smtp import Conn, new_msgid
     s = dropping_sluice(reachable_dir, env={"SLUICE_AUTH_ALLOW_PLAINTEXT_LOOPBACK": "true"})
     password = "wipe-me-" + new_msgid()
-    s.cli("creds", "add", "app", "--password", input=password + "\n")
+    s.cli("creds", "add", "app", "--password", "--init", input=password + "\n")
     s.start()
     assert proc_ids(s.proc.pid, "Uid")[1] == sluice_user.pw_uid
     token = plain_token("", "app", password)

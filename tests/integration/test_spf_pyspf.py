@@ -98,8 +98,8 @@ CASES = [
     ("::ffff:192.0.2.10", "user@example.com", "mx.example.com", "pass"),
 ]
 
-EXIT = {"pass": 0, "neutral": 1, "none": 1, "softfail": 1,
-        "fail": 2, "temperror": 2, "permerror": 2}
+EXIT = {"pass": 0, "neutral": 5, "none": 5, "softfail": 5,
+        "fail": 4, "temperror": 4, "permerror": 4}
 
 
 def parse_zone(text):

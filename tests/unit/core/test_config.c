@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/config.h"
 
@@ -588,6 +590,49 @@ static void test_json(void **state)
     config_free(cfg);
 }
 
+/* A relative path in a file names a place beside the file; the defaults of
+ * keys the file leaves out too; the environment stays relative. */
+static void test_paths_relative_to_the_file(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/sluice-config-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char *real = realpath(dir, NULL); /* the loader resolves symlinks of the folder */
+    assert_non_null(real);
+    char sub[4200], path[4300], want[4400];
+    snprintf(sub, sizeof(sub), "%s/etc", real);
+    free(real);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    snprintf(path, sizeof(path), "%s/sluice.conf", sub);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("[server]\nvar_dir = ./state\n[dkim]\nkey_dir = keys\n[log]\nfile =\n", f);
+    fclose(f);
+    struct config *cfg;
+    struct config_errors errs;
+    assert_int_equal(config_load(path, NULL, &cfg, &errs), 0);
+    snprintf(want, sizeof(want), "%s/state", sub);
+    assert_string_equal(cfg->var_dir, want);
+    snprintf(want, sizeof(want), "%s/state/spool", sub);
+    assert_string_equal(cfg->spool_dir, want);
+    snprintf(want, sizeof(want), "%s/keys", sub);
+    assert_string_equal(cfg->dkim_key_dir, want);
+    assert_string_equal(cfg->log_file, ""); /* empty stays empty: stdout */
+    config_free(cfg);
+    char *env[] = {"SLUICE_SERVER_VAR_DIR=mine", NULL};
+    assert_int_equal(config_load(path, env, &cfg, &errs), 0);
+    assert_string_equal(cfg->var_dir, "mine");
+    assert_string_equal(cfg->spool_dir, "mine/spool");
+    config_free(cfg);
+    /* no file: the embedded defaults stay relative to the working directory */
+    assert_int_equal(config_load(NULL, NULL, &cfg, &errs), 0);
+    assert_string_equal(cfg->var_dir, "./var");
+    config_free(cfg);
+    unlink(path);
+    rmdir(sub);
+    rmdir(dir);
+}
+
 static void test_example_file(void **state)
 {
     (void)state;
@@ -674,7 +719,7 @@ int main(void)
         cmocka_unit_test(test_missing_file),   cmocka_unit_test(test_parse_size),
         cmocka_unit_test(test_parse_duration), cmocka_unit_test(test_dump_round_trip),
         cmocka_unit_test(test_json),           cmocka_unit_test(test_example_file),
-        cmocka_unit_test(test_docs_in_sync),
+        cmocka_unit_test(test_docs_in_sync),   cmocka_unit_test(test_paths_relative_to_the_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
