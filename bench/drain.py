@@ -143,6 +143,7 @@ def main():
     cmdline = " ".join(["bench/drain.py", *sys.argv[1:]])
 
     tmp = Path(tempfile.mkdtemp(prefix="sluice-drain-", dir=os.environ.get("BENCH_TMPDIR", "/var/tmp")))
+    tmp.chmod(0o755)  # started as root, the daemon runs as user sluice and must reach var/
     sink_port = free_port()
     sink_out = tmp / "sink.out"
     sink, sink_f = start_sink(sink_port, sink_out)
