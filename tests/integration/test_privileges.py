@@ -61,6 +61,11 @@ def dropping_sluice(reachable_dir, env=None, config_text=None):
     d, started = reachable_dir
     env = {"SLUICE_SERVER_RELAY_NETWORKS": "127.0.0.1/32", **(env or {})}
     s = Sluice(d / f"relay{len(started)}", env=env, config_text=config_text)
+    # whatever the umask of the test run, the user passes through and may
+    # read the config file again on SIGHUP
+    s.dir.chmod(0o755)
+    if (s.dir / "sluice.conf").exists():
+        (s.dir / "sluice.conf").chmod(0o644)
     if "SLUICE_SERVER_USER" not in env:
         del s.env["SLUICE_SERVER_USER"]  # as installed: the default, sluice
     started.append(s)
