@@ -82,15 +82,6 @@ class Daemon:
         except OSError:
             return False
 
-    def metric(self, name):
-        import urllib.request
-        body = urllib.request.urlopen(f"http://127.0.0.1:{self.http}/metrics", timeout=10).read()
-        total = 0.0
-        for line in body.decode().splitlines():
-            if line.startswith(name) and (line[len(name)] in " {"):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
-
     def stop(self):
         self.proc.terminate()
         try:
@@ -224,7 +215,7 @@ def main():
         f"| live: submitted and delivered, upstream up ({args.live_seconds} s) | "
         f"{res['live_accepted']:,} msgs, {res['live_rate']:,.0f} msg/s |",
         f"| outage: messages queued | {res['fill_accepted']:,} in {res['fill_s']:.1f} s |",
-        f"| recovery: 50% / 90% / 99% of the backlog delivered after | "
+        "| recovery: 50% / 90% / 99% of the backlog delivered after | "
         + " / ".join(f"{res['drain_marks'].get(f, float('nan')):.1f} s" for f in (0.5, 0.9, 0.99))
         + " |",
         f"| recovery: whole backlog and the new mail delivered after | {res['drain_s']:.1f} s |",

@@ -75,6 +75,10 @@ struct config *cli_load_config(const struct cli *cli);
  * "embedded defaults (no -c FILE or SLUICE_CONFIG)". */
 const char *cli_config_origin(const struct cli *cli);
 
+/* The whole of path ("-": standard input) in a malloc'd, NUL-terminated
+ * buffer, at most max bytes (errno EFBIG past it); NULL with errno set. */
+char *cli_read_all(const char *path, size_t max, size_t *len);
+
 /* A store file the verb reads (creds_db, ...). Returns 0 when path exists.
  * When it does not: with init, creates its folder and returns 0 (the caller
  * then creates the store); without, reports CLI_ERR_NEEDS_INIT naming the

@@ -85,47 +85,13 @@ bad:
     return -1;
 }
 
-/* The whole file into memory; the users file of a relay is small. */
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        if (n == cap) {
-            char *nb = cap < (64u << 20) ? realloc(buf, cap * 2) : NULL;
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                errno = EFBIG;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (r == 0) {
-            if (ferror(f)) {
-                free(buf);
-                buf = NULL;
-            }
-            break;
-        }
-    }
-    int e = errno;
-    fclose(f);
-    errno = e;
-    *len = n;
-    return buf;
-}
+/* the users file of a relay is small */
+#define MAX_USERS_FILE (64u << 20)
 
 int creds_import_users(const struct cli *cli, struct creds *db, const char *path)
 {
     size_t len;
-    char *text = read_file(path, &len);
+    char *text = cli_read_all(path, MAX_USERS_FILE, &len);
     if (!text)
         return cli_fail(cli, errno == ENOENT ? CLI_ERR_NOT_FOUND : CLI_ERR_IO, "%s: %s", path,
                         strerror(errno));

@@ -35,50 +35,6 @@
 #define MAX_MESSAGE (256 * 1024 * 1024) /* refuse to slurp anything larger */
 #define MAX_KEY_TEXT (64 * 1024)
 
-/* Reads a whole file ("-" = stdin) into a NUL-terminated buffer. */
-static char *read_all(const char *path, size_t max, size_t *len)
-{
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f)
-        return NULL;
-    size_t cap = 65536, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        if (n + 1 >= cap) {
-            if (cap >= max) {
-                free(buf);
-                buf = NULL;
-                errno = EFBIG;
-                break;
-            }
-            char *p = realloc(buf, cap * 2);
-            if (!p) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = p;
-            cap *= 2;
-        }
-        size_t r = fread(buf + n, 1, cap - n - 1, f);
-        n += r;
-        if (r == 0) {
-            if (ferror(f)) {
-                free(buf);
-                buf = NULL;
-            }
-            break;
-        }
-    }
-    if (f != stdin)
-        fclose(f);
-    if (buf) {
-        buf[n] = '\0';
-        *len = n;
-    }
-    return buf;
-}
-
 /* Turns bare LF into CRLF (message files on disk often use LF); malloc'd. */
 static char *to_crlf(const char *in, size_t len, size_t *out_len)
 {
@@ -361,7 +317,7 @@ static int cmd_sign(const struct cli *cli, int argc, char **argv)
     if (!s)
         return cli_fail(cli, CLI_ERR_INVALID, "sign: %s", err);
     size_t len, clen;
-    char *in = read_all("-", MAX_MESSAGE, &len), *msg = NULL, *sig = NULL;
+    char *in = cli_read_all("-", MAX_MESSAGE, &len), *msg = NULL, *sig = NULL;
     int rc = CLI_EXIT_FAILURE;
     if (!in || !(msg = to_crlf(in, len, &clen))) {
         cli_fail(cli, CLI_ERR_IO, "sign: cannot read the message: %s", strerror(errno));
@@ -460,7 +416,7 @@ static int dns_key_lookup(void *ctx, const char *selector, const char *domain, c
 static char *key_file_record(const char *path)
 {
     size_t len;
-    char *text = read_all(path, MAX_KEY_TEXT, &len), err[200];
+    char *text = cli_read_all(path, MAX_KEY_TEXT, &len), err[200];
     if (!text) {
         fprintf(stderr, "sluice verify: cannot read %s: %s\n", path, strerror(errno));
         return NULL;
@@ -820,7 +776,7 @@ int cli_verify(const struct cli *cli, int argc, char **argv)
     }
 
     size_t len, clen;
-    char *raw = read_all(path, MAX_MESSAGE, &len), *msg = NULL, *rec = NULL;
+    char *raw = cli_read_all(path, MAX_MESSAGE, &len), *msg = NULL, *rec = NULL;
     if (!raw)
         return cli_fail(cli, errno == ENOENT ? CLI_ERR_NOT_FOUND : CLI_ERR_IO, "cannot read %s: %s",
                         path, strerror(errno));

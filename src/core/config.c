@@ -1609,9 +1609,9 @@ static void finish(struct loader *ld, char *const *envp, const bool *unknown)
         /* secret_env names are known only now */
         if (unknown[i] && !env_is_other_use(ld, envp[i], (size_t)(eq - envp[i])))
             config_errors_add(ld->errs, NULL, 0,
-                      "%.*s: unknown setting (SLUICE_<SECTION>_<KEY> or "
-                      "SLUICE_UPSTREAM_<NAME>_<KEY>)",
-                      (int)(eq - envp[i]), envp[i]);
+                              "%.*s: unknown setting (SLUICE_<SECTION>_<KEY> or "
+                              "SLUICE_UPSTREAM_<NAME>_<KEY>)",
+                              (int)(eq - envp[i]), envp[i]);
     }
 
     /* Stable: equal priorities keep file order. */

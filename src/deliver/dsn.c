@@ -58,7 +58,7 @@ static void status_of(const char *reply, char *out, size_t len)
 /* Every field of the report goes through header_field: the recipient
  * addresses and the upstream's reply text come from outside. */
 __attribute__((format(printf, 3, 4))) static void sb_field(struct sbuf *b, const char *name,
-                                                          const char *fmt, ...)
+                                                           const char *fmt, ...)
 {
     char value[2048], field[4096];
     va_list ap;

@@ -49,12 +49,12 @@ struct control_conn {
     struct control *c;
     struct bufferevent *bev;
     bool listing;
-    int state;          /* CONTROL_STATE_ANY or enum spool_msg_state */
-    uint64_t cursor;    /* the last id emitted (or the request's after=) */
-    uint64_t left;      /* messages still to emit; UINT64_MAX: no limit */
-    uint64_t *batch;    /* ids after cursor, ascending */
+    int state;       /* CONTROL_STATE_ANY or enum spool_msg_state */
+    uint64_t cursor; /* the last id emitted (or the request's after=) */
+    uint64_t left;   /* messages still to emit; UINT64_MAX: no limit */
+    uint64_t *batch; /* ids after cursor, ascending */
     size_t n_batch, pos;
-    bool more;          /* ids beyond the batch exist */
+    bool more; /* ids beyond the batch exist */
     uint64_t emitted;
 };
 
@@ -92,7 +92,6 @@ static json_t *msg_json(const struct spool_msg *m, bool full)
     return o;
 }
 
-
 static void upstream_json(void *arg, const char *name, const char *health, const char *last_error,
                           int conns, size_t queued)
 {
@@ -124,14 +123,14 @@ static json_t *stats_json(struct relay *r)
 {
     struct spool_stats st;
     spool_get_stats(r->spool, &st);
-    json_t *o = json_pack(
-        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "messages",
-        (json_int_t)st.messages, "active", (json_int_t)st.active, "held", (json_int_t)st.held,
-        "dead", (json_int_t)st.dead, "segments", (json_int_t)st.segments, "spool_bytes",
-        (json_int_t)st.bytes, "commits", (json_int_t)st.commits, "accepted",
-        (json_int_t)r->n.accepted, "rejected", (json_int_t)r->n.rejected, "delivered",
-        (json_int_t)r->n.delivered, "deferred", (json_int_t)r->n.deferred, "failed",
-        (json_int_t)r->n.failed, "bounces", (json_int_t)r->n.bounces);
+    json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "messages",
+                          (json_int_t)st.messages, "active", (json_int_t)st.active, "held",
+                          (json_int_t)st.held, "dead", (json_int_t)st.dead, "segments",
+                          (json_int_t)st.segments, "spool_bytes", (json_int_t)st.bytes, "commits",
+                          (json_int_t)st.commits, "accepted", (json_int_t)r->n.accepted, "rejected",
+                          (json_int_t)r->n.rejected, "delivered", (json_int_t)r->n.delivered,
+                          "deferred", (json_int_t)r->n.deferred, "failed", (json_int_t)r->n.failed,
+                          "bounces", (json_int_t)r->n.bounces);
     json_object_set_new(o, "oldest_received", json_integer(st.oldest_received));
     json_object_set_new(o, "sessions", json_integer(r->sessions));
     json_object_set_new(o, "inflight", json_integer((json_int_t)queue_inflight(r->queue)));
@@ -385,7 +384,8 @@ static void on_write(struct bufferevent *bev, void *arg)
         list_chunk(cc);
         return;
     }
-    if (!(bufferevent_get_enabled(bev) & EV_READ) && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+    if (!(bufferevent_get_enabled(bev) & EV_READ) &&
+        evbuffer_get_length(bufferevent_get_output(bev)) == 0)
         conn_free(cc);
 }
 

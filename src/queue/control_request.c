@@ -111,7 +111,8 @@ static int parse_target(struct words *ws, struct control_request *r, bool all_ok
                         const char **err)
 {
     if (ws->n < 2) {
-        *err = all_ok ? "this request needs a message id or --all" : "this request needs a message id";
+        *err =
+            all_ok ? "this request needs a message id or --all" : "this request needs a message id";
         return -1;
     }
     if (all_ok && strcmp(ws->w[1], "--all") == 0) {
@@ -142,8 +143,8 @@ int control_request_parse(const char *line, size_t len, struct control_request *
                           const char **err)
 {
     struct words ws;
-    *out = (struct control_request){.state = CONTROL_STATE_ANY,
-                                    .limit = CONTROL_LIST_DEFAULT_LIMIT};
+    *out =
+        (struct control_request){.state = CONTROL_STATE_ANY, .limit = CONTROL_LIST_DEFAULT_LIMIT};
     if (split(line, len, &ws, err) < 0)
         return -1;
     if (ws.n == 0) {

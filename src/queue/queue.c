@@ -77,8 +77,8 @@ static struct qclock clock_now(struct queue *q)
     qclock_read(&c);
     int64_t step = q->clk.mono_ms ? qclock_step(&q->clk, &c) : 0;
     if (step)
-        log_event(LOG_WARN, "queue.clock_step", "step_s", "#%lld", (long long)step, "effect",
-                  "%s", "none: retries and message lifetimes use the monotonic clock", NULL);
+        log_event(LOG_WARN, "queue.clock_step", "step_s", "#%lld", (long long)step, "effect", "%s",
+                  "none: retries and message lifetimes use the monotonic clock", NULL);
     q->clk = c;
     return c;
 }
@@ -421,8 +421,8 @@ static void on_attempt_done(void *arg, uint64_t id, struct deliver_result *res)
         if (rr->cls == DELIVER_TEMP && expired && !res->upstream_fault) {
             rr->cls = DELIVER_PERM;
             snprintf(rr->reply, sizeof rr->reply,
-                     "delivery time expired after %d s" QUEUE_LAST_REPLY_SEP "%.180s", r->cfg->max_lifetime,
-                     m->last_reply ? m->last_reply : "none");
+                     "delivery time expired after %d s" QUEUE_LAST_REPLY_SEP "%.180s",
+                     r->cfg->max_lifetime, m->last_reply ? m->last_reply : "none");
         }
     }
     for (uint32_t i = 0; i < res->n_rcpts && i < m->n_rcpts; i++) {
@@ -548,8 +548,8 @@ struct load_ctx {
  * deferred message's last_reply is our account of upstream trouble. */
 static bool is_upstream_reply(const char *s)
 {
-    return s[0] >= '2' && s[0] <= '5' && s[1] >= '0' && s[1] <= '9' && s[2] >= '0' &&
-           s[2] <= '9' && (s[3] == ' ' || s[3] == '-');
+    return s[0] >= '2' && s[0] <= '5' && s[1] >= '0' && s[1] <= '9' && s[2] >= '0' && s[2] <= '9' &&
+           (s[3] == ' ' || s[3] == '-');
 }
 
 static void load_one(void *arg, const struct spool_msg *m)
@@ -704,8 +704,8 @@ static size_t release_auto_held(struct queue *q, const struct qclock *now)
     struct flush_ctx c = {.q = q, .auto_held_only = true};
     spool_foreach(q->r->spool, collect, &c);
     for (size_t i = 0; i < c.n; i++) {
-        if (spool_mark(q->r->spool, c.ids[i], SPOOL_OP_RELEASE, -1, now->wall_s, NULL, NULL,
-                       NULL) < 0)
+        if (spool_mark(q->r->spool, c.ids[i], SPOOL_OP_RELEASE, -1, now->wall_s, NULL, NULL, NULL) <
+            0)
             continue;
         const struct spool_msg *m = spool_get(q->r->spool, c.ids[i]);
         if (m)
@@ -763,8 +763,8 @@ void queue_upstream_recovered(struct queue *q)
     }
     free(c.ids);
     if (held || c.n)
-        log_event(LOG_INFO, "queue.released_on_recovery", "held", "#%zu", held, "deferred",
-                  "#%zu", c.n, NULL);
+        log_event(LOG_INFO, "queue.released_on_recovery", "held", "#%zu", held, "deferred", "#%zu",
+                  c.n, NULL);
     kick(q);
 }
 

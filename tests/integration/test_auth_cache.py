@@ -10,27 +10,16 @@ first use, and keeps working from then on without argon2id."""
 import base64
 import os
 import sqlite3
-import urllib.request
 
 import pytest
 
 from conftest import PASSWORD, legacy_users_file, wait_for
 from support_smtp import Conn
+from test_observability import scrape as metrics
 from test_policy_auth import add_api_key, add_password, assert_sends_as
 
 NEW_PASSWORD = "a brand new password"
 
-
-def metrics(s):
-    with urllib.request.urlopen(f"http://127.0.0.1:{s.http_port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        name, value = line.rsplit(" ", 1)
-        out[name] = float(value)
-    return out
 
 
 def counters(s):

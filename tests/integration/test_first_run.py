@@ -6,7 +6,7 @@ self-signed certificate follows the configured hostname."""
 import ssl
 import subprocess
 
-from conftest import Upstream, wait_for
+from conftest import wait_for
 from support_smtp import Conn, message, new_msgid
 
 FROM_AUTO = "SLUICE_SERVER_RELAY_NETWORKS"
@@ -32,18 +32,14 @@ def test_capture_only_lets_loopback_send_without_auth(make_sluice):
     assert all(m["envelope"]["mail_from"] == "app@example.com" for m in msgs)
 
 
-def test_a_real_upstream_requires_auth_again(make_sluice, tmp_path):
-    up = Upstream(tmp_path / "up")
-    try:
-        conf = (f"[upstream main]\nhost = 127.0.0.1\nport = {up.port}\ntls = none\n"
-                "verify = none\n")
-        s = defaults(make_sluice, config_text=conf).start()
-        assert s.events("server.ready")[0]["without_auth"] == ""
-        with Conn(s.port) as c:
-            c.ehlo()
-            c.expect("MAIL FROM:<app@example.com>", 530, "5.7.0")
-    finally:
-        up.stop()
+def test_a_real_upstream_requires_auth_again(make_sluice, make_upstream):
+    up = make_upstream()
+    conf = f"[upstream main]\nhost = 127.0.0.1\nport = {up.port}\ntls = none\nverify = none\n"
+    s = defaults(make_sluice, config_text=conf).start()
+    assert s.events("server.ready")[0]["without_auth"] == ""
+    with Conn(s.port) as c:
+        c.ehlo()
+        c.expect("MAIL FROM:<app@example.com>", 530, "5.7.0")
 
 
 def test_explicit_relay_networks_wins_in_capture_mode(make_sluice):
