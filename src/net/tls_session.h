@@ -8,9 +8,9 @@
 #include <openssl/ssl.h>
 
 struct tls_session_params {
-    bool tickets;        /* issue stateless tickets (RFC 5077 / RFC 8446 4.6.1) */
-    long cache_size;     /* server-side session cache entries; 0 = no cache */
-    long lifetime;       /* seconds a session may be resumed; also the key rotation period */
+    bool tickets;    /* issue stateless tickets (RFC 5077 / RFC 8446 4.6.1) */
+    long cache_size; /* server-side session cache entries; 0 = no cache */
+    long lifetime;   /* seconds a session may be resumed; also the key rotation period */
 };
 
 /* Enables resumption on ctx. The ticket keys live in a process-wide key ring

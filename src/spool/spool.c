@@ -639,7 +639,7 @@ static void set_reply(struct spool_msg *m, const char *reply, size_t len)
 
 /* Returns true when the message is finished and must be dropped. */
 bool sp_apply_state(struct spool_msg *m, int op, int32_t rcpt, int64_t when, uint8_t extra,
-                        const char *reply, size_t reply_len)
+                    const char *reply, size_t reply_len)
 {
     switch (op) {
     case SPOOL_OP_RCPT_DELIVERED:
@@ -687,7 +687,7 @@ bool sp_apply_state(struct spool_msg *m, int op, int32_t rcpt, int64_t when, uin
 
 /* Queues a state record; returns its ticket. */
 uint64_t sp_append_state(struct spool *s, uint64_t id, int op, int32_t rcpt, int64_t when,
-                             uint8_t extra, const char *reply, spool_done_fn cb, void *arg)
+                         uint8_t extra, const char *reply, spool_done_fn cb, void *arg)
 {
     size_t rl = reply ? strlen(reply) : 0;
     if (rl > 1000)
@@ -840,7 +840,6 @@ int spool_read(struct spool *s, uint64_t id, char **data, size_t *len)
     *len = got;
     return 0;
 }
-
 
 /* ---- open / close ---- */
 
@@ -999,7 +998,6 @@ uint64_t spool_new_id(struct spool *s)
     return s->next_id++;
 }
 
-
 void spool_get_stats(struct spool *s, struct spool_stats *st)
 {
     memset(st, 0, sizeof *st);
@@ -1034,4 +1032,3 @@ void spool_get_stats(struct spool *s, struct spool_stats *st)
     st->unrecorded = s->unrecorded;
     st->append_failures = s->append_failures;
 }
-

@@ -78,8 +78,8 @@ struct spool_stats {
     int64_t oldest_received;
     uint64_t damaged_ranges, damaged_bytes; /* found by recovery at this start */
     uint64_t compact_bytes, compact_turns;  /* copied forward; compaction runs */
-    uint64_t unrecorded;      /* state changes and bounces not yet durable */
-    uint64_t append_failures; /* appends of those that failed (and were retried) */
+    uint64_t unrecorded;                    /* state changes and bounces not yet durable */
+    uint64_t append_failures;               /* appends of those that failed (and were retried) */
 };
 
 /* Opens (creating if needed) the spool in `dir` and recovers every message

@@ -65,12 +65,12 @@ static int copy_forward(struct spool *s, struct spool_msg *m)
     for (uint32_t i = 0; i < m->n_rcpts && t; i++)
         if (m->rcpt_state[i] != SPOOL_RCPT_PENDING)
             t = sp_append_state(s, m->id,
-                             m->rcpt_state[i] == SPOOL_RCPT_DELIVERED ? SPOOL_OP_RCPT_DELIVERED
-                                                                      : SPOOL_OP_RCPT_FAILED,
-                             (int32_t)i, 0, 0, NULL, NULL, NULL);
+                                m->rcpt_state[i] == SPOOL_RCPT_DELIVERED ? SPOOL_OP_RCPT_DELIVERED
+                                                                         : SPOOL_OP_RCPT_FAILED,
+                                (int32_t)i, 0, 0, NULL, NULL, NULL);
     if (t)
         t = sp_append_state(s, m->id, SPOOL_OP_RESTORE, (int32_t)m->attempts, m->next_attempt,
-                         (uint8_t)m->state, m->last_reply, NULL, NULL);
+                            (uint8_t)m->state, m->last_reply, NULL, NULL);
     s->pin_next = 0;
     m->copying = true;
     m->copy_release = t;

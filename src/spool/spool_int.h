@@ -19,8 +19,8 @@
 #define REC_STATE 2
 #define STATE_FIXED_LEN 16
 #define SEG_TARGET_SIZE (64u << 20) /* default; spool_set_segment_size */
-#define SPOOL_RETRY_MS 1000 /* an unrecorded state change is appended again this often */
-#define SPOOL_OP_RESTORE 8 /* snapshot written when a message is copied forward */
+#define SPOOL_RETRY_MS 1000         /* an unrecorded state change is appended again this often */
+#define SPOOL_OP_RESTORE 8          /* snapshot written when a message is copied forward */
 
 struct segment {
     uint32_t seq;
@@ -93,8 +93,8 @@ struct spool {
     struct pending *r_head, *r_tail; /* ordered records not yet durable, in order */
     size_t unrecorded;               /* how many */
     struct event *retry_ev;
-    uint32_t pin_next; /* pin_seg for the records sp_append_state makes next */
-    uint64_t append_failures; /* ordered records that failed to append */
+    uint32_t pin_next;                      /* pin_seg for the records sp_append_state makes next */
+    uint64_t append_failures;               /* ordered records that failed to append */
     uint64_t damaged_ranges, damaged_bytes; /* found by recovery */
     uint64_t compact_bytes, compact_turns;
 
@@ -103,7 +103,6 @@ struct spool {
     uint64_t next_id;
     uint64_t records;
 };
-
 
 /* ---- little-endian helpers ---- */
 

@@ -66,4 +66,3 @@ struct json_t *spool_meta_json(const char *meta)
     meta_each(meta, meta_json_one, o);
     return o;
 }
-
