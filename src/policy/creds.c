@@ -208,6 +208,7 @@ static int cred_from_row(struct creds *db, sqlite3_stmt *row, struct cred **out)
         c->quota.count = 0;
     c->max_size = sqlite3_column_int64(row, 10);
     c->revoked = sqlite3_column_int(row, 11) != 0;
+    c->scopes = CRED_SCOPE_SEND;
     c->created = sqlite3_column_int64(row, 12);
     c->rotated = sqlite3_column_int64(row, 13);
     if (!c->name) {

@@ -29,6 +29,12 @@ struct creds;
 #define CRED_KIND_API_KEY 0x4u  /* "sk_<id>_<secret>", HMAC-SHA-256 with a salt */
 #define CRED_KIND_CERT 0x8u     /* TLS client certificate SHA-256 fingerprint */
 
+/* What a credential may do through the HTTP API and the web UI (SMTP
+ * submission needs CRED_SCOPE_SEND). */
+#define CRED_SCOPE_SEND 0x1u  /* submit mail */
+#define CRED_SCOPE_READ 0x2u  /* read its own messages, events, captured mail */
+#define CRED_SCOPE_ADMIN 0x4u /* every credential's data; re-drive, suppressions */
+
 #define CRED_NAME_MAX 64
 #define CRED_SHA256_HEX 65     /* 64 hex digits and the NUL */
 #define CRED_API_KEY_ID_LEN 12 /* hex digits of the public key id */
@@ -68,6 +74,7 @@ struct cred {
     struct cred_limit rate;  /* per second..day; count 0 = none */
     struct cred_limit quota; /* per day or month; count 0 = none */
     long long max_size;      /* bytes; 0 = the relay's limit */
+    unsigned scopes; /* CRED_SCOPE_*; CRED_SCOPE_SEND unless the store says otherwise */
     bool revoked;
     long long created; /* unix seconds */
     long long rotated; /* unix seconds; 0 = never */
