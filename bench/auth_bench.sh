@@ -12,8 +12,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 ITERATIONS=${ITERATIONS:-100000}
 MESSAGES=${MESSAGES:-200}
-LEVEL_LIBS=$(ls "$BUILD_DIR"/src/libsluice_level*.a 2>/dev/null | sort -r || true)
-[ -n "$LEVEL_LIBS" ] || { echo "no $BUILD_DIR/src/libsluice_level*.a; build first" >&2; exit 1; }
+LEVEL_LIBS=$(printf "%s\n" "$BUILD_DIR"/src/libsluice_level*.a | sort -r)
+[ -f "${LEVEL_LIBS%%$'\n'*}" ] || { echo "no $BUILD_DIR/src/libsluice_level*.a; build first" >&2; exit 1; }
 TMP=$(mktemp -d /tmp/sluice-authbench.XXXXXX)
 chmod 755 "$TMP"  # started as root, the relay runs as user sluice and must reach var/
 trap 'kill "$PID" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$TMP"' EXIT

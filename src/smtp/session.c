@@ -119,7 +119,7 @@ static void on_flush_timer(evutil_socket_t fd, short what, void *arg)
 
 void session_close_when_flushed(struct session *s)
 {
-    s->st = ST_CLOSING;
+    session_enter_state(s, ST_CLOSING);
     bufferevent_disable(s->bev, EV_READ);
     struct bufferevent *under = bufferevent_get_underlying(s->bev);
     if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0 &&
@@ -133,6 +133,39 @@ void session_close_when_flushed(struct session *s)
         s->busy++;
         event_base_once(s->r->base, -1, EV_TIMEOUT, on_flush_timer, s, &tv);
     }
+}
+
+/* ---- the one place the state changes ---- */
+
+static const char *const state_names[ST_COUNT] = {
+    [ST_INIT] = "init",
+    [ST_READY] = "ready",
+    [ST_MAIL] = "mail",
+    [ST_RCPT] = "rcpt",
+    [ST_DATA] = "data",
+    [ST_BDAT] = "bdat",
+    [ST_BDAT_WAIT] = "bdat_wait",
+    [ST_AUTH_PLAIN] = "auth_plain",
+    [ST_AUTH_LOGIN_USER] = "auth_login_user",
+    [ST_AUTH_LOGIN_PASS] = "auth_login_pass",
+    [ST_AUTH_SCRAM] = "auth_scram",
+    [ST_AUTH_CHECK] = "auth_check",
+    [ST_COMMIT] = "commit",
+    [ST_TLS] = "tls",
+    [ST_CLOSING] = "closing",
+};
+
+const char *session_state_name(enum session_state st)
+{
+    return st < ST_COUNT && state_names[st] ? state_names[st] : "?";
+}
+
+void session_enter_state(struct session *s, enum session_state st)
+{
+    if (s->st != st && log_wants(LOG_DEBUG))
+        log_event(LOG_DEBUG, "smtp.state", "client_ip", "%s", s->ip, "from", "%s",
+                  session_state_name(s->st), "to", "%s", session_state_name(st), NULL);
+    s->st = st;
 }
 
 /* ---- transaction ---- */
@@ -152,7 +185,7 @@ static void transaction_reset(struct session *s)
 void session_after_transaction(struct session *s)
 {
     transaction_reset(s);
-    s->st = s->helo[0] ? ST_READY : ST_INIT;
+    session_enter_state(s, s->helo[0] ? ST_READY : ST_INIT);
     if (s->r->draining) {
         session_reply(s, "421 4.3.2 %s Service shutting down, closing connection",
                       s->r->cfg->hostname);
@@ -350,7 +383,7 @@ static void cmd_ehlo(struct session *s, const struct smtp_command *c, bool esmtp
     s->helo[c->arg_len] = 0;
     s->esmtp = esmtp;
     transaction_reset(s);
-    s->st = ST_READY;
+    session_enter_state(s, ST_READY);
     if (!esmtp) {
         session_reply(s, "250 %s", cfg->hostname);
         return;
@@ -435,7 +468,7 @@ static void cmd_mail(struct session *s, const struct smtp_command *c)
     s->tx = tx;
     s->clock.txn_ms = session_now_ms();
     session_deadline_arm(s);
-    s->st = ST_MAIL;
+    session_enter_state(s, ST_MAIL);
     session_reply(s, "250 2.1.0 Sender ok");
 }
 
@@ -458,7 +491,7 @@ static void cmd_rcpt(struct session *s, const struct smtp_command *c)
         session_reply(s, "%s", ref.reply);
         return;
     }
-    s->st = ST_RCPT;
+    session_enter_state(s, ST_RCPT);
     session_reply(s, "250 2.1.5 Recipient ok");
 }
 
@@ -554,7 +587,7 @@ static void handle_command(struct session *s, const char *line, size_t len)
     case SMTP_VERB_RSET:
         transaction_reset(s);
         if (s->st != ST_INIT)
-            s->st = ST_READY;
+            session_enter_state(s, ST_READY);
         session_reply(s, "250 2.0.0 Ok");
         break;
     case SMTP_VERB_NOOP:
@@ -626,7 +659,7 @@ static bool line_too_long(struct session *s, size_t limit)
     bool in_auth = auth_waiting(s->st);
     if (in_auth) {
         session_scram_end(s);
-        s->st = ST_READY;
+        session_enter_state(s, ST_READY);
     }
     if (session_too_many_errors(s))
         return true;
@@ -747,7 +780,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         if (ssl)
             tls_describe(ssl, s->tls_desc, sizeof s->tls_desc);
         s->tls = true;
-        s->st = ST_INIT;
+        session_enter_state(s, ST_INIT);
         s->clock.line_ms = session_now_ms();
         const char *sni = ssl ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : NULL;
         log_event(LOG_INFO, "tls.established", "client_ip", "%s", s->ip, "tls", "%s", s->tls_desc,
@@ -813,7 +846,7 @@ static void start_tls(struct session *s)
     s->esmtp = false;
     session_logout(s);
     transaction_reset(s);
-    s->st = ST_TLS;
+    session_enter_state(s, ST_TLS);
     attach(s, tb);
 }
 
@@ -913,10 +946,10 @@ void session_start(struct relay *r, evutil_socket_t fd, const struct sockaddr *s
                   : NULL;
         if (bev)
             bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-        s->st = ST_TLS;
+        session_enter_state(s, ST_TLS);
     } else {
         bev = bufferevent_socket_new(r->base, fd, BEV_OPT_CLOSE_ON_FREE);
-        s->st = ST_INIT;
+        session_enter_state(s, ST_INIT);
     }
     if (!bev) {
         evutil_closesocket(fd);

@@ -42,7 +42,7 @@ void session_cmd_data(struct session *s, const struct smtp_command *c)
         return;
     }
     begin_content(s, true);
-    s->st = ST_DATA;
+    session_enter_state(s, ST_DATA);
     session_reply(s, "354 End data with <CR><LF>.<CR><LF>");
     session_deadline_arm(s);
 }
@@ -78,7 +78,7 @@ void session_cmd_bdat(struct session *s, const struct smtp_command *c)
     }
     s->bdat_left = size;
     s->bdat_last = last;
-    s->st = ST_BDAT;
+    session_enter_state(s, ST_BDAT);
     session_set_timeout(s, s->r->cfg->data_timeout);
     session_deadline_arm(s);
 }
@@ -121,14 +121,14 @@ static void content_done(struct session *s)
         session_after_transaction(s);
         return;
     }
-    s->st = ST_COMMIT;
+    session_enter_state(s, ST_COMMIT);
     s->busy++;
 }
 
 static void bdat_chunk_done(struct session *s)
 {
     if (!s->bdat_last) {
-        s->st = ST_BDAT_WAIT;
+        session_enter_state(s, ST_BDAT_WAIT);
         struct authz_refusal ref;
         if (s->tx && submit_early_refusal(s->tx, &ref)) {
             session_policy_refused(s, &ref);

@@ -99,6 +99,10 @@ struct session {
 
 /* ---- session.c ---- */
 
+/* Every change of s->st goes through here (logged as smtp.state at debug). */
+void session_enter_state(struct session *s, enum session_state st);
+const char *session_state_name(enum session_state st);
+
 /* Queues one reply line (CRLF added); the next command line is due from now. */
 __attribute__((format(printf, 2, 3))) void session_reply(struct session *s, const char *fmt, ...);
 __attribute__((format(printf, 2, 0))) void session_vreply(struct session *s, const char *fmt,
