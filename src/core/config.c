@@ -220,6 +220,9 @@ static const struct config_key keys[] = {
      .doc = "Server-side TLS session cache entries; 0 turns the cache off."},
     {SEC_TLS, "session_lifetime", NULL, T_DURATION, S(tls_session_lifetime), "1h", 60, 7 * DAY,
      .doc = "How long a TLS session may be resumed; ticket keys rotate at this period."},
+    {SEC_TLS, "ocsp_stapling", NULL, T_BOOL, S(tls_ocsp_stapling), "true",
+     .doc = "Staple the certificate's OCSP status when it names a responder and the chain file "
+            "holds its issuer (fetched in the background, refreshed before it expires)."},
     {SEC_TLS, "request_client_cert", NULL, T_BOOL, S(tls_request_client_cert), "true",
      .doc =
          "Ask clients for a certificate; one registered with 'sluice creds add --cert' logs in."},
