@@ -75,6 +75,9 @@ const struct config_key config_keys[] = {
             "a real upstream is configured."},
     {SEC_SERVER, "shutdown_grace", NULL, T_DURATION, S(shutdown_grace), "30s", 0, DAY,
      .doc = "How long a stop waits for sessions and deliveries in flight."},
+    {SEC_SERVER, "threads", NULL, T_INT, S(server_threads), "auto", 0, 256, .auto_ok = true,
+     .doc = "Threads for TLS handshakes beside the event loop; auto: one per core; 0: "
+            "handshakes on the event loop."},
     {SEC_SERVER, "user", NULL, T_STRING, S(server_user), "sluice",
      .doc = "Started as root, 'sluice serve' opens its listeners, stores and keys, then runs as "
             "this user (it must exist); root keeps root (with a warning). Ignored when not "

@@ -65,6 +65,7 @@ struct config_key {
     const char *const *choices;
     char list_sep; /* lists may continue on indented lines */
     bool empty_ok; /* "" is a meaningful value (not "unset", not an error) */
+    bool auto_ok;  /* T_INT: "auto" is accepted and stored as CONFIG_AUTO */
     const char *doc;
 };
 

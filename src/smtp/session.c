@@ -16,6 +16,7 @@
 #include "net/cidr.h"
 #include "net/listener.h"
 #include "net/tls.h"
+#include "net/tls_offload.h"
 #include "policy/accounting.h"
 #include "policy/authz.h"
 #include "policy/creds.h"
@@ -73,8 +74,8 @@ int64_t session_now_ms(void)
 __attribute__((format(printf, 2, 0))) void session_vreply(struct session *s, const char *fmt,
                                                           va_list ap)
 {
-    if (s->dead)
-        return;
+    if (s->dead || !s->bev)
+        return; /* gone, or a handshake thread has the connection */
     /* the client's next command line is due from its last reply */
     s->clock.line_ms = session_now_ms();
     struct evbuffer *out = bufferevent_get_output(s->bev);
@@ -120,6 +121,10 @@ static void on_flush_timer(evutil_socket_t fd, short what, void *arg)
 void session_close_when_flushed(struct session *s)
 {
     session_enter_state(s, ST_CLOSING);
+    if (!s->bev) {
+        session_close(s);
+        return;
+    }
     bufferevent_disable(s->bev, EV_READ);
     struct bufferevent *under = bufferevent_get_underlying(s->bev);
     if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0 &&
@@ -271,6 +276,8 @@ __attribute__((format(printf, 2, 3))) bool session_command_error(struct session 
 
 void session_set_timeout(struct session *s, int seconds)
 {
+    if (!s->bev)
+        return; /* a handshake thread has the connection */
     struct timeval tv = {seconds, 0};
     bufferevent_set_timeouts(s->bev, &tv, &tv);
 }
@@ -694,6 +701,8 @@ static void take_line(struct evbuffer *in, char *dst, size_t n)
 
 void session_process_input(struct session *s)
 {
+    if (!s->bev)
+        return;
     struct evbuffer *in = bufferevent_get_input(s->bev);
     while (!session_paused(s)) {
         if (s->st == ST_DATA || s->st == ST_BDAT) {
@@ -771,22 +780,30 @@ static void tls_client_identity(struct session *s, SSL *ssl)
                   NULL);
 }
 
+/* The handshake finished, here or on a handshake thread. */
+static void tls_established(struct session *s, SSL *ssl)
+{
+    if (ssl)
+        tls_describe(ssl, s->tls_desc, sizeof s->tls_desc);
+    s->tls = true;
+    session_enter_state(s, ST_INIT);
+    s->clock.line_ms = session_now_ms();
+    const char *sni = ssl ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : NULL;
+    log_event(LOG_INFO, "tls.established", "client_ip", "%s", s->ip, "tls", "%s", s->tls_desc,
+              "sni", "%s", sni ? sni : "", NULL);
+    tls_client_identity(s, ssl);
+    if (s->greet_after_tls) {
+        s->greet_after_tls = false;
+        session_reply(s, "220 %s ESMTP Sluice ready", s->r->cfg->hostname);
+    }
+    session_process_input(s);
+}
+
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct session *s = arg;
     if (what & BEV_EVENT_CONNECTED) {
-        /* TLS handshake finished */
-        SSL *ssl = bufferevent_openssl_get_ssl(bev);
-        if (ssl)
-            tls_describe(ssl, s->tls_desc, sizeof s->tls_desc);
-        s->tls = true;
-        session_enter_state(s, ST_INIT);
-        s->clock.line_ms = session_now_ms();
-        const char *sni = ssl ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : NULL;
-        log_event(LOG_INFO, "tls.established", "client_ip", "%s", s->ip, "tls", "%s", s->tls_desc,
-                  "sni", "%s", sni ? sni : "", NULL);
-        tls_client_identity(s, ssl);
-        session_process_input(s);
+        tls_established(s, bufferevent_openssl_get_ssl(bev));
         return;
     }
     if (what & BEV_EVENT_TIMEOUT) {
@@ -826,8 +843,85 @@ static void attach(struct session *s, struct bufferevent *bev)
     session_set_timeout(s, s->r->cfg->command_timeout);
 }
 
+/* A handshake thread is done with the connection (tls_offload.h). */
+static void tls_offloaded(void *arg, SSL *ssl, int fd, const char *error)
+{
+    struct session *s = arg;
+    s->busy--;
+    s->offload_fd = -1;
+    if (s->dead || error) {
+        if (error && !s->dead) {
+            log_event(LOG_WARN, "tls.failed", "client_ip", "%s", s->ip, "error", "%s", error, NULL);
+            events_security(s->r, s->ip, "tls_failure", error);
+        }
+        SSL_free(ssl);
+        evutil_closesocket(fd);
+        session_close(s);
+        return;
+    }
+    struct bufferevent *bev = bufferevent_openssl_socket_new(
+        s->r->base, fd, ssl, BUFFEREVENT_SSL_OPEN, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev) {
+        SSL_free(ssl);
+        evutil_closesocket(fd);
+        session_close(s);
+        return;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    attach(s, bev);
+    tls_established(s, ssl);
+}
+
+/* Hands the handshake of fd to a handshake thread; false when there are
+ * none or the job cannot be queued (the caller does it on the loop). */
+static bool offload_tls(struct session *s, evutil_socket_t fd)
+{
+    if (!s->r->tls_offload)
+        return false;
+    SSL *ssl = SSL_new(s->r->tls);
+    if (!ssl)
+        return false;
+    if (tls_offload_accept(s->r->tls_offload, ssl, fd, s->r->cfg->command_timeout, tls_offloaded,
+                           s) < 0) {
+        SSL_free(ssl);
+        return false;
+    }
+    s->busy++;
+    s->offload_fd = fd;
+    session_enter_state(s, ST_TLS);
+    return true;
+}
+
+/* STARTTLS with handshake threads: the 220 must be on the wire and the
+ * plain bufferevent gone (its socket kept) before a thread reads the
+ * ClientHello. False when the reply cannot be written at once. */
+static bool offload_starttls(struct session *s)
+{
+    if (!s->r->tls_offload)
+        return false;
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+    evutil_socket_t fd = bufferevent_getfd(s->bev);
+    while (evbuffer_get_length(out) > 0)
+        if (evbuffer_write(out, fd) <= 0)
+            return false;
+    bufferevent_setfd(s->bev, -1);
+    bufferevent_free(s->bev);
+    s->bev = NULL;
+    s->helo[0] = 0;
+    s->esmtp = false;
+    session_logout(s);
+    transaction_reset(s);
+    if (!offload_tls(s, fd)) {
+        evutil_closesocket(fd);
+        session_close(s);
+    }
+    return true;
+}
+
 static void start_tls(struct session *s)
 {
+    if (offload_starttls(s))
+        return;
     SSL *ssl = SSL_new(s->r->tls);
     if (!ssl) {
         session_close_when_flushed(s);
@@ -888,6 +982,10 @@ void session_close(struct session *s)
 {
     if (!s->dead) {
         s->dead = true;
+        if (s->offload_fd >= 0)
+            /* a handshake thread holds the socket: end the connection for the
+             * peer now; the thread sees it fail and gives the socket back */
+            shutdown(s->offload_fd, SHUT_RDWR);
         if (s->bev)
             tls_goodbye(s);
         if (s->bev)
@@ -923,6 +1021,7 @@ void session_start(struct relay *r, evutil_socket_t fd, const struct sockaddr *s
         return;
     }
     s->r = r;
+    s->offload_fd = -1;
     s->unauth_slot = unauth;
     memcpy(&s->peer, sa, (size_t)salen < sizeof s->peer ? (size_t)salen : sizeof s->peer);
     if (sa->sa_family == AF_INET)
@@ -939,6 +1038,16 @@ void session_start(struct relay *r, evutil_socket_t fd, const struct sockaddr *s
     r->n.connections++;
 
     struct bufferevent *bev;
+    if (implicit_tls && offload_tls(s, fd)) {
+        /* the greeting goes out once the handshake thread is done */
+        s->greet_after_tls = true;
+        s->deadline = evtimer_new(r->base, on_deadline, s);
+        s->clock.line_ms = session_now_ms();
+        session_deadline_arm(s);
+        log_event(LOG_DEBUG, "connection.open", "client_ip", "%s", s->ip, "implicit_tls", "#%d", 1,
+                  NULL);
+        return;
+    }
     if (implicit_tls) {
         SSL *ssl = SSL_new(r->tls);
         bev = ssl ? bufferevent_openssl_socket_new(r->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,

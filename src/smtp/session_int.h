@@ -64,6 +64,8 @@ struct session {
     struct sockaddr_storage peer;
     char ip[INET6_ADDRSTRLEN];
     bool loopback, relay_net, tls, esmtp, authed;
+    bool greet_after_tls; /* implicit TLS on a handshake thread: 220 once it is done */
+    int offload_fd;       /* the socket while a handshake thread has it, else -1 */
     char tls_desc[128];
     char helo[256];
     char auth_user[SASL_FIELD_MAX + 1]; /* the credential name once authed */
