@@ -38,6 +38,15 @@ enum client_state {
     ST_DEAD,
 };
 
+/* The send side of a transaction: the last command written. */
+enum client_send {
+    SEND_NOTHING, /* nothing of this transaction yet */
+    SEND_RSET,    /* RSET (the previous transaction left the session dirty) */
+    SEND_MAIL,
+    SEND_RCPTS, /* some RCPT commands; all once rcpt_sent == n_rcpts */
+    SEND_DATA,  /* DATA: the body waits for the 354 */
+};
+
 struct smtp_client {
     struct event_base *base;
     struct evdns_base *dns;
@@ -76,8 +85,14 @@ struct smtp_client {
     struct smtp_reply reply;
     struct smtp_ehlo ehlo;
 
-    /* Transaction. */
+    /* Transaction. Two machines: `state` is the reply awaited (the receive
+     * side), `out` is how far the commands have gone (the send side, moved
+     * only by client_send_ahead). With PIPELINING the send side runs ahead
+     * to DATA at once; without it, one command per reply. */
     struct smtp_client_msg msg;
+    enum client_send out;
+    size_t rcpt_sent;
+    unsigned replies_due; /* commands sent whose replies have not come */
     bool pipelined;
     bool needs_rset;
     bool mail_ok;

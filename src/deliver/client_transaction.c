@@ -140,6 +140,39 @@ static void send_rcpt(struct smtp_client *c, size_t i)
     client_send_line(c, "RCPT TO:<%s>", c->msg.rcpts[i]);
 }
 
+/* The one place commands of a transaction are written. */
+static void client_send_ahead(struct smtp_client *c)
+{
+    while (c->pipelined || c->replies_due == 0) {
+        switch (c->out) {
+        case SEND_NOTHING:
+            if (c->needs_rset) {
+                client_send_line(c, "RSET");
+                c->out = SEND_RSET;
+                break;
+            }
+            /* fall through */
+        case SEND_RSET:
+            send_mail(c);
+            c->out = SEND_MAIL;
+            break;
+        case SEND_MAIL:
+        case SEND_RCPTS:
+            if (c->rcpt_sent < c->msg.n_rcpts) {
+                send_rcpt(c, c->rcpt_sent++);
+                c->out = SEND_RCPTS;
+                break;
+            }
+            client_send_line(c, "DATA");
+            c->out = SEND_DATA;
+            break;
+        case SEND_DATA:
+            return; /* the body goes with the 354 */
+        }
+        c->replies_due++;
+    }
+}
+
 void client_transaction_reply(struct smtp_client *c)
 {
     struct smtp_reply *r = &c->reply;
@@ -150,6 +183,9 @@ void client_transaction_reply(struct smtp_client *c)
         client_fail_reply(c, SMTP_CLIENT_ERR_PROTOCOL, "service not available");
         return;
     }
+    if (c->state == ST_RSET || c->state == ST_MAIL || c->state == ST_RCPT ||
+        (c->state == ST_DATA && c->replies_due > 0))
+        c->replies_due--;
     switch (c->state) {
     case ST_RSET:
         if (!ok) {
@@ -157,8 +193,7 @@ void client_transaction_reply(struct smtp_client *c)
             return;
         }
         c->needs_rset = false;
-        if (!c->pipelined)
-            send_mail(c);
+        client_send_ahead(c);
         client_enter_state(c, ST_MAIL);
         client_arm(c, c->to.mail_ms);
         return;
@@ -166,13 +201,11 @@ void client_transaction_reply(struct smtp_client *c)
         c->mail_ok = ok;
         if (!ok)
             set_status(&c->result.status, r);
-        if (!c->pipelined) {
-            if (!ok) {
-                client_finish_message(c, SMTP_CLIENT_STAGE_MAIL, false);
-                return;
-            }
-            send_rcpt(c, 0);
+        if (!c->pipelined && !ok) {
+            client_finish_message(c, SMTP_CLIENT_STAGE_MAIL, false);
+            return;
         }
+        client_send_ahead(c);
         client_enter_state(c, ST_RCPT);
         client_arm(c, c->to.rcpt_ms);
         return;
@@ -183,8 +216,7 @@ void client_transaction_reply(struct smtp_client *c)
         if (rr->rcpt_accepted)
             c->result.n_accepted++;
         if (c->rcpt_replied < c->msg.n_rcpts) {
-            if (!c->pipelined)
-                send_rcpt(c, c->rcpt_replied);
+            client_send_ahead(c);
             client_arm(c, c->to.rcpt_ms);
             return;
         }
@@ -194,15 +226,13 @@ void client_transaction_reply(struct smtp_client *c)
                              "all recipients were rejected (last: %s)", r->text);
             c->result.status.from_server = true;
         }
-        if (!c->pipelined) {
-            if (c->result.n_accepted == 0) {
-                /* RSET goes out lazily with the next message, or never when
-                 * QUIT comes first. */
-                client_finish_message(c, SMTP_CLIENT_STAGE_RCPT, true);
-                return;
-            }
-            client_send_line(c, "DATA");
+        if (!c->pipelined && c->result.n_accepted == 0) {
+            /* RSET goes out lazily with the next message, or never when
+             * QUIT comes first. */
+            client_finish_message(c, SMTP_CLIENT_STAGE_RCPT, true);
+            return;
         }
+        client_send_ahead(c);
         client_enter_state(c, ST_DATA);
         client_arm(c, c->to.data_init_ms);
         return;
@@ -317,17 +347,12 @@ int smtp_client_send(struct smtp_client *c, const struct smtp_client_msg *msg)
         return 0;
     }
 
-    /* RFC 2920: RSET, MAIL, every RCPT and DATA in one write. */
+    /* RFC 2920: with PIPELINING, RSET, MAIL, every RCPT and DATA in one write */
     c->pipelined = c->ehlo.pipelining;
-    if (c->needs_rset)
-        client_send_line(c, "RSET");
-    if (!c->needs_rset || c->pipelined)
-        send_mail(c);
-    if (c->pipelined) {
-        for (size_t i = 0; i < msg->n_rcpts; i++)
-            send_rcpt(c, i);
-        client_send_line(c, "DATA");
-    }
+    c->out = SEND_NOTHING;
+    c->rcpt_sent = 0;
+    c->replies_due = 0;
+    client_send_ahead(c);
     client_enter_state(c, c->needs_rset ? ST_RSET : ST_MAIL);
     client_arm(c, c->needs_rset ? c->to.command_ms : c->to.mail_ms);
     return 0;
