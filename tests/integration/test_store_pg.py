@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 
-from conftest import PASSWORD, free_port, wait_for
+from conftest import PASSWORD, ROOT, free_port, wait_for
 
 
 def pg_bin():
@@ -244,3 +244,16 @@ def test_store_down_gives_4xx_and_recovers(make_sluice, pg):
                  what="the store accepted again")
     tags = captured_tags(a)
     assert "before" in tags and "during" not in tags and "during-again" not in tags
+
+
+def test_store_unit_tests_against_postgresql(pg):
+    """The store's unit test program (tests/unit/store/test_store.c), run
+    against this PostgreSQL: the same verbs behave the same on both
+    backends."""
+    exe = ROOT / "build" / "tests" / "test_store"
+    if not exe.exists():
+        pytest.skip(f"{exe} not built (cmocka missing)")
+    r = subprocess.run([str(exe)], env={**os.environ, "SLUICE_TEST_PG_URL": pg.url},
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "SKIPPED" not in r.stdout, r.stdout
