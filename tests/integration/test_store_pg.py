@@ -237,11 +237,17 @@ def test_store_down_gives_4xx_and_recovers(make_sluice, pg):
             assert code == 451 and "4.3.0" in text, (code, text)
             code, text = send(c, "during-again")
             assert code == 451, (code, text)
+            # a new login cannot be checked: refused, never let in unchecked
+            with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+                login(a, "careful")
+            assert refused.value.smtp_code in (454, 535), refused.value
         finally:
             assert pg.start(), pg.log()
         # a lost connection is made again at most once a second
         wait_for(lambda: send(c, f"after-{uuid.uuid4().hex[:6]}")[0] == 250, timeout=20,
                  what="the store accepted again")
+    with login(a, "careful") as c2:
+        assert send(c2, "new-login-after")[0] == 250
     tags = captured_tags(a)
     assert "before" in tags and "during" not in tags and "during-again" not in tags
 
