@@ -19,6 +19,7 @@ struct pg_conn {
     PGconn *c;
     time_t retry_at;   /* no new connection before this after a failure */
     uint32_t prepared; /* bit i: statement "s<i>" is prepared on c */
+    struct pg *owner;
 };
 
 /* Statements of the hot path (AUTH, MAIL), prepared once per connection:
@@ -47,6 +48,14 @@ static int seterr(char *err, size_t errlen, const char *msg, const char *detail)
     return STORE_EDB;
 }
 
+/* Server notices ("relation already exists, skipping") are not errors and
+ * must not reach stderr, where the daemon's log may go. */
+static void quiet_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
 static PGconn *connect_db(struct pg *p, char *err, size_t errlen)
 {
     const char *keys[] = {"dbname", "connect_timeout", "application_name", "password", NULL};
@@ -62,6 +71,7 @@ static PGconn *connect_db(struct pg *p, char *err, size_t errlen)
         PQfinish(c);
         return NULL;
     }
+    PQsetNoticeProcessor(c, quiet_notice, NULL);
     return c;
 }
 
@@ -69,7 +79,9 @@ static PGconn *connect_db(struct pg *p, char *err, size_t errlen)
 static struct pg_conn *take(struct pg *p, size_t *slot)
 {
     struct pg_conn *pc = store_pool_get(&p->pool, slot);
-    if (pc->c && PQstatus(pc->c) != CONNECTION_OK) {
+    /* a connection left inside a transaction by a failed call is not
+     * trusted with the next one */
+    if (pc->c && (PQstatus(pc->c) != CONNECTION_OK || PQtransactionStatus(pc->c) != PQTRANS_IDLE)) {
         PQfinish(pc->c);
         pc->c = NULL;
         pc->prepared = 0;
@@ -137,8 +149,10 @@ static void *pg_open(const struct store_config *cfg, char *err, size_t errlen)
         return NULL;
     }
     read_password(cfg->password_file, p->password, sizeof p->password);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
+        p->conns[i].owner = p;
         p->pool.conn[i] = &p->conns[i];
+    }
     /* the first connection is made now, so a wrong URL or password fails
      * the start; the others follow on demand */
     if (!(p->conns[0].c = connect_db(p, err, errlen)) ||
@@ -162,8 +176,8 @@ static bool ok(PGresult *res)
 }
 
 /* Runs hot statement id (text sql), preparing it on first use. */
-static PGresult *run_hot(struct pg_conn *pc, enum hot id, const char *sql, int n,
-                         const char *const *v)
+static PGresult *run_hot_once(struct pg_conn *pc, enum hot id, const char *sql, int n,
+                              const char *const *v)
 {
     char name[8];
     snprintf(name, sizeof name, "s%d", (int)id);
@@ -176,6 +190,27 @@ static PGresult *run_hot(struct pg_conn *pc, enum hot id, const char *sql, int n
         pc->prepared |= 1u << id;
     }
     return PQexecPrepared(pc->c, name, n, v, NULL, NULL, 0);
+}
+
+/* Runs hot statement id (text sql), preparing it on first use. A
+ * connection the server dropped since its last call (a restart) gets one
+ * new connection and one more try, so a restart costs no refused MAIL. A
+ * reservation retried so may count twice (never too few). NULL when the
+ * server cannot be reached. */
+static PGresult *run_hot(struct pg_conn *pc, enum hot id, const char *sql, int n,
+                         const char *const *v)
+{
+    PGresult *res = run_hot_once(pc, id, sql, n, v);
+    if (ok(res) || PQstatus(pc->c) == CONNECTION_OK)
+        return res;
+    PQclear(res);
+    PQfinish(pc->c);
+    pc->prepared = 0;
+    if (!(pc->c = connect_db(pc->owner, NULL, 0))) {
+        pc->retry_at = time(NULL) + PG_RETRY_SECONDS;
+        return NULL;
+    }
+    return run_hot_once(pc, id, sql, n, v);
 }
 
 static int exec_ok(PGconn *c, const char *sql)
