@@ -263,3 +263,20 @@ def test_store_unit_tests_against_postgresql(pg):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SKIPPED" not in r.stdout, r.stdout
+
+
+def test_store_configuration_errors_are_named(make_sluice):
+    s = make_sluice("badcfg", env={"SLUICE_STORE_BACKEND": "postgresql"})
+    r = s.cli("config", "check", check=False)
+    assert r.returncode != 0 and "[store] backend = postgresql needs [store] url" in r.stdout + r.stderr, r
+    s.env["SLUICE_STORE_BACKEND"] = "mysql"
+    r = s.cli("config", "check", check=False)
+    assert r.returncode != 0 and "expected sqlite or postgresql" in r.stdout + r.stderr, r
+    # nothing listens on the port: the CLI and the daemon say so and stop
+    s.env.update({"SLUICE_STORE_BACKEND": "postgresql",
+                  "SLUICE_STORE_URL": f"postgresql://sluice@127.0.0.1:{free_port()}/sluice"})
+    r = s.cli("creds", "list", check=False)
+    assert r.returncode == 1 and "cannot connect to PostgreSQL" in r.stdout + r.stderr, r
+    s.start(wait=False)
+    assert s.proc.wait(timeout=30) != 0
+    assert "cannot connect to PostgreSQL" in s.log_text()
