@@ -7,6 +7,7 @@ The test starts its own PostgreSQL (initdb into a temporary folder, run as
 the postgres user when the suite runs as root); it skips, saying why, only
 when no PostgreSQL can be started."""
 import glob
+import json
 import os
 import pwd
 import shutil
@@ -147,7 +148,14 @@ def test_credentials_made_once_are_seen_by_both_nodes(make_sluice, pg):
     for relay in (a, b):
         with login(relay, "both") as c:
             assert send(c, f"both-{relay.port}")[0] == 250
-    wait_for(lambda: len(captured_tags(a, b)) == 2, what="both messages captured")
+    # an API key made through a's CLI logs in on b (looked up by its key id)
+    key = json.loads(a.cli("creds", "add", "keyed", "--api-key", "--json").stdout)["api_key"]
+    c = smtplib.SMTP("127.0.0.1", b.port, timeout=30)
+    c.ehlo("client.test")
+    c.login("keyed", key)
+    assert send(c, "by-api-key")[0] == 250
+    c.quit()
+    wait_for(lambda: len(captured_tags(a, b)) == 3, what="the three messages captured")
     # a revocation made through one node's CLI reaches the other's sessions
     with login(b, "both") as c:
         a.cli("creds", "revoke", "both")
