@@ -100,6 +100,10 @@ struct config {
 
     /* [auth] (continued) */
     char *creds_db;                 /* SQLite store, default <var_dir>/sluice.db */
+    char *store_backend;            /* [store] backend: "sqlite" | "postgresql" */
+    char *store_url;                /* [store] url (PostgreSQL), "" = none */
+    char *store_password_file;      /* [store] password_file, "" = none */
+    int store_pool_size;            /* [store] pool_size, default 4 */
     char *scram_secret_file;        /* default <var_dir>/scram.key */
     int auth_failures_before_delay; /* default 3 */
     int auth_failures_before_block; /* default 10 */

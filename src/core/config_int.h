@@ -22,6 +22,7 @@ enum section {
     SEC_HTTP,
     SEC_AUDIT,
     SEC_WEBHOOK,
+    SEC_STORE,
     SEC_UPSTREAM,
     SEC_COUNT
 };

@@ -678,6 +678,12 @@ static void finish(struct loader *ld, char *const *envp, const bool *unknown)
         report(ld, origin_of(ld, k, -1), "[queue] retry_base (%d s) exceeds retry_cap (%d s)",
                cfg->retry_base, cfg->retry_cap);
     }
+    if (cfg->store_backend && strcmp(cfg->store_backend, "postgresql") == 0 &&
+        (!cfg->store_url || !*cfg->store_url)) {
+        const struct config_key *k = find_key(SEC_STORE, "backend", 7);
+        report(ld, origin_of(ld, k, -1),
+               "[store] backend = postgresql needs [store] url (postgresql://user@host/db)");
+    }
     for (size_t i = 0; i < cfg->n_upstreams; i++)
         check_upstream(ld, i);
     for (size_t i = 0; envp && envp[i]; i++) {
