@@ -106,6 +106,12 @@ int sm_deliver_or_keep(const struct config *cfg, const struct sm_submit_conf *c,
  * (errno). */
 int sm_read_message(FILE *in, bool dot_ends, struct sm_message *m);
 
+/* The header work before submission: with extract, To/Cc/Bcc recipients
+ * are added to m; Bcc fields are cut out; a From field is added from
+ * m->from (and fullname) when the message has none. Returns SM_EX_OK or
+ * SM_EX_DATAERR (reported on stderr). */
+int sm_prepare_message(struct sm_message *m, bool extract, const char *fullname);
+
 /* sendmail -q and `sluice outbox flush`: forwards the outbox, prints the
  * counts. Returns a sysexits status (EX_TEMPFAIL when mail still waits). */
 int sm_flush_command(const struct config *cfg, const char *who);

@@ -181,6 +181,8 @@ int sm_smtp_dialogue(const struct config *cfg, const struct sm_submit_conf *c, F
                 break;
             if (too_long)
                 reply(out, "500 5.5.6 a line of the message passes 1000 octets");
+            else if (sm_prepare_message(&m, false, NULL) != SM_EX_OK)
+                reply(out, "554 5.6.0 the message header cannot be read");
             else
                 reply(out, data_reply(sm_deliver_or_keep(cfg, c, &m, "sendmail -bs")));
             reset(&m, &st);

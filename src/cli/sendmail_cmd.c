@@ -314,6 +314,18 @@ int sm_flush_command(const struct config *cfg, const char *who)
     return left && busy == 0 ? SM_EX_TEMPFAIL : SM_EX_OK;
 }
 
+int sm_prepare_message(struct sm_message *m, bool extract, const char *fullname)
+{
+    bool has_from;
+    if (scan_header(m, extract, &has_from) < 0)
+        return SM_EX_DATAERR;
+    if (!has_from && add_from(m, fullname) < 0) {
+        fprintf(stderr, "sendmail: cannot write a From field for '%s'\n", m->from);
+        return SM_EX_DATAERR;
+    }
+    return SM_EX_OK;
+}
+
 static int run(const struct sm_opts *o, const struct config *cfg)
 {
     if (o->aliases)
@@ -350,20 +362,12 @@ static int run(const struct sm_opts *o, const struct config *cfg)
         rc = SM_EX_IOERR;
         goto out;
     }
-    bool has_from;
-    if (scan_header(&m, o->extract, &has_from) < 0) {
-        rc = SM_EX_DATAERR;
+    if ((rc = sm_prepare_message(&m, o->extract, o->fullname)) != SM_EX_OK)
         goto out;
-    }
     if (m.nrcpts == 0) {
         fprintf(stderr, "sendmail: no recipients (give them as arguments, or use -t with To, "
                         "Cc or Bcc fields)\n");
         rc = SM_EX_USAGE;
-        goto out;
-    }
-    if (!has_from && add_from(&m, o->fullname) < 0) {
-        fprintf(stderr, "sendmail: cannot write a From field for '%s'\n", m.from);
-        rc = SM_EX_DATAERR;
         goto out;
     }
     rc = sm_deliver_or_keep(cfg, &c, &m, WHO);

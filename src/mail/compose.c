@@ -334,7 +334,9 @@ static void start_multipart(struct ctx *c, const char *subtype, char *boundary, 
              boundary);
 }
 
-/* The text/html core: one part, or multipart/alternative of both. */
+/* Each delimiter after the first starts with its own CRLF (RFC 2046 5.1.1:
+ * the CRLF before "--" belongs to the delimiter), so a part keeps the line
+ * break that ends its last line. The text/html core: one part, or multipart/alternative of both. */
 static void body_entity(struct ctx *c)
 {
     const struct compose_msg *m = c->m;
@@ -343,9 +345,9 @@ static void body_entity(struct ctx *c)
         start_multipart(c, "alternative", b, sizeof b);
         cbuf_fmt(&c->out, "--%s\r\n", b);
         text_entity(c, "plain", m->text);
-        cbuf_fmt(&c->out, "--%s\r\n", b);
+        cbuf_fmt(&c->out, "\r\n--%s\r\n", b);
         text_entity(c, "html", m->html);
-        cbuf_fmt(&c->out, "--%s--\r\n", b);
+        cbuf_fmt(&c->out, "\r\n--%s--\r\n", b);
     } else if (m->html) {
         text_entity(c, "html", m->html);
     } else {
@@ -366,10 +368,10 @@ static void related_entity(struct ctx *c, size_t ninline)
     for (size_t i = 0; i < c->m->nattachments; i++) {
         if (!c->m->attachments[i].content_id)
             continue;
-        cbuf_fmt(&c->out, "--%s\r\n", b);
+        cbuf_fmt(&c->out, "\r\n--%s\r\n", b);
         attachment_entity(c, &c->m->attachments[i]);
     }
-    cbuf_fmt(&c->out, "--%s--\r\n", b);
+    cbuf_fmt(&c->out, "\r\n--%s--\r\n", b);
 }
 
 static void root_entity(struct ctx *c)
@@ -388,10 +390,10 @@ static void root_entity(struct ctx *c)
     for (size_t i = 0; i < c->m->nattachments; i++) {
         if (c->m->attachments[i].content_id)
             continue;
-        cbuf_fmt(&c->out, "--%s\r\n", b);
+        cbuf_fmt(&c->out, "\r\n--%s\r\n", b);
         attachment_entity(c, &c->m->attachments[i]);
     }
-    cbuf_fmt(&c->out, "--%s--\r\n", b);
+    cbuf_fmt(&c->out, "\r\n--%s--\r\n", b);
 }
 
 static int header_block(struct ctx *c)
