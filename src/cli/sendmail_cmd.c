@@ -29,6 +29,7 @@ struct sm_opts {
     bool list;    /* -bp */
     bool aliases; /* -bi: nothing to build, succeeds */
     bool verbose; /* -v */
+    bool help;    /* --help */
     const char *from, *fullname, *config;
     char **rcpts; /* the arguments after the options */
     int nrcpts;
@@ -76,6 +77,10 @@ static int parse_opts(int argc, char **argv, struct sm_opts *o)
         if (strcmp(a, "--") == 0) {
             i++;
             break;
+        }
+        if (strcmp(a, "--help") == 0) {
+            o->help = true;
+            return 0;
         }
         if (a[0] != '-' || a[1] == '\0')
             break;
@@ -389,6 +394,10 @@ int cli_sendmail(const struct cli *cli, int argc, char **argv)
     int rc = parse_opts(argc, argv, &o);
     if (rc)
         return rc;
+    if (o.help) {
+        printf("%s", usage_text);
+        return SM_EX_OK;
+    }
     struct cli c2 = *cli;
     c2.verb = "sendmail";
     if (o.config)
