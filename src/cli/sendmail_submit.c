@@ -496,6 +496,13 @@ static enum sm_result transaction(struct conn *k, const struct sm_submit_conf *c
         code = command(k, "STARTTLS");
         if (code != 220)
             return SM_TEMPORARY;
+        if (k->have > k->off) {
+            /* bytes after the 220 were sent in plaintext and would be read
+             * as if they came over TLS (RFC 3207 5, the STARTTLS injection) */
+            snprintf(k->reply, 512, "%s sent data after its STARTTLS reply: refusing", c->host);
+            return SM_TEMPORARY;
+        }
+        k->have = k->off = 0;
         if (start_tls(k, c) < 0)
             return SM_TEMPORARY;
         code = ehlo(k, c, &starttls, &plain);
