@@ -380,3 +380,12 @@ def test_starttls_injection_and_a_foreign_certificate_keep_the_mail(make_sluice,
     assert len(outbox(tmp_path)) == 1
     # nothing of the transaction went out, in plaintext or to the wrong server
     assert not any(b"MAIL" in l or b"AUTH" in l or b"confidential" in l for l in fake.seen)
+
+
+def test_non_ascii_recipient_goes_with_smtputf8(make_sluice, tmp_path, sendmail_link):
+    s = make_sluice(config_text=RELAY).start()
+    r = run([str(sendmail_link), "-f", "app@shop.test", "jürgen@dest.test"], env_for(s, tmp_path),
+            "Subject: Grüße\n\nHallo\n".encode())
+    assert r.returncode == 0, r.stderr
+    m = s.wait_captured(1)[0]
+    assert m["envelope"]["rcpt_to"] == ["jürgen@dest.test"] and m["envelope"]["smtputf8"]
