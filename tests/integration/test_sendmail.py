@@ -389,3 +389,44 @@ def test_non_ascii_recipient_goes_with_smtputf8(make_sluice, tmp_path, sendmail_
     assert r.returncode == 0, r.stderr
     m = s.wait_captured(1)[0]
     assert m["envelope"]["rcpt_to"] == ["jürgen@dest.test"] and m["envelope"]["smtputf8"]
+
+
+class Picky:
+    """A relay that answers 450 to one recipient and takes the rest."""
+
+    def __init__(self):
+        self.got = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.startswith("later@"):
+            return "450 4.2.1 try later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.got.append(list(envelope.rcpt_tos))
+        return "250 OK"
+
+
+def test_recipients_deferred_alone_are_kept_alone(make_sluice, tmp_path, sendmail_link):
+    s = make_sluice(config_text=RELAY)
+    picky = Picky()
+    port = free_port()
+    ctl = Controller(picky, hostname="127.0.0.1", port=port)
+    ctl.start()
+    try:
+        env = env_for(s, tmp_path, SLUICE_SENDMAIL_SERVER=f"127.0.0.1:{port}")
+        r = run([str(sendmail_link), "-f", "app@shop.test", "now@dest.test", "later@dest.test"],
+                env, b"Subject: split\n\nx\n")
+    finally:
+        ctl.stop()
+    assert r.returncode == 0, r.stderr
+    assert picky.got == [["now@dest.test"]]
+    files = outbox(tmp_path)
+    assert len(files) == 1
+    assert b"rcpt later@dest.test\n" in files[0].read_bytes()
+    assert b"rcpt now@dest.test" not in files[0].read_bytes()
+    s.start()
+    r = run([BIN, "outbox", "flush"], env_for(s, tmp_path))
+    assert r.returncode == 0 and b"1 sent" in r.stdout
+    assert s.wait_captured(1)[0]["envelope"]["rcpt_to"] == ["later@dest.test"]
