@@ -67,23 +67,35 @@ static const char *value(int argc, char **argv, int *i, const char *rest)
     return *i + 1 < argc ? argv[++*i] : NULL;
 }
 
+/* Options may stand before and after the recipients (as getopt lets
+ * them); "--" ends them. o->rcpts is filled in place of argv's slots. */
 static int parse_opts(int argc, char **argv, struct sm_opts *o)
 {
     int i = 1;
+    o->rcpts = argv + 1;
+    o->nrcpts = 0;
     for (; i < argc; i++) {
         const char *a = argv[i];
         if (has_break(a))
             return usage("argument %d holds a CR or LF: refused", i);
         if (strcmp(a, "--") == 0) {
-            i++;
+            for (i++; i < argc; i++) {
+                if (has_break(argv[i]))
+                    return usage("argument %d holds a CR or LF: refused", i);
+                o->rcpts[o->nrcpts++] = argv[i];
+            }
             break;
         }
         if (strcmp(a, "--help") == 0) {
             o->help = true;
             return 0;
         }
-        if (a[0] != '-' || a[1] == '\0')
-            break;
+        if (a[0] != '-' || a[1] == '\0') {
+            /* argv[1 .. i) holds options and recipients; the slot of one
+             * already read as an option is free to take this one */
+            o->rcpts[o->nrcpts++] = argv[i];
+            continue;
+        }
         for (const char *p = a + 1; *p; p++) {
             const char *rest = p + 1, *v;
             switch (*p) {
@@ -157,11 +169,6 @@ static int parse_opts(int argc, char **argv, struct sm_opts *o)
             break; /* the option took the rest of the word */
         }
     }
-    o->rcpts = argv + i;
-    o->nrcpts = argc - i;
-    for (int k = 0; k < o->nrcpts; k++)
-        if (has_break(o->rcpts[k]))
-            return usage("recipient %d holds a CR or LF: refused", k + 1);
     return 0;
 }
 
