@@ -7,6 +7,7 @@
 #include "cli/sendmail.h"
 
 #include "core/config.h"
+#include "mail/address.h"
 #include "mail/addrlist.h"
 #include "mail/header_field.h"
 
@@ -304,17 +305,18 @@ static int add_from(struct sm_message *m, const char *fullname)
 /* -f, else LOGIN@[server] hostname. */
 static char *sender(const struct sm_opts *o, const struct config *cfg)
 {
-    if (o->from) {
-        const char *f = o->from;
-        size_t n = strlen(f);
-        if (n >= 2 && f[0] == '<' && f[n - 1] == '>')
-            return strndup(f + 1, n - 2);
-        return strdup(f);
+    const char *user = o->from;
+    size_t n = user ? strlen(user) : 0;
+    if (n >= 2 && user[0] == '<' && user[n - 1] == '>')
+        return strndup(user + 1, n - 2); /* "<>": the null sender */
+    if (!user) {
+        struct passwd *pw = getpwuid(getuid());
+        user = pw ? pw->pw_name : "nobody";
     }
-    struct passwd *pw = getpwuid(getuid());
-    const char *user = pw ? pw->pw_name : "nobody";
     char *s = NULL;
-    if (asprintf(&s, "%s@%s", user, cfg->hostname) < 0)
+    /* a bare login ("-f root") is completed with [server] hostname */
+    if (strchr(user, '@') ? asprintf(&s, "%s", user) < 0
+                          : asprintf(&s, "%s@%s", user, cfg->hostname) < 0)
         return NULL;
     return s;
 }
@@ -382,6 +384,13 @@ static int run(const struct sm_opts *o, const struct config *cfg)
     if (!(m.from = sender(o, cfg))) {
         sm_submit_conf_wipe(&c);
         return SM_EX_OSERR;
+    }
+    struct smtp_path path;
+    if (*m.from && smtp_parse_mailbox(m.from, strlen(m.from), true, &path) != SMTP_ADDR_OK) {
+        fprintf(stderr, "sendmail: sender '%s' is not an address (-f local@domain)\n", m.from);
+        sm_message_free(&m);
+        sm_submit_conf_wipe(&c);
+        return SM_EX_USAGE;
     }
     if (o->smtp) {
         rc = sm_smtp_dialogue(cfg, &c, stdin, stdout);
