@@ -16,12 +16,13 @@
 #include "net/cidr.h"
 #include "net/listener.h"
 #include "net/tls.h"
+#include "net/tls_offload.h"
 #include "policy/policy.h"
 #include "policy/users.h"
 #include "queue/control.h"
 #include "queue/queue.h"
 #include "smtp/session.h"
-#include "smtp/signing.h"
+#include "intake/signing.h"
 #include "spool/spool.h"
 
 #include <errno.h>
@@ -107,6 +108,11 @@ static struct cidr_list *load_nets(const struct config *cfg)
         return NULL;
     }
     return l;
+}
+
+static void on_message_durable(struct relay *r, uint64_t id)
+{
+    queue_add(r->queue, id);
 }
 
 static void on_upstream_recovered(struct relay *r)
@@ -387,7 +393,15 @@ int cli_serve(const struct cli *cli, int argc, char **argv)
     r->hooks.session_start = session_start;
     r->hooks.session_evict_unauth = session_evict_unauth;
     r->hooks.upstream_recovered = on_upstream_recovered;
+    r->hooks.message_durable = on_message_durable;
     r->worker = worker_new(r->base, 2);
+    int tls_threads = cfg->server_threads == CONFIG_AUTO ? (int)sysconf(_SC_NPROCESSORS_ONLN)
+                                                         : cfg->server_threads;
+    if (tls_threads > 0 && r->tls) {
+        r->tls_offload = tls_offload_new(r->base, tls_threads, err, sizeof err);
+        if (!r->tls_offload)
+            log_event(LOG_WARN, "tls.offload_failed", "error", "%s", err, NULL);
+    }
     r->deliver = deliver_new(r, err, sizeof err);
     if (!r->deliver) {
         fprintf(stderr, "sluice: %s\n", err);
@@ -428,7 +442,8 @@ int cli_serve(const struct cli *cli, int argc, char **argv)
     log_event(LOG_INFO, "server.ready", "hostname", "%s", cfg->hostname, "submission", "%s",
               cfg->listen_submission, "smtps", "%s", cfg->listen_smtps, "config", "%s",
               sv.config_path ? sv.config_path : "embedded defaults", "pid", "#%d", (int)getpid(),
-              "without_auth", "%s", relay_networks_in_force(cfg), NULL);
+              "without_auth", "%s", relay_networks_in_force(cfg), "tls_threads", "#%d",
+              tls_offload_threads(r->tls_offload), NULL);
     serve_banner(stderr, cfg, sv.config_path, relay_networks_in_force(cfg),
                  program_invocation_name);
     event_base_dispatch(r->base);
@@ -437,6 +452,8 @@ int cli_serve(const struct cli *cli, int argc, char **argv)
               NULL);
 out:
     session_close_all(r);
+    tls_offload_free(r->tls_offload); /* handshakes in flight end, their sessions with them */
+    r->tls_offload = NULL;
     metrics_http_free(r->metrics);
     control_free(r->control);
     worker_free(r->worker);

@@ -8,6 +8,9 @@
 #include <stddef.h>
 #include <stdio.h>
 
+/* An integer setting given as "auto". */
+#define CONFIG_AUTO (-1)
+
 enum config_tls_mode { CONFIG_TLS_STARTTLS = 0, CONFIG_TLS_IMPLICIT, CONFIG_TLS_NONE };
 enum config_tls_verify { CONFIG_VERIFY_PEER = 0, CONFIG_VERIFY_NONE };
 enum config_auth_mech {
@@ -55,7 +58,8 @@ struct config {
     char *control_socket;         /* default <var_dir>/control.sock */
     char *relay_networks;         /* comma list of CIDRs allowed to relay without AUTH; "" */
     int shutdown_grace;           /* seconds, default 30 */
-    char *server_user;            /* run as this user when started as root; "sluice" */
+    int server_threads; /* [server] threads: TLS handshake threads, CONFIG_AUTO = one per core */
+    char *server_user;  /* run as this user when started as root; "sluice" */
 
     /* [tls] */
     char *tls_cert;        /* default <var_dir>/tls/cert.pem (self-signed if absent) */
@@ -104,6 +108,7 @@ struct config {
     int auth_cache_size;            /* entries of that cache, default 10000; 0 = off */
     bool tls_request_client_cert;   /* [tls] request_client_cert, default true */
     bool tls_session_tickets;       /* [tls] session_tickets, default true */
+    bool tls_ocsp_stapling;         /* [tls] ocsp_stapling, default true */
     int tls_session_cache_size;     /* [tls] session_cache_size, default 20000 */
     int tls_session_lifetime;       /* [tls] session_lifetime, seconds, default 1h */
     char *rate_per_ip;              /* [limits] rate_per_ip, "0" = none */

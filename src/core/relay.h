@@ -21,6 +21,7 @@ struct listener_set;
 struct control;
 struct cidr_list;
 struct signing;
+struct tls_offload;
 struct creds;
 struct accounting;
 struct ratelimit;
@@ -57,6 +58,8 @@ struct relay {
                               bool implicit_tls, bool unauth);
         /* closes the longest-waiting unauthenticated session; false: none */
         bool (*session_evict_unauth)(struct relay *r);
+        /* a message is durable in the spool (intake/submit.c): the queue takes it */
+        void (*message_durable)(struct relay *r, uint64_t id);
         /* an upstream is healthy again (queue/queue.c releases its mail) */
         void (*upstream_recovered)(struct relay *r);
     } hooks;
@@ -74,9 +77,10 @@ struct relay {
     /* secret_env values, taken out of the environment (core/secrets.h) */
     struct env_secrets *env_secrets;
     SSL_CTX *tls;             /* replaced on SIGHUP; sessions keep their own SSL */
+    struct tls_offload *tls_offload; /* handshake threads ([server] threads); NULL: on the loop */
     bool draining;            /* SIGTERM received */
     unsigned sessions;        /* open sessions */
-    long long inflight_bytes; /* message buffers of all sessions (smtp/msgbuf.h) */
+    long long inflight_bytes; /* message buffers of all sessions (intake/msgbuf.h) */
     struct relay_counters n;
 };
 

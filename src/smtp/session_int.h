@@ -1,6 +1,6 @@
 /* Inside the SMTP server session: the state, the per-connection struct and
- * the verbs its parts share. session.c owns the state machine, the input
- * loop and the connection's life; session_auth.c the SASL exchanges;
+ * the verbs its parts share. session.c owns the state machine and the input
+ * loop; session_conn.c the connection's life and I/O; session_auth.c the SASL exchanges;
  * session_content.c DATA/BDAT content up to the spool. Nothing outside
  * src/smtp/session*.c includes this. */
 #ifndef SLUICE_SMTP_SESSION_INT_H
@@ -15,7 +15,7 @@
 #include "smtp/data.h"
 #include "smtp/deadline.h"
 #include "mail/intake.h"
-#include "smtp/msgbuf.h"
+#include "intake/msgbuf.h"
 #include "smtp/sasl.h"
 
 #include <arpa/inet.h>
@@ -25,14 +25,15 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include <event2/util.h>
+
 struct relay;
 struct bufferevent;
 struct event;
 struct evbuffer;
 struct cred;
 struct users;
-struct dkim_sign_state;
-struct signing;
+struct submit_tx;
 struct scram_server;
 
 /* RFC 4954 4: AUTH lines may be up to 12288 octets. */
@@ -65,6 +66,8 @@ struct session {
     struct sockaddr_storage peer;
     char ip[INET6_ADDRSTRLEN];
     bool loopback, relay_net, tls, esmtp, authed;
+    bool greet_after_tls; /* implicit TLS on a handshake thread: 220 once it is done */
+    int offload_fd;       /* the socket while a handshake thread has it, else -1 */
     char tls_desc[128];
     char helo[256];
     char auth_user[SASL_FIELD_MAX + 1]; /* the credential name once authed */
@@ -80,26 +83,12 @@ struct session {
     struct deadline_clock clock;
     struct users *auth_users;
 
-    /* transaction */
-    struct smtp_path from;
-    struct smtp_mail_params mp;
-    char **rcpts;
-    size_t n_rcpts, cap_rcpts;
-    struct msgbuf msg;
-    struct smtp_data_decoder dec;
-    size_t data_total;
-    long long size_limit; /* the relay's limit, lowered by the credential's */
-    struct authz_attachments atts;
-    bool too_big, bdat_used, bdat_last, bdat_failed;
-    bool over_budget; /* the in-flight budget ran out: content read, not kept */
-    /* DKIM: the body hash runs while the content streams in */
-    bool hdr_found;
-    size_t hdr_scan, body_start, dkim_hdr_len;
-    struct dkim_sign_state *dkim;
-    struct signing *dkim_set;
-    /* what the spool borrows until the commit completes */
-    struct intake_result ir;
-    char *sigs;
+    /* transaction: the envelope and content live in the intake transaction */
+    struct submit_tx *tx;         /* from an accepted MAIL to the end of the transaction */
+    struct smtp_mail_params mp;   /* MAIL parameters (SMTPUTF8 governs RCPT parsing) */
+    struct smtp_data_decoder dec; /* DATA dot-stuffing and framing facts */
+    size_t data_total;            /* content octets of this transaction, kept or not */
+    bool bdat_used, bdat_last, bdat_failed;
     const char *bdat_error; /* reply for a BDAT chunk that is read but refused */
     uint64_t bdat_left;
 
@@ -113,6 +102,10 @@ struct session {
 };
 
 /* ---- session.c ---- */
+
+/* Every change of s->st goes through here (logged as smtp.state at debug). */
+void session_enter_state(struct session *s, enum session_state st);
+const char *session_state_name(enum session_state st);
 
 /* Queues one reply line (CRLF added); the next command line is due from now. */
 __attribute__((format(printf, 2, 3))) void session_reply(struct session *s, const char *fmt, ...);
@@ -137,7 +130,6 @@ void session_after_transaction(struct session *s);
 void session_set_timeout(struct session *s, int seconds);
 void session_deadline_arm(struct session *s);
 int64_t session_now_ms(void);
-void session_dkim_drop(struct session *s);
 bool session_auth_offered(const struct session *s);
 /* The credential a policy check applies to: NULL for a relay client. */
 const struct cred *session_sender_cred(const struct session *s);
@@ -158,5 +150,12 @@ void session_cmd_bdat(struct session *s, const struct smtp_command *c);
 /* Consumes DATA or BDAT content; true when the content ended and was
  * handled, false when more input is needed. */
 bool session_consume_content(struct session *s, struct evbuffer *in);
+
+/* Ends the current transaction (MAIL..DATA) and frees its state. */
+void session_transaction_reset(struct session *s);
+/* The deadline timer's callback (struct session *s as arg). */
+void session_on_deadline(evutil_socket_t fd, short what, void *arg);
+/* Switches the connection to TLS after the 220 to STARTTLS. */
+void session_start_tls(struct session *s);
 
 #endif
