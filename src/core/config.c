@@ -18,10 +18,9 @@
 #include <strings.h>
 #include <unistd.h>
 
-const char *const section_names[SEC_COUNT] = {"server", "tls",   "auth",    "limits",
-                                              "queue",  "log",   "policy",  "dkim",
-                                              "http",   "audit", "webhook", "sendmail",
-                                              "upstream"};
+const char *const section_names[SEC_COUNT] = {"server",  "tls",      "auth",    "limits", "queue",
+                                              "log",     "policy",   "dkim",    "http",   "audit",
+                                              "webhook", "sendmail", "upstream"};
 
 const char *const type_names[] = {
     "string", "path",   "host name", "host",          "address:port", "CIDR list",
