@@ -18,9 +18,9 @@
 #include <strings.h>
 #include <unistd.h>
 
-const char *const section_names[SEC_COUNT] = {"server",  "tls",    "auth",    "limits", "queue",
-                                              "log",     "policy", "dkim",    "http",   "audit",
-                                              "webhook", "store",  "upstream"};
+const char *const section_names[SEC_COUNT] = {"server",  "tls",    "auth",     "limits",  "queue",
+                                              "log",     "policy", "dkim",     "http",    "audit",
+                                              "webhook", "store",  "sendmail", "upstream"};
 
 const char *const type_names[] = {
     "string", "path",   "host name", "host",          "address:port", "CIDR list",
@@ -244,6 +244,22 @@ const struct config_key config_keys[] = {
      .doc = "Delivery events are POSTed as signed JSON to these URLs; empty disables."},
     {SEC_WEBHOOK, "secret_file", NULL, T_PATH, S(webhook_secret_file), "", .empty_ok = true,
      .doc = "HMAC-SHA-256 key for the X-Sluice-Signature header."},
+
+    {SEC_SENDMAIL, "server", NULL, T_LISTEN, S(sendmail_server), "", .empty_ok = true,
+     .doc = "Where 'sluice sendmail' and 'sluice send' submit (STARTTLS when offered; plaintext "
+            "only to loopback); empty: [server] listen_submission."},
+    {SEC_SENDMAIL, "credential_file", NULL, T_PATH, S(sendmail_credential_file), "",
+     .empty_ok = true,
+     .doc = "File with 'user = NAME' and 'password = SECRET' lines for AUTH; it must belong to "
+            "the calling user and have mode 0600 or stricter. Empty: SLUICE_SENDMAIL_USER and "
+            "SLUICE_SENDMAIL_PASSWORD, else no AUTH (relay_networks)."},
+    {SEC_SENDMAIL, "outbox_dir", NULL, T_PATH, S(sendmail_outbox_dir), "", .empty_ok = true,
+     .doc = "Where messages wait while the relay is unreachable or answers 4xx; empty: "
+            "$XDG_DATA_HOME/sluice/outbox (~/.local/share/sluice/outbox) of the calling user."},
+    {SEC_SENDMAIL, "forward_outbox", NULL, T_BOOL, S(sendmail_forward_outbox), "true",
+     .doc = "Each sendmail invocation first forwards the messages waiting in the outbox."},
+    {SEC_SENDMAIL, "timeout", NULL, T_DURATION, S(sendmail_timeout), "60s", 1, 3600,
+     .doc = "Limit on connecting and on each reply of the submission dialogue."},
 
     {SEC_UPSTREAM, "kind", NULL, T_KIND, U(capture), "smtp", .choices = kinds,
      .doc = "smtp: relay to host; capture: write .eml files to capture_dir."},
