@@ -249,14 +249,23 @@ int policy_check_password(struct relay *r, struct users *users, const char *user
                           const char *password, const char *mech, struct policy_login *out)
 {
     *out = (struct policy_login){.method = mech, .gen = policy_generation(r)};
+    int kr = CREDS_ENOTFOUND;
     if (r->creds && is_api_key(password) &&
-        creds_verify_api_key(r->creds, password, &out->cred) == 0) {
+        (kr = creds_verify_api_key(r->creds, password, &out->cred)) == 0) {
         out->method = "api-key";
         return 0;
     }
-    if (r->creds && creds_verify_password(r->creds, user, password, &out->cred, out->stamp) == 0) {
+    int pr = r->creds ? creds_verify_password(r->creds, user, password, &out->cred, out->stamp)
+                      : CREDS_ENOTFOUND;
+    if (pr == 0) {
         out->cacheable = true;
         return 0;
+    }
+    if (kr == CREDS_EDB || pr == CREDS_EDB) {
+        /* the store did not answer: nobody is let in, and nobody is told
+         * the credentials were wrong either */
+        out->store_failed = true;
+        return -1;
     }
     /* the users file is asked on every failure, known name or not, so a
      * failure always costs the same two argon2id runs */

@@ -47,6 +47,7 @@ struct policy_login {
     const char *method; /* "api-key" or the mech given */
     uint64_t gen;       /* store generation read before the check */
     bool cacheable;     /* a store password: stamp names the hash it matched */
+    bool store_failed;  /* on failure: the store did not answer (454, not 535) */
     unsigned char stamp[POLICY_STAMP_LEN];
 };
 

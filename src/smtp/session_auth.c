@@ -135,10 +135,19 @@ static void auth_done(void *arg)
         session_close(s);
         return;
     }
-    if (c)
+    if (c) {
         auth_succeeded(s, s->check.method, c, s->check.gen);
-    else if (!auth_failed(s, s->check_mech, s->login_user, "invalid credentials"))
+    } else if (s->check.store_failed) {
+        /* RFC 4954 6: a temporary failure, not a wrong password; it does
+         * not count against the client's address */
+        log_event(LOG_WARN, "auth.store_unavailable", "client_ip", "%s", s->ip, "user", "%s",
+                  s->login_user, NULL);
+        session_enter_state(s, ST_READY);
+        session_reply(s, "454 4.7.0 Temporary authentication failure: the credential store "
+                         "did not answer, try again later");
+    } else if (!auth_failed(s, s->check_mech, s->login_user, "invalid credentials")) {
         return;
+    }
     session_process_input(s);
 }
 
