@@ -40,6 +40,7 @@ struct submit_tx {
 
     /* envelope */
     bool have_mail;
+    struct quota_ticket quota; /* given back unless the message is accepted */
     struct smtp_path from;
     struct smtp_mail_params mp;
     char **rcpts;
@@ -148,6 +149,9 @@ void submit_free(struct submit_tx *tx)
         log_event(LOG_ERROR, "intake.free_while_committing", "door", "%s", tx->door, NULL);
         abort();
     }
+    /* a transaction that ends without acceptance (RSET, a refusal, a lost
+     * connection, a failed commit) costs no quota */
+    accounting_quota_give_back(tx->r->accounting, &tx->quota);
     dkim_drop(tx);
     free(tx->sigs);
     for (size_t i = 0; i < tx->n_rcpts; i++)
@@ -177,7 +181,7 @@ int submit_mail(struct submit_tx *tx, const struct smtp_path *from,
     if (authz_mail(tx->cred, cfg, from, mp->size, ref) < 0 ||
         authz_rate(tx->r->ratelimit, tx->cred, tx->ip, cfg->rate_per_ip, policy_now_ms(), ref) <
             0 ||
-        authz_quota(tx->r->accounting, tx->cred, time(NULL), ref) < 0)
+        authz_quota_reserve(tx->r->accounting, tx->cred, time(NULL), &tx->quota, ref) < 0)
         return refused(tx, ref);
     tx->from = *from;
     tx->mp = *mp;
@@ -487,6 +491,7 @@ static void committed(void *arg, int err, uint64_t id)
                         (const char *const *)tx->rcpts, tx->n_rcpts, tx->msg.len,
                         tx->tls ? tx->tls_desc : NULL, (const char *const *)tx->atts.v, tx->atts.n);
         account(tx, ACCT_ACCEPTED, NULL, (long long)tx->msg.len);
+        tx->quota.held = false; /* spent */
         snprintf(ref.reply, sizeof ref.reply, "250 2.0.0 Ok: queued as %s", res.id_str);
     } else {
         if (err == -ENOSPC || err == -EDQUOT)

@@ -4,6 +4,7 @@
  * credential cache of accepted counts for recent days; quotas reserve in
  * the store's shared counters (accounting_quota_take). */
 #include "policy/accounting.h"
+#include "core/log.h"
 
 #include "store/store.h"
 
@@ -463,6 +464,24 @@ int accounting_over_quota(struct accounting *a, const struct cred *c, time_t now
 
 int accounting_quota_take(struct accounting *a, const struct cred *c, time_t now)
 {
+    return accounting_quota_reserve(a, c, now, NULL);
+}
+
+void accounting_quota_give_back(struct accounting *a, struct quota_ticket *t)
+{
+    if (!a || !t || !t->held)
+        return;
+    t->held = false;
+    if (a->st->ops->counter_give(a->st->h, t->key, t->window) < 0)
+        log_event(LOG_WARN, "accounting.quota_give_back_failed", "key", "%s", t->key, "window",
+                  "%s", t->window, NULL);
+}
+
+int accounting_quota_reserve(struct accounting *a, const struct cred *c, time_t now,
+                             struct quota_ticket *t)
+{
+    if (t)
+        t->held = false;
     if (!c || c->quota.count <= 0 || c->quota.per == CRED_PER_NONE)
         return 1;
     time_t start = accounting_period_start(c->quota.per, now);
@@ -478,6 +497,11 @@ int accounting_quota_take(struct accounting *a, const struct cred *c, time_t now
         period[7] = 0; /* "YYYY-MM" */
     long long used = 0;
     int r = a->st->ops->counter_take(a->st->h, key, period, c->quota.count, seed, &used);
+    if (r == 1 && t) {
+        t->held = true;
+        snprintf(t->key, sizeof t->key, "%s", key);
+        snprintf(t->window, sizeof t->window, "%s", period);
+    }
     return r < 0 ? -1 : r;
 }
 

@@ -70,8 +70,25 @@ int accounting_over_quota(struct accounting *a, const struct cred *c, time_t now
  * counter for the period holding now, in one atomic conditional increment,
  * so nodes sharing a store never together pass the quota. 1 reserved (or no
  * quota), 0 the quota is used up, -1 the store did not answer. A
- * reservation stays counted even if its transaction ends without 250. */
+ * reservation taken here stays counted; accounting_quota_reserve keeps a
+ * ticket so that a transaction ending without 250 can give it back. */
 int accounting_quota_take(struct accounting *a, const struct cred *c, time_t now);
+
+/* A reservation that can be given back: the key and window it was taken
+ * from. held is true from a successful take until give_back or keep. */
+struct quota_ticket {
+    bool held;
+    char key[80];
+    char window[16];
+};
+
+/* accounting_quota_take that fills *t when a unit was taken. */
+int accounting_quota_reserve(struct accounting *a, const struct cred *c, time_t now,
+                             struct quota_ticket *t);
+
+/* The transaction the reservation was for ended without acceptance: the
+ * unit goes back (to the window it came from, even after midnight). */
+void accounting_quota_give_back(struct accounting *a, struct quota_ticket *t);
 
 /* One summed row for the CLI. */
 struct accounting_row {

@@ -290,9 +290,15 @@ static time_t next_period(enum cred_period per, time_t now)
 
 int authz_quota(struct accounting *a, const struct cred *c, time_t now, struct authz_refusal *out)
 {
+    return authz_quota_reserve(a, c, now, NULL, out);
+}
+
+int authz_quota_reserve(struct accounting *a, const struct cred *c, time_t now,
+                        struct quota_ticket *t, struct authz_refusal *out)
+{
     if (!a || !c || c->quota.count <= 0)
         return 0;
-    int taken = accounting_quota_take(a, c, now);
+    int taken = accounting_quota_reserve(a, c, now, t);
     if (taken == 1)
         return 0;
     if (taken < 0)

@@ -63,6 +63,11 @@ int authz_rate(struct ratelimit *rl, const struct cred *c, const char *client_ip
  * messages). 452 4.7.1 with the time the quota resets. A store error lets
  * the message through (the quota is a budget, not a security boundary). */
 int authz_quota(struct accounting *a, const struct cred *c, time_t now, struct authz_refusal *out);
+/* The same, keeping the reservation in *t so that a transaction that ends
+ * without acceptance gives it back (accounting_quota_give_back). */
+struct quota_ticket;
+int authz_quota_reserve(struct accounting *a, const struct cred *c, time_t now,
+                        struct quota_ticket *t, struct authz_refusal *out);
 
 /* The received size against the credential's max_size (552 5.3.4). */
 int authz_size(const struct cred *c, const struct config *cfg, size_t size,

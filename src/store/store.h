@@ -189,6 +189,10 @@ struct store_ops {
      * STORE_EDB. */
     int (*counter_take)(void *h, const char *key, const char *window, long long limit,
                         long long seed, long long *used);
+    /* Gives one taken unit of (key, window) back (never below 0): a
+     * reservation whose transaction ended without acceptance. 0 or
+     * STORE_EDB. */
+    int (*counter_give)(void *h, const char *key, const char *window);
 };
 
 extern const struct store_ops store_sqlite_ops;

@@ -779,6 +779,23 @@ static int pg_counter_take(void *h, const char *key, const char *period, long lo
     return r;
 }
 
+static int pg_counter_give(void *h, const char *key, const char *period)
+{
+    size_t slot;
+    struct pg_conn *pc = take(h, &slot);
+    if (!pc)
+        return STORE_EDB;
+    const char *p[2] = {key, period};
+    PGresult *res = run(pc->c,
+                        "UPDATE counters SET value = value - 1"
+                        " WHERE key = $1 AND period = $2 AND value > 0",
+                        2, p);
+    int r = ok(res) ? 0 : STORE_EDB;
+    PQclear(res);
+    give(h, slot);
+    return r;
+}
+
 const struct store_ops store_pg_ops = {
     .name = "postgresql",
     .open = pg_open,
@@ -799,4 +816,5 @@ const struct store_ops store_pg_ops = {
     .acct_add = pg_acct_add,
     .acct_query = pg_acct_query,
     .counter_take = pg_counter_take,
+    .counter_give = pg_counter_give,
 };

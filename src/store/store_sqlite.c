@@ -700,6 +700,25 @@ static int sq_counter_take(void *h, const char *key, const char *period, long lo
     return r;
 }
 
+static int sq_counter_give(void *h, const char *key, const char *period)
+{
+    size_t slot;
+    struct sq_conn *c = take(h, &slot);
+    sqlite3_stmt *st;
+    int r = STORE_EDB;
+    if (sqlite3_prepare_v2(c->db,
+                           "UPDATE counters SET value = value - 1"
+                           " WHERE key = ?1 AND period = ?2 AND value > 0",
+                           -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 2, period, -1, SQLITE_TRANSIENT);
+        r = sqlite3_step(st) == SQLITE_DONE ? 0 : STORE_EDB;
+        sqlite3_finalize(st);
+    }
+    give(h, slot);
+    return r;
+}
+
 const struct store_ops store_sqlite_ops = {
     .name = "sqlite",
     .open = sq_open,
@@ -720,4 +739,5 @@ const struct store_ops store_sqlite_ops = {
     .acct_add = sq_acct_add,
     .acct_query = sq_acct_query,
     .counter_take = sq_counter_take,
+    .counter_give = sq_counter_give,
 };

@@ -10,6 +10,7 @@ import signal
 import pytest
 
 from conftest import PASSWORD, Sluice, wait_for
+from test_observability import scrape
 from support_smtp import Conn, dot_stuff, new_msgid, wait_captured_id, captured_with
 
 RELAY_SOURCE = "127.0.0.3"  # relays without AUTH, within relay_allow_from/_rcpt
@@ -28,6 +29,7 @@ def relay(tmp_path_factory):
         "staging": ["--allow-from", "*@shop.example", "--allow-rcpt", "*@team.example"],
         "rated": ["--rate", "2/min"],
         "quota": ["--quota", "2/day"],
+        "refund": ["--quota", "2/day"],
         "small": ["--max-size", "2k"],
     }
     for name, args in creds.items():
@@ -152,6 +154,27 @@ def test_quota(relay):
         assert r.text == (f"4.7.1 Daily quota of 2 messages for credential 'quota' reached; "
                           f"resets at {tomorrow}T00:00:00Z"), str(r)
     assert rejected(relay, "quota")
+
+
+def test_quota_is_spent_only_by_accepted_mail(relay):
+    """A MAIL reserves a unit of the quota; a transaction that ends without
+    250 (RSET, a refused message, a dropped connection) gives it back."""
+    with session(relay, "refund") as c:
+        for _ in range(3):
+            c.expect("MAIL FROM:<a@refund.example>", 250)
+            c.expect("RSET", 250)
+        c.expect("MAIL FROM:<a@refund.example>", 250)
+        c.expect("RCPT TO:<someone@example.net>", 250)
+        r = data(c, b"Subject: x\r\n\r\nnul \x00 here\r\n")
+        assert r.code == 554, str(r)
+    c = session(relay, "refund")
+    c.expect("MAIL FROM:<a@refund.example>", 250)
+    c.close()  # gone mid-transaction: the relay notices, the unit goes back
+    wait_for(lambda: scrape(relay).get("sluice_sessions") == 0, what="the session to end")
+    with session(relay, "refund") as c:
+        for _ in range(2):
+            send_ok(relay, c, "a@refund.example")
+        c.expect("MAIL FROM:<a@refund.example>", 452, "4.7.1")
 
 
 def test_max_size(relay):

@@ -355,6 +355,18 @@ static void test_counter_take_bounds(void **state)
     name_of(f, "quota:full", key, sizeof key);
     assert_int_equal(O(f)->counter_take(f->st->h, key, "2030-01-01", 3, 3, &used), 0);
     assert_int_equal(O(f)->counter_take(f->st->h, key, "2030-01-01", 3, 0, &used), 0);
+    /* a unit given back is there to take again, once; never below zero */
+    name_of(f, "quota:give", key, sizeof key);
+    assert_int_equal(O(f)->counter_take(f->st->h, key, "2030-01-01", 1, 0, &used), 1);
+    assert_int_equal(O(f)->counter_take(f->st->h, key, "2030-01-01", 1, 0, &used), 0);
+    assert_int_equal(O(f)->counter_give(f->st->h, key, "2030-01-01"), 0);
+    assert_int_equal(O(f)->counter_take(f->st->h, key, "2030-01-01", 1, 0, &used), 1);
+    assert_int_equal(used, 1);
+    assert_int_equal(O(f)->counter_give(f->st->h, key, "2030-01-01"), 0);
+    assert_int_equal(O(f)->counter_give(f->st->h, key, "2030-01-01"), 0);
+    assert_int_equal(O(f)->counter_give(f->st->h, key, "2030-01-09"), 0); /* no row: nothing */
+    assert_int_equal(O(f)->counter_take(f->st->h, key, "2030-01-01", 1, 0, &used), 1);
+    assert_int_equal(used, 1);
 }
 
 struct taker {
