@@ -110,12 +110,19 @@ struct smtp_client {
     bool quitting;
 };
 
+/* The one place c->state changes (client.c). */
 void client_enter_state(struct smtp_client *c, enum client_state st);
+
+/* ---- client.c: life, timers, output ---- */
+/* enter/leave bracket a callback; leave returns false when c was freed. */
 void client_enter(struct smtp_client *c);
 bool client_leave(struct smtp_client *c);
-void client_arm(struct smtp_client *c, unsigned ms);
+bool client_alive(const struct smtp_client *c);
+void client_arm(struct smtp_client *c, unsigned ms); /* the deadline of the awaited reply */
 void client_disarm(struct smtp_client *c);
 void client_wipe_secret(struct smtp_client *c);
+/* Ends the connection with an error of category cat (with_reply: the last
+ * reply is part of it) and tells the owner. */
 void client_fail(struct smtp_client *c, enum smtp_client_errcat cat, bool with_reply,
                  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 void client_fail_reply(struct smtp_client *c, enum smtp_client_errcat cat, const char *what);
@@ -124,6 +131,8 @@ void client_send_line(struct smtp_client *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void client_on_event(struct bufferevent *bev, short what, void *arg);
 void client_on_read(struct bufferevent *bev, void *arg);
+
+/* ---- client_setup.c: up to ready ---- */
 void client_start(struct smtp_client *c);
 void client_free_connection(struct smtp_client *c);
 void client_set_write_timeout(struct smtp_client *c);
@@ -131,10 +140,12 @@ void client_connect_next(struct smtp_client *c);
 void client_start_tls(struct smtp_client *c, enum client_state next);
 void client_tls_established(struct smtp_client *c);
 void client_tls_failed(struct smtp_client *c);
+/* A reply in a set-up state (greeting, EHLO, STARTTLS, AUTH). */
 void client_setup_reply(struct smtp_client *c);
 
-bool client_alive(const struct smtp_client *c);
+/* ---- client_transaction.c: the mail transaction ---- */
 void client_finish_message(struct smtp_client *c, enum smtp_client_stage stage, bool still_open);
+/* A reply in a transaction state (MAIL, RCPT, DATA, the final dot). */
 void client_transaction_reply(struct smtp_client *c);
 
 #endif

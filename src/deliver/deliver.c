@@ -3,6 +3,7 @@
  * envelope); a batch of files is made durable with one syncfs before the
  * messages count as delivered. */
 #include "deliver/deliver.h"
+#include "deliver/trouble.h"
 
 #include "core/config.h"
 #include "core/log.h"
@@ -237,9 +238,8 @@ struct attempt {
     unsigned flags;
     deliver_done_fn done;
     void *arg;
-    size_t next_slot; /* next upstream to try, in priority order */
-    bool all_misconfig, tried_any;
-    char fault[256];
+    size_t next_slot;  /* next upstream to try, in priority order */
+    struct trouble tr; /* what went wrong on the upstreams tried so far */
     struct upstream_job job;
     struct attempt *prev, *next; /* in d->attempts */
 };
@@ -261,32 +261,6 @@ static void attempt_free(struct attempt *a)
     free(a);
 }
 
-static bool is_misconfig(enum smtp_client_errcat cat)
-{
-    return cat == SMTP_CLIENT_ERR_TLS || cat == SMTP_CLIENT_ERR_AUTH;
-}
-
-static void note_fault(struct attempt *a, const char *upstream, const char *reason, bool misconfig)
-{
-    if (!misconfig)
-        a->all_misconfig = false;
-    size_t used = strlen(a->fault);
-    if (used < sizeof a->fault - 8)
-        snprintf(a->fault + used, sizeof a->fault - used, "%s%.60s: %.180s", used ? "; " : "",
-                 upstream, reason);
-}
-
-/* Reply classes that mean the upstream refused us rather than the message:
- * authentication required or failed (RFC 4954 6). */
-static bool reply_is_upstream_fault(const struct smtp_client_status *st)
-{
-    if (st->code == 530 || st->code == 534 || st->code == 535 || st->code == 538 || st->code == 454)
-        return true;
-    return strcmp(st->enhanced, "5.7.0") == 0 || strcmp(st->enhanced, "5.7.8") == 0 ||
-           strcmp(st->enhanced, "5.7.9") == 0 || strcmp(st->enhanced, "5.7.11") == 0 ||
-           strcmp(st->enhanced, "4.7.0") == 0;
-}
-
 static void finish(struct attempt *a, const char *upstream, const struct smtp_client_result *res)
 {
     struct deliver_result out = {.n_rcpts = a->n_all};
@@ -298,19 +272,17 @@ static void finish(struct attempt *a, const char *upstream, const struct smtp_cl
         struct deliver_rcpt_result *rr = &out.rcpt[a->index[i]];
         if (!res) {
             rr->cls = DELIVER_TEMP;
-            snprintf(rr->reply, sizeof rr->reply, "%s", a->fault);
+            snprintf(rr->reply, sizeof rr->reply, "%s", a->tr.fault);
             continue;
         }
         const struct smtp_client_status *st = &res->rcpts[i].status;
         snprintf(rr->reply, sizeof rr->reply, "%d %.16s %.200s", st->code, st->enhanced, st->text);
-        rr->cls = st->code >= 200 && st->code < 300   ? DELIVER_OK
-                  : st->code >= 500 && st->code < 600 ? DELIVER_PERM
-                                                      : DELIVER_TEMP;
+        rr->cls = trouble_rcpt_class(st->code);
     }
     if (!res) {
         out.upstream_fault = true;
-        out.hold = a->tried_any && a->all_misconfig;
-        snprintf(out.fault, sizeof out.fault, "%s", a->fault);
+        out.hold = trouble_hold(&a->tr);
+        snprintf(out.fault, sizeof out.fault, "%s", a->tr.fault);
     }
     if (out.rcpt)
         a->done(a->arg, a->id, &out);
@@ -327,22 +299,18 @@ static void on_job_done(struct upstream_job *job, const struct upstream_outcome 
     const char *name =
         a->next_slot > 0 && a->next_slot - 1 < d->n_slots ? d->slots[a->next_slot - 1].name : "";
     if (o->conn_fault) {
-        note_fault(a, name, o->reason, is_misconfig(o->category));
+        trouble_note(&a->tr, name, o->reason, trouble_is_misconfig(o->category));
         try_next(a);
         return;
     }
     /* a refusal of us (not of the message) at MAIL, or of every recipient
      * for the same reason, is the upstream's trouble: fail over, never bounce */
     const struct smtp_client_result *res = o->res;
-    bool upstream_refused =
-        (res->stage == SMTP_CLIENT_STAGE_MAIL || res->stage == SMTP_CLIENT_STAGE_RCPT ||
-         res->stage == SMTP_CLIENT_STAGE_DATA) &&
-        reply_is_upstream_fault(&res->status);
-    if (upstream_refused) {
+    if (trouble_refused_us(res)) {
         char why[300];
         snprintf(why, sizeof why, "refused us: %d %.16s %.200s", res->status.code,
                  res->status.enhanced, res->status.text);
-        note_fault(a, name, why, res->status.code >= 500);
+        trouble_note(&a->tr, name, why, res->status.code >= 500);
         try_next(a);
         return;
     }
@@ -365,22 +333,22 @@ static void try_next(struct attempt *a)
             continue;
         }
         if (!sl->up) {
-            note_fault(a, sl->name, sl->setup_error, true);
-            a->tried_any = true;
+            trouble_note(&a->tr, sl->name, sl->setup_error, true);
+            a->tr.tried_any = true;
             continue;
         }
         if (!upstream_available(sl->up)) {
-            note_fault(a, sl->name, upstream_last_error(sl->up),
-                       is_misconfig(upstream_last_category(sl->up)));
-            a->tried_any = true;
+            trouble_note(&a->tr, sl->name, upstream_last_error(sl->up),
+                         trouble_is_misconfig(upstream_last_category(sl->up)));
+            a->tr.tried_any = true;
             continue;
         }
-        a->tried_any = true;
+        a->tr.tried_any = true;
         upstream_submit(sl->up, &a->job);
         return;
     }
-    if (!a->fault[0])
-        snprintf(a->fault, sizeof a->fault, "no upstream available");
+    if (!a->tr.fault[0])
+        snprintf(a->tr.fault, sizeof a->tr.fault, "no upstream available");
     finish(a, NULL, NULL);
 }
 
@@ -403,7 +371,7 @@ static int smtp_start(struct deliver *d, const struct spool_msg *m, deliver_done
     a->done = done;
     a->arg = arg;
     a->n_all = m->n_rcpts;
-    a->all_misconfig = true;
+    trouble_init(&a->tr);
     a->sender = strdup(m->sender);
     a->rcpts = calloc(m->n_rcpts, sizeof *a->rcpts);
     a->index = calloc(m->n_rcpts, sizeof *a->index);

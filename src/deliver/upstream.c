@@ -4,6 +4,7 @@
  * or in the middle of a transaction marks the upstream down; probes with
  * growing pauses find out when it is back. */
 #include "deliver/upstream.h"
+#include "deliver/trouble.h"
 
 #include "core/config.h"
 #include "core/log.h"
@@ -111,14 +112,7 @@ static void mark_down(struct upstream *u, const char *reason)
     u->fails++;
     /* each failed probe doubles the pause, up to PROBE_MAX_SECONDS (or
      * retry_cap if smaller): there is no point in a probe after the retry */
-    int64_t cap = PROBE_MAX_SECONDS * 1000;
-    if (u->r->cfg->retry_cap > 0 && (int64_t)u->r->cfg->retry_cap * 1000 < cap)
-        cap = (int64_t)u->r->cfg->retry_cap * 1000;
-    int64_t pause = 1000;
-    for (int i = 1; i < u->fails && pause < cap; i++)
-        pause *= 2;
-    if (pause > cap)
-        pause = cap;
+    int64_t pause = trouble_probe_pause_ms(u->fails, PROBE_MAX_SECONDS, u->r->cfg->retry_cap);
     u->retry_at_ms = now_ms() + pause;
     if (was_up) {
         u->r->n.upstream_unhealthy++;
@@ -268,8 +262,9 @@ static void on_error(struct smtp_client *c, const struct smtp_client_error *err,
     /* A drop after the final "." leaves only that message's fate unknown; it
      * says nothing about the upstream or the jobs waiting for it, which go
      * to a new connection (whose failure, if the upstream is gone, tells). */
-    bool ambiguous = j && err->outcome_unknown && k->ever_ready;
-    bool health_failure = !k->ever_ready || (j != NULL && !ambiguous);
+    bool ambiguous;
+    bool health_failure =
+        trouble_health_failure(j != NULL, err->outcome_unknown, k->ever_ready, &ambiguous);
     char reason[400];
     if (err->code)
         snprintf(reason, sizeof reason, "%s: %.160s (%d %.16s %.160s)",

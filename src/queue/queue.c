@@ -11,6 +11,7 @@
 #include "deliver/deliver.h"
 #include "deliver/dsn.h"
 #include "queue/clock.h"
+#include "queue/outcome.h"
 #include "queue/track.h"
 #include "spool/spool.h"
 
@@ -56,18 +57,6 @@ struct queue {
     size_t rel_head, rel_n, rel_cap;
     struct qclock clk; /* the last reading, to notice wall-clock steps */
 };
-
-int64_t queue_backoff(int64_t base, int64_t cap, uint32_t attempts, uint64_t rnd)
-{
-    int64_t d = base;
-    for (uint32_t i = 1; i < attempts && d < cap; i++)
-        d *= 2;
-    if (d > cap)
-        d = cap;
-    if (d < 1)
-        d = 1;
-    return 1 + (int64_t)(rnd % (uint64_t)d);
-}
 
 /* Reads both clocks; a wall-clock step since the last reading is logged (it
  * changes nothing here: schedules and ages are monotonic). */
@@ -412,52 +401,28 @@ static void on_attempt_done(void *arg, uint64_t id, struct deliver_result *res)
      * fresh mail nor keeps old mail forever */
     struct track_entry *te = tracked(q, m, &clk);
     int64_t born_ms = te ? te->born_ms : qclock_since_ms(&clk, m->received);
-    bool expired = (clk.mono_ms - born_ms) / 1000 > r->cfg->max_lifetime;
-    int failed_now = 0, pending = 0, delivered = 0;
-    /* expiry turns remaining temporary failures into permanent ones, except
-     * when the upstream itself is at fault: that never bounces */
+    const struct outcome_params op = {r->cfg->max_lifetime, r->cfg->retry_base, r->cfg->retry_cap};
+    struct outcome_rcpts rc;
+    outcome_rcpts(res, m->n_rcpts, (clk.mono_ms - born_ms) / 1000, m->last_reply, &op, &rc);
     for (uint32_t i = 0; i < res->n_rcpts && i < m->n_rcpts; i++) {
-        struct deliver_rcpt_result *rr = &res->rcpt[i];
-        if (rr->cls == DELIVER_TEMP && expired && !res->upstream_fault) {
-            rr->cls = DELIVER_PERM;
-            snprintf(rr->reply, sizeof rr->reply,
-                     "delivery time expired after %d s" QUEUE_LAST_REPLY_SEP "%.180s",
-                     r->cfg->max_lifetime, m->last_reply ? m->last_reply : "none");
-        }
-    }
-    for (uint32_t i = 0; i < res->n_rcpts && i < m->n_rcpts; i++) {
-        const struct deliver_rcpt_result *rr = &res->rcpt[i];
-        if (rr->cls == DELIVER_SKIP)
-            continue;
-        const char *st = rr->cls == DELIVER_OK     ? "delivered"
-                         : rr->cls == DELIVER_PERM ? "failed"
-                         : res->hold               ? "held"
-                                                   : "deferred";
-        events_delivery(r, m, i, st, res->upstream, rr->reply, took);
+        const char *st = outcome_rcpt_status(res, i);
+        if (st)
+            events_delivery(r, m, i, st, res->upstream, res->rcpt[i].reply, took);
     }
     /* the bounce is put first: a crash after it and before the marks may
      * bounce twice, but never loses the bounce */
-    bool any_perm = false;
-    for (uint32_t i = 0; i < res->n_rcpts && i < m->n_rcpts; i++)
-        any_perm |= res->rcpt[i].cls == DELIVER_PERM;
-    if (any_perm && !bounced_has(q, id))
+    if (rc.bounce && !bounced_has(q, id))
         bounce(q, m, res, "permanent failure");
-    const char *final_reply = "none";
-    for (uint32_t i = 0; i < res->n_rcpts && i < m->n_rcpts; i++)
-        if (res->rcpt[i].cls == DELIVER_PERM)
-            final_reply = res->rcpt[i].reply;
     char dead_why[320]; /* keeps the upstream's words for `queue show` */
     snprintf(dead_why, sizeof dead_why, "failed permanently%s%.280s", QUEUE_LAST_REPLY_SEP,
-             final_reply);
+             rc.final_reply);
     uint32_t n_rcpts = m->n_rcpts; /* m may be freed by the last mark */
     for (uint32_t i = 0; i < res->n_rcpts && i < n_rcpts; i++) {
         struct deliver_rcpt_result *rr = &res->rcpt[i];
         if (rr->cls == DELIVER_OK) {
-            delivered++;
             r->n.delivered++;
             spool_mark(r->spool, id, SPOOL_OP_RCPT_DELIVERED, (int)i, now, rr->reply, NULL, NULL);
         } else if (rr->cls == DELIVER_PERM) {
-            failed_now++;
             r->n.failed++;
             spool_mark(r->spool, id, SPOOL_OP_RCPT_FAILED, (int)i, now, rr->reply, NULL, NULL);
         }
@@ -467,45 +432,40 @@ static void on_attempt_done(void *arg, uint64_t id, struct deliver_result *res)
         bounced_del(q, id);
         track_del(&q->track, id);
         log_event(LOG_INFO, "queue.delivered", "id", "%s", ids, "upstream", "%s", res->upstream,
-                  "rcpts", "#%d", delivered, NULL);
+                  "rcpts", "#%d", (int)rc.delivered, NULL);
         kick(q);
         return;
     }
+    uint32_t pending = 0;
+    for (uint32_t i = 0; i < m->n_rcpts; i++)
+        pending += m->rcpt_state[i] == SPOOL_RCPT_PENDING;
+    uint64_t rnd;
+    if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
+        rnd = (uint64_t)now;
+    struct outcome_next nx;
+    outcome_next(res, pending, rc.expired, m->attempts, now, rnd, &op, &nx);
     if (te) {
         /* remembered for the release when an upstream recovers */
-        if (res->upstream_fault)
+        if (nx.upstream_wait)
             te->flags |= TRACK_UPSTREAM_WAIT;
         else
             te->flags &= ~(unsigned)TRACK_UPSTREAM_WAIT;
     }
-    for (uint32_t i = 0; i < m->n_rcpts; i++)
-        pending += m->rcpt_state[i] == SPOOL_RCPT_PENDING;
-    if (pending == 0) {
+    if (nx.action == OUTCOME_DEAD) {
         spool_mark(r->spool, id, SPOOL_OP_DEAD, -1, now, dead_why, NULL, NULL);
         bounced_del(q, id);
-        log_event(LOG_WARN, "queue.dead", "id", "%s", ids, "failed", "#%d", failed_now, NULL);
-    } else if (res->upstream_fault && (res->hold || expired)) {
-        /* misconfigured upstreams (TLS, AUTH) hold mail until fixed; it is
-         * released on SIGHUP or when a probe finds the upstream healthy */
+        log_event(LOG_WARN, "queue.dead", "id", "%s", ids, "failed", "#%d", (int)rc.failed, NULL);
+    } else if (nx.action == OUTCOME_HOLD) {
         char why[320];
         snprintf(why, sizeof why, "%s%s", QUEUE_AUTO_HOLD_PREFIX, res->fault);
         spool_mark(r->spool, id, SPOOL_OP_HOLD, -1, now, why, NULL, NULL);
         log_event(LOG_WARN, "queue.held", "id", "%s", ids, "reason", "%s", why, NULL);
     } else {
-        uint64_t rnd;
-        if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
-            rnd = (uint64_t)now;
-        int64_t delay = queue_backoff(r->cfg->retry_base, r->cfg->retry_cap, m->attempts + 1, rnd);
-        int64_t when = now + delay; /* what the spool keeps, for a restart */
-        const char *why = res->upstream_fault ? res->fault : NULL;
-        for (uint32_t i = 0; !why && i < res->n_rcpts; i++)
-            if (res->rcpt[i].cls == DELIVER_TEMP)
-                why = res->rcpt[i].reply;
-        spool_mark(r->spool, id, SPOOL_OP_DEFER, -1, when, why, NULL, NULL);
+        spool_mark(r->spool, id, SPOOL_OP_DEFER, -1, nx.next_attempt, nx.why, NULL, NULL);
         r->n.deferred++;
-        schedule(q, id, clk.mono_ms + delay * 1000, when, &clk);
+        schedule(q, id, clk.mono_ms + nx.delay_s * 1000, nx.next_attempt, &clk);
         log_event(LOG_INFO, "queue.deferred", "id", "%s", ids, "upstream", "%s", res->upstream,
-                  "retry_in", "#%lld", (long long)delay, "reason", "%s", why ? why : "",
+                  "retry_in", "#%lld", (long long)nx.delay_s, "reason", "%s", nx.why ? nx.why : "",
                   "upstream_fault", "#%d", (int)res->upstream_fault, NULL);
     }
     kick(q);
