@@ -260,8 +260,8 @@ static void out_of_budget(struct submit_tx *tx)
 
 char *submit_space(struct submit_tx *tx, size_t n)
 {
-    if (submit_discarding(tx))
-        return NULL;
+    if (submit_discarding(tx) || n == 0)
+        return NULL; /* nothing to place (and no buffer to point into yet) */
     enum msgbuf_status ms =
         msgbuf_reserve(&tx->msg, n, &tx->r->inflight_bytes, tx->r->cfg->max_inflight_bytes);
     if (ms == MSGBUF_OVER_BUDGET)

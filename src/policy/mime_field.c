@@ -479,7 +479,12 @@ static const char *read_token(const char *p, const char *end)
 void mime_ctvalue_parse(char *value, size_t len, bool with_subtype, struct mime_ctvalue *cv)
 {
     char *p = value, *end = value + len;
-    memset(cv, 0, sizeof(*cv));
+    /* not a memset of the whole (11 KiB of parameter slots): every slot
+     * below nparams is written whole before nparams counts it */
+    cv->token[0] = '\0';
+    cv->nparams = 0;
+    cv->ok = false;
+    cv->overflow = false;
     p = (char *)skip_cfws(p, end);
     char *t = p;
     p = (char *)read_token(p, end);

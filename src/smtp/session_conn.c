@@ -339,7 +339,13 @@ void session_close(struct session *s)
 void session_start(struct relay *r, evutil_socket_t fd, const struct sockaddr *sa, int salen,
                    bool implicit_tls, bool unauth)
 {
-    struct session *s = calloc(1, sizeof *s);
+    /* zeroed up to the AUTH line buffer, which needs none: 12 KiB less to
+     * clear per connection */
+    struct session *s = malloc(sizeof *s);
+    if (s) {
+        memset(s, 0, offsetof(struct session, line));
+        s->line[0] = '\0';
+    }
     if (!s) {
         evutil_closesocket(fd);
         listeners_release(r->listeners, sa, unauth);
