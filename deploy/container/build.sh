@@ -47,5 +47,5 @@ if ! $PODMAN image exists "$base"; then
     esac
 fi
 
-$PODMAN build "${ulimits[@]}" --layers --build-arg "BASE_IMAGE=$base" \
+$PODMAN build "${ulimits[@]}" --layers --format docker --build-arg "BASE_IMAGE=$base" \
     -f "$here/Dockerfile" -t "$tag" "$root"
