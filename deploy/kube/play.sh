@@ -6,7 +6,8 @@
 # podman 4.3 takes secretKeyRef values from its own secret store, as a JSON
 # map of key to base64 value, and keeps a Secret given in the YAML in a form
 # it cannot read back: so each Secret of the file becomes a podman secret
-# here and the rest of the file is played. kube play has no --ulimit or
+# here and the rest of the file is played. A claim whose volume exists (an
+# earlier run, with its spool) is left out: podman would refuse to make it. kube play has no --ulimit or
 # --runtime flag; they come from a containers.conf (CONTAINERS_CONF).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -24,8 +25,10 @@ runtime = "runc"'
     export CONTAINERS_CONF=$work/containers.conf
 fi
 /usr/bin/python3 - "$file" "$work" <<'PY'
-import json, sys, yaml
+import json, subprocess, sys, yaml
 src, work = sys.argv[1], sys.argv[2]
+def volume_exists(name):
+    return subprocess.run(["podman", "volume", "exists", name]).returncode == 0
 docs = [d for d in yaml.safe_load_all(open(src)) if d]
 rest = []
 for d in docs:
@@ -34,6 +37,8 @@ for d in docs:
         data = {k: (v or "") for k, v in data.items()}
         with open(f"{work}/secret.{d['metadata']['name']}", "w") as f:
             json.dump(data, f)
+    elif d.get("kind") == "PersistentVolumeClaim" and volume_exists(d["metadata"]["name"]):
+        pass  # kept from an earlier run: podman would refuse to create it again
     else:
         rest.append(d)
 with open(f"{work}/play.yaml", "w") as f:
