@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs deploy/kube/sluice.yaml (or FILE) with `podman kube play` on one host:
 #   deploy/kube/play.sh [FILE]          start (replacing a running copy)
-#   deploy/kube/play.sh --down [FILE]   stop and remove the pod (the volume stays)
+#   deploy/kube/play.sh --down [FILE]   stop and remove the pod and its secrets (the volume stays)
 #
 # podman 4.3 takes secretKeyRef values from its own secret store, as a JSON
 # map of key to base64 value, and keeps a Secret given in the YAML in a form
@@ -46,6 +46,9 @@ with open(f"{work}/play.yaml", "w") as f:
 PY
 if $down; then
     podman kube down "$work/play.yaml"
+    for s in "$work"/secret.*; do
+        [ -e "$s" ] && podman secret rm "${s##*/secret.}" >/dev/null 2>&1 || true
+    done
     exit 0
 fi
 for s in "$work"/secret.*; do
