@@ -6,11 +6,13 @@ set -euo pipefail
 build=(build-essential pkg-config meson ninja-build libevent-dev libssl-dev libinih-dev
        libargon2-dev libjansson-dev libsqlite3-dev libpq-dev libunbound-dev nettle-dev libcurl4-openssl-dev
        openssl ca-certificates publicsuffix passwd)
-# swaks needs Net::SSLeay and IO::Socket::SSL for STARTTLS; faketime for clock-step tests
+# swaks needs Net::SSLeay and IO::Socket::SSL for STARTTLS; faketime for clock-step tests;
+# podman (with runc, CNI plugins, fuse-overlayfs) and debootstrap build and run the container
+# image in tests/integration/test_container.py
 test=(clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest python3-aiosmtpd python3-dkim
       python3-spf python3-yaml swaks libnet-ssleay-perl libio-socket-ssl-perl postfix procps
       iproute2 faketime git sasl2-bin libsasl2-modules opendkim opendkim-tools postgresql php-cli
-      bsd-mailx)
+      bsd-mailx podman runc containernetworking-plugins fuse-overlayfs debootstrap)
 want=("${build[@]}")
 [ "${1:-}" = test ] && want+=("${test[@]}")
 missing=()

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -359,6 +360,13 @@ void observe_fill_metrics(struct relay *r, struct metrics_snapshot *s)
         st.messages && st.oldest_received ? (double)(time(NULL) - st.oldest_received) : 0;
     s->spool_writable =
         !(e && e->spool_failing) && st.unrecorded == 0 && access(r->cfg->spool_dir, W_OK) == 0;
+    s->accepting = r->listeners && !r->draining;
+    /* Full: no room for one more message of the largest size accepted. */
+    struct statvfs vfs;
+    s->spool_space_known = statvfs(r->cfg->spool_dir, &vfs) == 0;
+    if (s->spool_space_known)
+        s->spool_free_bytes = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
+    s->spool_min_free = (uint64_t)r->cfg->max_message_size;
     s->spool.damaged_ranges = st.damaged_ranges;
     s->spool.damaged_bytes = st.damaged_bytes;
     s->spool.compaction_bytes = st.compact_bytes;

@@ -2,11 +2,13 @@
  * prints the answer for people, or as JSON with --json. Listings are read
  * and printed a line at a time, so their length costs no memory here. */
 #include "cli/cli.h"
+#include "cli/queue_transfer.h"
 
 #include "core/config.h"
 #include "queue/control_request.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +38,12 @@ static const char *usage_text(void)
              "  dead [--limit N] [--after ID]   the dead-letter list\n"
              "  flush                           attempt every deferred message now\n"
              "  stats                           counters and queue depth\n"
+             "  export FILE|DIR [--keep]        write a stopped node's messages to FILE (or\n"
+             "                                  a new file in DIR) and remove them from its\n"
+             "                                  spool (--keep: leave them)\n"
+             "  import FILE                     add the messages of an export file (through\n"
+             "                                  the daemon when it runs); run twice, it adds\n"
+             "                                  nothing twice\n"
              "Asks the running daemon over the configured [server] control_socket.\n",
              CONTROL_LIST_DEFAULT_LIMIT);
     return queue_usage;
@@ -181,7 +189,7 @@ static void print_data(json_t *data)
 
 int cli_queue(const struct cli *cli, int argc, char **argv)
 {
-    bool json = cli->json, all = false, dead = false;
+    bool json = cli->json, all = false, dead = false, keep = false;
     const char *state = "", *limit = NULL, *after = NULL, *id = NULL;
     const char *verb = NULL;
     for (int i = 1; i < argc; i++) {
@@ -199,6 +207,8 @@ int cli_queue(const struct cli *cli, int argc, char **argv)
             all = true;
         else if (strcmp(a, "--dead") == 0)
             dead = true;
+        else if (strcmp(a, "--keep") == 0)
+            keep = true;
         else if (a[0] == '-')
             return cli_usage_error(cli, usage_text(),
                                    strcmp(a, "--state") && strcmp(a, "--limit") &&
@@ -217,11 +227,48 @@ int cli_queue(const struct cli *cli, int argc, char **argv)
         return cli_help(usage_text());
     if (!verb)
         return cli_usage_error(cli, usage_text(), "which queue command?");
+    bool transfer = strcmp(verb, "export") == 0 || strcmp(verb, "import") == 0;
+    if (transfer && (!id || *state || limit || after || all || dead))
+        return cli_usage_error(cli, usage_text(), "queue %s takes a file and nothing else%s", verb,
+                               verb[0] == 'e' ? " but --keep" : "");
+    if (keep && (!transfer || verb[0] != 'e'))
+        return cli_usage_error(cli, usage_text(), "--keep goes with queue export only");
+    if (strcmp(verb, "export") == 0)
+        return cli_queue_export(cli, id, keep);
+    char abs[PATH_MAX + 16];
+    if (transfer) {
+        char resolved[PATH_MAX];
+        if (!realpath(id, resolved))
+            return cli_fail(cli, CLI_ERR_NOT_FOUND, "%s: %s", id, strerror(errno));
+        struct config *cfg = cli_load_config(cli);
+        if (!cfg)
+            return CLI_EXIT_FAILURE;
+        int lock, rc;
+        char err[512];
+        int l = queue_lock_var_dir(cfg->var_dir, &lock, err, sizeof err);
+        if (l == 0) { /* no daemon: straight into the spool, the lock held */
+            rc = cli_queue_import_local(cli, cfg, resolved);
+            close(lock);
+            if (rc == CLI_EXIT_OK)
+                rc = queue_mark_imported(cli, resolved);
+        } else if (l < 0) {
+            rc = cli_fail(cli, CLI_ERR_IO, "%s", err);
+        } else {
+            rc = -1;
+        }
+        config_free(cfg);
+        if (rc >= 0)
+            return rc;
+        snprintf(abs, sizeof abs, "%s", resolved);
+        id = abs;
+    }
     bool listing = strcmp(verb, "list") == 0 || strcmp(verb, "dead") == 0;
     if ((!listing && (*state || limit || after)) || (listing && (id || all || dead)))
         return cli_usage_error(cli, usage_text(), "queue %s does not take those arguments", verb);
-    char line[256];
-    if (listing)
+    char line[PATH_MAX + 32];
+    if (transfer)
+        snprintf(line, sizeof line, "import %s", id);
+    else if (listing)
         snprintf(line, sizeof line, "%s%s%s%s%s%s%s", verb, *state ? " " : "", state,
                  limit ? " limit=" : "", limit ? limit : "", after ? " after=" : "",
                  after ? after : "");
@@ -270,5 +317,7 @@ int cli_queue(const struct cli *cli, int argc, char **argv)
     }
     free(first);
     fclose(f);
+    if (transfer && rc == CLI_EXIT_OK)
+        rc = queue_mark_imported(cli, id);
     return rc;
 }

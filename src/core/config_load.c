@@ -3,6 +3,8 @@
  * every error placed at its file line or variable. */
 #include "core/config_int.h"
 
+#include "core/env_file.h"
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -523,6 +525,44 @@ static const struct config_key *split_upstream_env(const char *rest, size_t len,
     return best;
 }
 
+/* Finds the key a variable name (without "SLUICE_", rlen bytes) sets; an
+ * upstream it names is created. 1: found; 0: no such key; -1: reported. */
+static int env_key(struct loader *ld, const char *rest, size_t rlen, const struct origin *o,
+                   const struct config_key **kp, long *upp)
+{
+    for (int sec = 0; sec < SEC_COUNT; sec++) {
+        size_t sl = strlen(section_names[sec]);
+        if (rlen <= sl + 1 || strncasecmp(rest, section_names[sec], sl) != 0 || rest[sl] != '_')
+            continue;
+        if (sec != SEC_UPSTREAM) {
+            *kp = find_key(sec, rest + sl + 1, rlen - sl - 1);
+            *upp = -1;
+            return *kp ? 1 : 0;
+        }
+        size_t name_len = 0;
+        *kp = split_upstream_env(rest + sl + 1, rlen - sl - 1, &name_len);
+        if (!*kp)
+            return 0;
+        const char *name = rest + sl + 1;
+        if (!valid_upstream_name(name, name_len)) {
+            report(ld, o, "'%.*s' is not a valid upstream name", (int)name_len, name);
+            return -1;
+        }
+        long up = find_upstream_env(ld, name, name_len);
+        if (up < 0) {
+            up = (long)add_upstream(ld, name, name_len, o);
+            for (char *c = ld->cfg->upstreams[up].name; *c; c++)
+                *c = (char)tolower((unsigned char)*c);
+        }
+        *upp = up;
+        return 1;
+    }
+    return 0;
+}
+
+/* SLUICE_<SECTION>_<KEY>=value, or SLUICE_<SECTION>_<KEY>_FILE=path whose
+ * file holds the value (a mounted secret). A name that is a key itself
+ * (SLUICE_LOG_FILE, SLUICE_UPSTREAM_X_SECRET_FILE) keeps its meaning. */
 static bool apply_env_entry(struct loader *ld, const char *entry)
 {
     const char *eq = strchr(entry, '=');
@@ -532,35 +572,15 @@ static bool apply_env_entry(struct loader *ld, const char *entry)
     struct origin o = {O_ENV, 0, entry, (int)nlen};
     const struct config_key *k = NULL;
     long up = -1;
+    bool from_file = false;
 
-    for (int sec = 0; sec < SEC_COUNT && !k; sec++) {
-        size_t sl = strlen(section_names[sec]);
-        if (rlen <= sl + 1 || strncasecmp(rest, section_names[sec], sl) != 0 || rest[sl] != '_')
-            continue;
-        if (sec == SEC_UPSTREAM) {
-            size_t name_len = 0;
-            k = split_upstream_env(rest + sl + 1, rlen - sl - 1, &name_len);
-            if (!k)
-                return false;
-            const char *name = rest + sl + 1;
-            if (!valid_upstream_name(name, name_len)) {
-                report(ld, &o, "'%.*s' is not a valid upstream name", (int)name_len, name);
-                return true;
-            }
-            up = find_upstream_env(ld, name, name_len);
-            if (up < 0) {
-                up = (long)add_upstream(ld, name, name_len, &o);
-                for (char *c = ld->cfg->upstreams[up].name; *c; c++)
-                    *c = (char)tolower((unsigned char)*c);
-            }
-        } else {
-            k = find_key(sec, rest + sl + 1, rlen - sl - 1);
-            if (!k)
-                return false;
-        }
+    int found = env_key(ld, rest, rlen, &o, &k, &up);
+    if (found == 0 && rlen > 5 && strncasecmp(rest + rlen - 5, "_FILE", 5) == 0) {
+        found = env_key(ld, rest, rlen - 5, &o, &k, &up);
+        from_file = found == 1;
     }
-    if (!k)
-        return false;
+    if (found <= 0)
+        return found < 0;
 
     struct origin *first = origin_of(ld, k, up);
     if (first->kind == O_ENV) {
@@ -575,7 +595,18 @@ static bool apply_env_entry(struct loader *ld, const char *entry)
     while (vlen && isspace((unsigned char)v[vlen - 1]))
         vlen--;
     char *value = cfg_xstrndup(v, vlen);
+    if (from_file) {
+        char *content = NULL, err[1200];
+        if (env_file_read(value, &content, err, sizeof err) < 0) {
+            report(ld, &o, "%s", err);
+            free(value);
+            return true;
+        }
+        free(value);
+        value = content;
+    }
     apply(ld, k, up, value, &o);
+    explicit_bzero(value, strlen(value));
     free(value);
     return true;
 }

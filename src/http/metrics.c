@@ -260,6 +260,8 @@ int metrics_render(const struct metrics_snapshot *s, struct evbuffer *out)
                  s->health[i].up ? 1 : 0);
     scalar(out, "sluice_spool_writable", "gauge", "1 when the spool accepts writes, else 0.",
            s->spool_writable ? 1 : 0);
+    scalar(out, "sluice_spool_free_bytes", "gauge",
+           "Bytes available to the daemon on the spool's file system.", s->spool_free_bytes);
     scalar(out, "sluice_spool_damaged_ranges_total", "counter",
            "Damaged spool byte ranges recovery skipped and quarantined at this start.",
            s->spool.damaged_ranges);
@@ -282,20 +284,26 @@ int metrics_render(const struct metrics_snapshot *s, struct evbuffer *out)
 
 bool metrics_ready(const struct metrics_snapshot *s, struct evbuffer *out)
 {
-    bool any_up = false;
+    size_t up = 0;
     for (size_t i = 0; i < s->n_health; i++)
-        any_up = any_up || s->health[i].up;
-    if (s->spool_writable && any_up) {
-        evbuffer_add_printf(out, "{\"status\":\"ready\"}\n");
-        return true;
-    }
-    evbuffer_add_printf(out, "{\"status\":\"not ready\",\"reasons\":[");
+        up += s->health[i].up;
+    const char *reasons[3];
+    size_t n = 0;
+    if (!s->accepting)
+        reasons[n++] = "not accepting connections";
     if (!s->spool_writable)
-        evbuffer_add_printf(out, "\"spool not writable\"%s", any_up ? "" : ",");
-    if (!any_up)
-        evbuffer_add_printf(out, "\"no healthy upstream\"");
-    evbuffer_add_printf(out, "]}\n");
-    return false;
+        reasons[n++] = "spool not writable";
+    if (!s->spool_space_known || s->spool_free_bytes < s->spool_min_free)
+        reasons[n++] = "spool disk full";
+    evbuffer_add_printf(out, "{\"status\":\"%s\"", n ? "not ready" : "ready");
+    if (n) {
+        evbuffer_add_printf(out, ",\"reasons\":[");
+        for (size_t i = 0; i < n; i++)
+            evbuffer_add_printf(out, "%s\"%s\"", i ? "," : "", reasons[i]);
+        evbuffer_add_printf(out, "]");
+    }
+    evbuffer_add_printf(out, ",\"upstreams_healthy\":%zu,\"upstreams\":%zu}\n", up, s->n_health);
+    return n == 0;
 }
 
 /* ---- HTTP ---- */

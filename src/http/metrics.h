@@ -1,6 +1,7 @@
 /* Metrics and health over HTTP: GET /metrics in the Prometheus text format
- * 0.0.4, GET /healthz (the process answers) and GET /readyz (the spool is
- * writable and at least one upstream is healthy). The numbers come from a
+ * 0.0.4, GET /healthz (the process answers) and GET /readyz (the relay can
+ * accept and spool mail: listeners open, spool writable, disk not full;
+ * upstream health is reported but does not decide). The numbers come from a
  * snapshot that a callback fills on the event loop at each request, so the
  * relay's state is read without locks. */
 #ifndef SLUICE_HTTP_METRICS_H
@@ -84,6 +85,10 @@ struct metrics_snapshot {
     struct metrics_health *health; /* one per configured upstream */
     size_t n_health;
     bool spool_writable;
+    bool accepting;            /* listeners open and not draining */
+    bool spool_space_known;    /* statvfs of the spool folder succeeded */
+    uint64_t spool_free_bytes; /* available to the daemon on the spool's file system */
+    uint64_t spool_min_free;   /* below this the disk counts as full */
     struct {
         uint64_t damaged_ranges, damaged_bytes; /* skipped by recovery at this start */
         uint64_t compaction_bytes, compaction_turns;
@@ -106,8 +111,11 @@ void metrics_snapshot_clear(struct metrics_snapshot *s);
  * or -1. */
 int metrics_render(const struct metrics_snapshot *s, struct evbuffer *out);
 
-/* Ready: spool writable and one upstream up. Writes a JSON reason to out
- * ({"status":"ready"} or {"status":"not ready","reasons":[...]}). Pure. */
+/* Ready: accepting, spool writable and spool_min_free bytes free on its
+ * disk. Mail queues while every upstream is down, so upstreams do not
+ * decide; their count is reported. Writes JSON to out
+ * ({"status":"ready","upstreams_healthy":N,"upstreams":M} or
+ * {"status":"not ready","reasons":[...],...}). Pure. */
 bool metrics_ready(const struct metrics_snapshot *s, struct evbuffer *out);
 
 typedef void (*metrics_fill_fn)(struct relay *r, struct metrics_snapshot *s);

@@ -11,6 +11,7 @@
 #include "deliver/deliver.h"
 #include "queue/control_request.h"
 #include "queue/queue.h"
+#include "queue/transfer.h"
 #include "spool/spool.h"
 
 #include <errno.h>
@@ -56,6 +57,8 @@ struct control_conn {
     size_t n_batch, pos;
     bool more; /* ids beyond the batch exist */
     uint64_t emitted;
+    bool importing; /* an import runs; its completion answers */
+    bool gone;      /* the client left during the import */
 };
 
 static const char *state_name(enum spool_msg_state s)
@@ -348,6 +351,46 @@ static void list_start(struct control_conn *cc, const struct control_request *q)
     list_chunk(cc);
 }
 
+static void on_import_done(void *arg, const struct transfer_result *res)
+{
+    struct control_conn *cc = arg;
+    cc->importing = false;
+    char detail[600];
+    snprintf(detail, sizeof detail, "%zu imported, %zu skipped%s%s", res->imported, res->skipped,
+             res->error[0] ? "; " : "", res->error);
+    events_admin(cc->c->r, "queue.import", detail);
+    if (cc->gone) {
+        conn_free(cc);
+        return;
+    }
+    json_t *data = json_pack("{s:I,s:I}", "imported", (json_int_t)res->imported, "skipped",
+                             (json_int_t)res->skipped);
+    json_t *o = json_pack("{s:b,s:o}", "ok", !res->error[0], "data", data);
+    if (res->error[0])
+        json_object_set_new(o, "error", json_string(res->error));
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    evbuffer_add_printf(bufferevent_get_output(cc->bev), "%s\n", s ? s : "{\"ok\":false}");
+    free(s);
+}
+
+/* The import answers when every message it added is durable, however long
+ * that takes: no timeout while it runs. */
+static char *import_start(struct control_conn *cc, const char *line,
+                          const struct control_request *q)
+{
+    char path[CONTROL_PATH_MAX + 1], err[512];
+    snprintf(path, sizeof path, "%.*s", (int)q->path_len, line + q->path_off);
+    bufferevent_set_timeouts(cc->bev, NULL, NULL);
+    cc->importing = true;
+    if (transfer_import(cc->c->r->spool, cc->c->r->queue, path, on_import_done, cc, err,
+                        sizeof err) < 0) {
+        cc->importing = false;
+        return error_reply(err);
+    }
+    return NULL;
+}
+
 static void on_read(struct bufferevent *bev, void *arg)
 {
     struct control_conn *cc = arg;
@@ -369,6 +412,14 @@ static void on_read(struct bufferevent *bev, void *arg)
         free(line);
         list_start(cc, &q);
         return;
+    } else if (q.verb == CONTROL_IMPORT) {
+        resp = import_start(cc, line, &q);
+        free(line);
+        if (!resp)
+            return; /* on_import_done answers */
+        evbuffer_add_printf(bufferevent_get_output(bev), "%s\n", resp);
+        free(resp);
+        return;
     } else {
         resp = answer(cc->c->r, &q, line);
     }
@@ -380,6 +431,8 @@ static void on_read(struct bufferevent *bev, void *arg)
 static void on_write(struct bufferevent *bev, void *arg)
 {
     struct control_conn *cc = arg;
+    if (cc->importing)
+        return;
     if (cc->listing) {
         list_chunk(cc);
         return;
@@ -391,9 +444,14 @@ static void on_write(struct bufferevent *bev, void *arg)
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
-    (void)bev;
+    struct control_conn *cc = arg;
     (void)what;
-    conn_free(arg);
+    if (cc->importing) { /* the import goes on; its completion frees cc */
+        cc->gone = true;
+        bufferevent_disable(bev, EV_READ | EV_WRITE);
+        return;
+    }
+    conn_free(cc);
 }
 
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,

@@ -145,6 +145,29 @@ int control_request_parse(const char *line, size_t len, struct control_request *
     struct words ws;
     *out =
         (struct control_request){.state = CONTROL_STATE_ANY, .limit = CONTROL_LIST_DEFAULT_LIMIT};
+    /* import takes a path, which may be longer than a word and hold spaces */
+    if (len >= 6 && memcmp(line, "import", 6) == 0 && (len == 6 || line[6] == ' ')) {
+        out->verb = CONTROL_IMPORT;
+        size_t i = 6;
+        while (i < len && line[i] == ' ')
+            i++;
+        if (i == len || line[i] != '/') {
+            *err = "import needs an absolute path";
+            return -1;
+        }
+        if (len - i > CONTROL_PATH_MAX) {
+            *err = "path too long in request";
+            return -1;
+        }
+        for (size_t k = i; k < len; k++)
+            if ((unsigned char)line[k] < 0x20 || line[k] == 0x7f) {
+                *err = "control characters in request";
+                return -1;
+            }
+        out->path_off = i;
+        out->path_len = len - i;
+        return 0;
+    }
     if (split(line, len, &ws, err) < 0)
         return -1;
     if (ws.n == 0) {
@@ -188,6 +211,7 @@ int control_request_parse(const char *line, size_t len, struct control_request *
             out->verb = targeted[i].verb;
             return parse_target(&ws, out, targeted[i].all_ok, targeted[i].dead_ok, err);
         }
-    *err = "unknown request; use list, show, retry, hold, release, delete, dead, flush or stats";
+    *err = "unknown request; use list, show, retry, hold, release, delete, dead, flush, stats or "
+           "import";
     return -1;
 }

@@ -17,7 +17,11 @@ enum control_verb {
     CONTROL_DELETE,
     CONTROL_FLUSH,
     CONTROL_STATS,
+    CONTROL_IMPORT, /* import /ABSOLUTE/PATH: messages of a `sluice queue export` file */
 };
+
+/* Longest path an import request may name. */
+#define CONTROL_PATH_MAX 4000
 
 /* Messages per page when a list request names no limit. */
 #define CONTROL_LIST_DEFAULT_LIMIT 1000u
@@ -26,12 +30,13 @@ enum control_verb {
 
 struct control_request {
     enum control_verb verb;
-    int state;      /* list: CONTROL_STATE_ANY or an enum spool_msg_state */
-    uint32_t limit; /* list: messages at most; 0 streams every match */
-    uint64_t after; /* list: only ids strictly greater (the cursor); 0 from the start */
-    uint64_t id;    /* show, retry, hold, release, delete (unless all) */
-    bool all;       /* retry --all, release --all */
-    bool dead;      /* retry --all --dead: dead letters too */
+    int state;                 /* list: CONTROL_STATE_ANY or an enum spool_msg_state */
+    uint32_t limit;            /* list: messages at most; 0 streams every match */
+    uint64_t after;            /* list: only ids strictly greater (the cursor); 0 from the start */
+    uint64_t id;               /* show, retry, hold, release, delete (unless all) */
+    bool all;                  /* retry --all, release --all */
+    bool dead;                 /* retry --all --dead: dead letters too */
+    size_t path_off, path_len; /* import: the path, as bytes of the request line */
 };
 
 /* Parses one request line of len bytes (no line terminator). Returns 0, or

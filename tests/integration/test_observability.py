@@ -13,6 +13,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from conftest import PASSWORD, ROOT, wait_for
 
 RCPT_OK = ["alice.secret@dest.test", "bob.hidden@dest.test"]
@@ -152,7 +154,9 @@ def test_metrics_logs_and_audit_after_mixed_traffic(make_sluice, make_upstream):
     s.stop()
 
 
-def test_readyz_fails_when_no_upstream_is_healthy(make_sluice):
+def test_readyz_stays_ready_during_an_upstream_outage(make_sluice):
+    """Ready means "accepts and spools mail": an upstream outage queues mail,
+    it must not take the relay out of a load balancer."""
     with socket.socket() as k:
         k.bind(("127.0.0.1", 0))
         dead = k.getsockname()[1]
@@ -160,9 +164,46 @@ def test_readyz_fails_when_no_upstream_is_healthy(make_sluice):
     s.start()
     send(s, RCPT_OK, login=False)
     wait_for(lambda: s.events("upstream_unhealthy"), what="upstream down")
-    assert status(s, "/readyz") == 503
+    with urllib.request.urlopen(f"http://127.0.0.1:{s.http_port}/readyz", timeout=5) as r:
+        assert r.status == 200
+        body = json.loads(r.read())
+    assert body == {"status": "ready", "upstreams_healthy": 0, "upstreams": 1}
     assert scrape(s)['sluice_upstream_up{upstream="main"}'] == 0
     assert status(s, "/healthz") == 200
+    send(s, RCPT_OK, login=False)  # and it still takes mail
+    assert s.queue("stats")["data"]["messages"] >= 2
+
+
+def readyz(s):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{s.http_port}/readyz", timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_readyz_fails_while_the_spool_disk_is_full(make_sluice, tmp_path):
+    d = tmp_path / "spool"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(d)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        s = make_sluice(env={"SLUICE_SERVER_SPOOL_DIR": str(d),
+                             "SLUICE_LIMITS_MAX_MESSAGE_SIZE": "1M"}).start()
+        assert readyz(s)[0] == 200
+        filler = d / "filler"
+        with open(filler, "wb") as f:  # leaves less than one largest message free
+            f.write(b"\0" * (1536 * 1024))
+        code, body = readyz(s)
+        assert code == 503 and body["reasons"] == ["spool disk full"], body
+        assert scrape(s)["sluice_spool_free_bytes"] < 1 << 20
+        filler.unlink()
+        assert readyz(s)[0] == 200
+        s.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)
 
 
 def test_webhooks_arrive_signed_after_receiver_failures(make_sluice, make_upstream, tmp_path):

@@ -131,18 +131,40 @@ static void test_ready_rules(void **state)
     struct metrics_snapshot s;
     memset(&s, 0, sizeof s);
     struct evbuffer *b = evbuffer_new();
-    assert_false(metrics_ready(&s, b)); /* no upstream, spool unknown */
-    evbuffer_drain(b, evbuffer_get_length(b));
-    s.spool_writable = true;
-    metrics_snapshot_add_health(&s, "a", false);
-    assert_false(metrics_ready(&s, b));
+    assert_false(metrics_ready(&s, b)); /* nothing known: not ready */
     char *j = (char *)evbuffer_pullup(b, -1);
-    assert_non_null(strstr(j, "no healthy upstream"));
-    assert_null(strstr(j, "spool"));
+    assert_non_null(strstr(j, "not accepting connections"));
+    assert_non_null(strstr(j, "spool disk full"));
+    evbuffer_drain(b, evbuffer_get_length(b));
+    s.accepting = true;
+    s.spool_writable = true;
+    s.spool_space_known = true;
+    s.spool_free_bytes = 100 << 20;
+    s.spool_min_free = 25 << 20;
+    /* every upstream down: mail still queues, so the relay is ready */
+    metrics_snapshot_add_health(&s, "a", false);
+    assert_true(metrics_ready(&s, b));
+    j = (char *)evbuffer_pullup(b, -1);
+    assert_non_null(strstr(j, "\"status\":\"ready\""));
+    assert_non_null(strstr(j, "\"upstreams_healthy\":0,\"upstreams\":1"));
     evbuffer_drain(b, evbuffer_get_length(b));
     metrics_snapshot_add_health(&s, "b", true);
     assert_true(metrics_ready(&s, b));
+    j = (char *)evbuffer_pullup(b, -1);
+    assert_non_null(strstr(j, "\"upstreams_healthy\":1,\"upstreams\":2"));
     evbuffer_drain(b, evbuffer_get_length(b));
+    s.spool_free_bytes = 1 << 20;
+    assert_false(metrics_ready(&s, b));
+    j = (char *)evbuffer_pullup(b, -1);
+    assert_non_null(strstr(j, "\"reasons\":[\"spool disk full\"]"));
+    evbuffer_drain(b, evbuffer_get_length(b));
+    s.spool_free_bytes = 100 << 20;
+    s.accepting = false; /* draining after SIGTERM */
+    assert_false(metrics_ready(&s, b));
+    j = (char *)evbuffer_pullup(b, -1);
+    assert_non_null(strstr(j, "\"reasons\":[\"not accepting connections\"]"));
+    evbuffer_drain(b, evbuffer_get_length(b));
+    s.accepting = true;
     s.spool_writable = false;
     assert_false(metrics_ready(&s, b));
     j = (char *)evbuffer_pullup(b, -1);
@@ -177,6 +199,10 @@ static void test_fill(struct relay *r, struct metrics_snapshot *s)
     fills++;
     fill_full(s);
     s->spool_writable = ready_state;
+    s->accepting = true;
+    s->spool_space_known = true;
+    s->spool_free_bytes = 1 << 30;
+    s->spool_min_free = 1 << 20;
 }
 
 struct call {
