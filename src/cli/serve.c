@@ -7,6 +7,7 @@
 #include "core/config.h"
 #include "core/events.h"
 #include "http/metrics.h"
+#include "httpd/api.h"
 #include "core/log.h"
 #include "core/privdrop.h"
 #include "core/relay.h"
@@ -407,6 +408,10 @@ int cli_serve(const struct cli *cli, int argc, char **argv)
             goto out;
         }
     }
+    if (api_start(r, err, sizeof err) < 0) {
+        fprintf(stderr, "sluice: %s\n", err);
+        goto out;
+    }
     r->control = control_open(r, err, sizeof err);
     if (!r->control) {
         fprintf(stderr, "sluice: %s\n", err);
@@ -437,6 +442,7 @@ int cli_serve(const struct cli *cli, int argc, char **argv)
               NULL);
 out:
     session_close_all(r);
+    api_stop(r);
     metrics_http_free(r->metrics);
     control_free(r->control);
     worker_free(r->worker);

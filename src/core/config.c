@@ -29,6 +29,7 @@ enum section {
     SEC_HTTP,
     SEC_AUDIT,
     SEC_WEBHOOK,
+    SEC_API,
     SEC_UPSTREAM,
     SEC_COUNT
 };
@@ -38,7 +39,8 @@ enum section {
 
 static const char *const section_names[SEC_COUNT] = {"server", "tls",   "auth",    "limits",
                                                      "queue",  "log",   "policy",  "dkim",
-                                                     "http",   "audit", "webhook", "upstream"};
+                                                     "http",   "audit", "webhook", "api",
+                                                     "upstream"};
 
 enum value_type {
     T_STRING,   /* free text */
@@ -282,6 +284,19 @@ static const struct config_key keys[] = {
      .doc = "Delivery events are POSTed as signed JSON to these URLs; empty disables."},
     {SEC_WEBHOOK, "secret_file", NULL, T_PATH, S(webhook_secret_file), "", .empty_ok = true,
      .doc = "HMAC-SHA-256 key for the X-Sluice-Signature header."},
+
+    {SEC_API, "listen", NULL, T_LISTEN, S(api_listen), "127.0.0.1:8443", .empty_ok = true,
+     .doc = "HTTPS submission API (docs/API.md), TLS with the [tls] certificate; empty "
+            "disables."},
+    {SEC_API, "request_timeout", NULL, T_DURATION, S(api_request_timeout), "60s", 1, 3600,
+     .doc = "Longest time to read a request or write an answer; an idle keep-alive "
+            "connection is closed after it too."},
+    {SEC_API, "idempotency_window", NULL, T_DURATION, S(api_idempotency_window), "24h", 60,
+     30 * DAY,
+     .doc = "How long an Idempotency-Key is remembered per credential (the first answer is "
+            "replayed)."},
+    {SEC_API, "event_buffer", NULL, T_INT, S(api_event_buffer), "10000", 16, 10000000,
+     .doc = "Recent delivery events kept in memory for GET /v1/events and message state."},
 
     {SEC_UPSTREAM, "kind", NULL, T_KIND, U(capture), "smtp", .choices = kinds,
      .doc = "smtp: relay to host; capture: write .eml files to capture_dir."},

@@ -137,6 +137,12 @@ struct config {
     char *webhook_urls; /* comma list; "" disables */
     char *webhook_secret_file;
 
+    /* [api] */
+    char *api_listen;           /* "127.0.0.1:8443"; "" disables */
+    int api_request_timeout;    /* seconds */
+    int api_idempotency_window; /* seconds */
+    int api_event_buffer;       /* delivery events kept in memory */
+
     struct config_upstream *upstreams; /* sorted by priority; at least one */
     size_t n_upstreams;
 };
