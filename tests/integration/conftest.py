@@ -40,6 +40,7 @@ class Sluice:
         self.port = free_port()
         self.tls_port = free_port()
         self.http_port = free_port()
+        self.api_port = free_port()
         self.log_path = self.dir / "sluice.log"
         self.env = dict(os.environ)
         for k in list(self.env):
@@ -52,6 +53,7 @@ class Sluice:
             "SLUICE_SERVER_HOSTNAME": "relay.test",
             "SLUICE_SERVER_SHUTDOWN_GRACE": "10s",
             "SLUICE_HTTP_LISTEN": f"127.0.0.1:{self.http_port}",
+            "SLUICE_API_LISTEN": f"127.0.0.1:{self.api_port}",
             # the tests run as root; test_privileges.py covers the drop to [server] user
             "SLUICE_SERVER_USER": "root",
         })
