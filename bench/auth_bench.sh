@@ -4,7 +4,7 @@
 # running relay, messages/s with one AUTH per connection of 50 messages and
 # with one AUTH per message (the first checked with argon2id, the others
 # answered by the login cache, [auth] cache_ttl).
-#   BUILD_DIR    default build (needs libsluice.a: `meson setup build && ninja -C build`)
+#   BUILD_DIR    default build (needs its level libraries: `meson setup build && ninja -C build`)
 #   ITERATIONS   per-message check loops (default 100000)
 #   MESSAGES     messages for the end-to-end part (default 200)
 set -euo pipefail
@@ -12,7 +12,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 ITERATIONS=${ITERATIONS:-100000}
 MESSAGES=${MESSAGES:-200}
-[ -f "$BUILD_DIR/libsluice.a" ] || { echo "no $BUILD_DIR/libsluice.a; build first" >&2; exit 1; }
+LEVEL_LIBS=$(printf "%s\n" "$BUILD_DIR"/src/libsluice_level*.a | sort -r)
+[ -f "${LEVEL_LIBS%%$'\n'*}" ] || { echo "no $BUILD_DIR/src/libsluice_level*.a; build first" >&2; exit 1; }
 TMP=$(mktemp -d /tmp/sluice-authbench.XXXXXX)
 chmod 755 "$TMP"  # started as root, the relay runs as user sluice and must reach var/
 trap 'kill "$PID" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$TMP"' EXIT
@@ -20,7 +21,7 @@ PID=
 LIBS=$(pkg-config --libs libevent libevent_openssl libevent_pthreads openssl inih libargon2 \
        jansson sqlite3 libunbound libcurl)
 cc -std=c17 -D_GNU_SOURCE -O2 -Wall -Wextra -I"$ROOT/src" -o "$TMP/auth_bench" \
-   "$ROOT/bench/auth_bench.c" "$BUILD_DIR/libsluice.a" $LIBS -lpthread -lm
+   "$ROOT/bench/auth_bench.c" -Wl,--start-group $LEVEL_LIBS -Wl,--end-group $LIBS -lpthread -lm
 echo "## Policy and authentication cost ($(nproc) cores, $(date -u +%Y-%m-%d))"
 echo
 "$TMP/auth_bench" "$ITERATIONS"

@@ -22,7 +22,7 @@
 #include "queue/control.h"
 #include "queue/queue.h"
 #include "smtp/session.h"
-#include "smtp/signing.h"
+#include "intake/signing.h"
 #include "spool/spool.h"
 
 #include <errno.h>
@@ -108,6 +108,11 @@ static struct cidr_list *load_nets(const struct config *cfg)
         return NULL;
     }
     return l;
+}
+
+static void on_message_durable(struct relay *r, uint64_t id)
+{
+    queue_add(r->queue, id);
 }
 
 static void on_upstream_recovered(struct relay *r)
@@ -388,6 +393,7 @@ int cli_serve(const struct cli *cli, int argc, char **argv)
     r->hooks.session_start = session_start;
     r->hooks.session_evict_unauth = session_evict_unauth;
     r->hooks.upstream_recovered = on_upstream_recovered;
+    r->hooks.message_durable = on_message_durable;
     r->worker = worker_new(r->base, 2);
     r->deliver = deliver_new(r, err, sizeof err);
     if (!r->deliver) {

@@ -18,6 +18,11 @@ static enum log_level log_min = LOG_INFO;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
+bool log_wants(enum log_level level)
+{
+    return level >= log_min;
+}
+
 int log_open(const char *format, const char *path, const char *level)
 {
     log_json = !(format && strcmp(format, "text") == 0);

@@ -4,6 +4,8 @@
 #ifndef SLUICE_CORE_LOG_H
 #define SLUICE_CORE_LOG_H
 
+#include <stdbool.h>
+
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -19,5 +21,9 @@ void log_close(void);
  * %llu %x %f). A value format starting with '#' is written as a raw JSON number/bool
  * (e.g. "#%d"); everything else is a JSON string, escaped. */
 void log_event(enum log_level level, const char *event, ...);
+
+/* Whether an event of this level is written: lets a caller skip the work
+ * of preparing a debug event nobody reads. */
+bool log_wants(enum log_level level);
 
 #endif

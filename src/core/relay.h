@@ -59,6 +59,8 @@ struct relay {
                               bool implicit_tls, bool unauth);
         /* closes the longest-waiting unauthenticated session; false: none */
         bool (*session_evict_unauth)(struct relay *r);
+        /* a message is durable in the spool (intake/submit.c): the queue takes it */
+        void (*message_durable)(struct relay *r, uint64_t id);
         /* an upstream is healthy again (queue/queue.c releases its mail) */
         void (*upstream_recovered)(struct relay *r);
     } hooks;
@@ -78,7 +80,7 @@ struct relay {
     SSL_CTX *tls;             /* replaced on SIGHUP; sessions keep their own SSL */
     bool draining;            /* SIGTERM received */
     unsigned sessions;        /* open sessions */
-    long long inflight_bytes; /* message buffers of all sessions (smtp/msgbuf.h) */
+    long long inflight_bytes; /* message buffers of all sessions (intake/msgbuf.h) */
     struct relay_counters n;
 };
 

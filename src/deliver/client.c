@@ -4,6 +4,7 @@
  * handle_reply(). Failures before a message is accepted are reported with a
  * category so the engine can fail over instead of bouncing. */
 #include "deliver/client.h"
+#include "core/log.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -156,6 +157,17 @@ struct smtp_client {
     bool quitting;
 };
 
+/* Every change of c->state goes through here (logged as
+ * smtp_client.state at debug). The state names the reply awaited; what goes
+ * out next follows from it and from whether the server pipelines. */
+static void client_enter_state(struct smtp_client *c, enum client_state st)
+{
+    if (c->state != st && log_wants(LOG_DEBUG))
+        log_event(LOG_DEBUG, "smtp_client.state", "host", "%s", c->host ? c->host : "", "from",
+                  "%s", state_names[c->state], "to", "%s", state_names[st], NULL);
+    c->state = st;
+}
+
 static void handle_reply(struct smtp_client *c);
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
@@ -255,7 +267,7 @@ static void teardown(struct smtp_client *c)
         c->fd = -1;
     }
     wipe_secret(c);
-    c->state = ST_DEAD;
+    client_enter_state(c, ST_DEAD);
 }
 
 static void destroy(struct smtp_client *c)
@@ -440,7 +452,7 @@ static void start(struct smtp_client *c)
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_protocol = IPPROTO_TCP;
     snprintf(port, sizeof(port), "%d", c->port);
-    c->state = ST_RESOLVING;
+    client_enter_state(c, ST_RESOLVING);
     arm(c, c->to.connect_ms);
     if (c->dns != NULL) {
         /* May answer before returning (IP literals, hosts file). */
@@ -510,7 +522,7 @@ static void connect_next(struct smtp_client *c)
             free_connection(c);
             continue;
         }
-        c->state = ST_CONNECTING;
+        client_enter_state(c, ST_CONNECTING);
         return;
     }
     fail(c, SMTP_CLIENT_ERR_CONNECT, false, "cannot connect to %s port %d: %s", c->host, c->port,
@@ -557,7 +569,7 @@ static void start_tls(struct smtp_client *c, enum client_state next)
     bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
     set_write_timeout(c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-    c->state = next;
+    client_enter_state(c, next);
     arm(c, c->to.connect_ms);
 }
 
@@ -565,7 +577,7 @@ static void send_ehlo(struct smtp_client *c, enum client_state next)
 {
     memset(&c->ehlo, 0, sizeof(c->ehlo));
     send_line(c, "EHLO %s", c->helo_name);
-    c->state = next;
+    client_enter_state(c, next);
     arm(c, c->to.command_ms);
 }
 
@@ -587,7 +599,7 @@ static void tls_established(struct smtp_client *c)
     c->tls_active = true;
     tls_client_describe(ssl, c->tls_info, sizeof(c->tls_info));
     if (c->state == ST_TLS_IMPLICIT) {
-        c->state = ST_GREETING;
+        client_enter_state(c, ST_GREETING);
         arm(c, c->to.initial_ms);
     } else {
         send_ehlo(c, ST_EHLO_TLS);
@@ -626,7 +638,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
                 start_tls(c, ST_TLS_IMPLICIT);
             } else {
                 bufferevent_enable(c->bev, EV_READ);
-                c->state = ST_GREETING;
+                client_enter_state(c, ST_GREETING);
                 arm(c, c->to.initial_ms);
             }
         } else if (c->state == ST_TLS_IMPLICIT || c->state == ST_TLS_STARTTLS) {
@@ -711,7 +723,7 @@ static void become_ready(struct smtp_client *c)
 {
     wipe_secret(c);
     disarm(c);
-    c->state = ST_READY;
+    client_enter_state(c, ST_READY);
     if (c->cb.on_ready != NULL)
         c->cb.on_ready(c, c->cb_arg);
 }
@@ -761,7 +773,7 @@ static void start_auth(struct smtp_client *c)
         rc = send_b64_secret(c, "AUTH PLAIN ", raw, n);
         OPENSSL_cleanse(raw, n);
         free(raw);
-        c->state = ST_AUTH;
+        client_enter_state(c, ST_AUTH);
     } else if (c->auth == CONFIG_AUTH_XOAUTH2) {
         /* "user=" user ^A "auth=Bearer " token ^A ^A */
         size_t n = 5 + ulen + 1 + 12 + slen + 2;
@@ -772,10 +784,10 @@ static void start_auth(struct smtp_client *c)
         rc = send_b64_secret(c, "AUTH XOAUTH2 ", raw, n);
         OPENSSL_cleanse(raw, n);
         free(raw);
-        c->state = ST_AUTH;
+        client_enter_state(c, ST_AUTH);
     } else {
         send_line(c, "AUTH LOGIN");
-        c->state = ST_AUTH_LOGIN;
+        client_enter_state(c, ST_AUTH_LOGIN);
     }
     if (rc < 0)
         goto nomem;
@@ -796,7 +808,7 @@ static void after_ehlo(struct smtp_client *c)
             return;
         }
         send_line(c, "STARTTLS");
-        c->state = ST_STARTTLS;
+        client_enter_state(c, ST_STARTTLS);
         arm(c, c->to.command_ms);
         return;
     }
@@ -829,7 +841,7 @@ static void handle_setup_reply(struct smtp_client *c)
             /* RFC 5321 3.2: an old server; no extensions then. */
             memset(&c->ehlo, 0, sizeof(c->ehlo));
             send_line(c, "HELO %s", c->helo_name);
-            c->state = ST_HELO;
+            client_enter_state(c, ST_HELO);
             arm(c, c->to.command_ms);
         } else {
             fail_reply(c, SMTP_CLIENT_ERR_PROTOCOL, "EHLO rejected");
@@ -862,7 +874,7 @@ static void handle_setup_reply(struct smtp_client *c)
             /* The challenge carries a JSON error; an empty line ends the
              * exchange and brings the final (5xx) reply. */
             send_line(c, "%s", "");
-            c->state = ST_AUTH_XOAUTH2;
+            client_enter_state(c, ST_AUTH_XOAUTH2);
             arm(c, c->to.command_ms);
         } else {
             fail_reply(c, SMTP_CLIENT_ERR_AUTH, "AUTH failed");
@@ -878,7 +890,7 @@ static void handle_setup_reply(struct smtp_client *c)
             fail(c, SMTP_CLIENT_ERR_AUTH, false, "out of memory preparing AUTH");
             return;
         }
-        c->state = ST_AUTH_LOGIN_USER;
+        client_enter_state(c, ST_AUTH_LOGIN_USER);
         arm(c, c->to.command_ms);
         return;
     case ST_AUTH_LOGIN_USER:
@@ -890,7 +902,7 @@ static void handle_setup_reply(struct smtp_client *c)
             fail(c, SMTP_CLIENT_ERR_AUTH, false, "out of memory preparing AUTH");
             return;
         }
-        c->state = ST_AUTH;
+        client_enter_state(c, ST_AUTH);
         arm(c, c->to.command_ms);
         return;
     case ST_AUTH_XOAUTH2:
@@ -949,7 +961,7 @@ static void finish_message(struct smtp_client *c, enum smtp_client_stage stage, 
     if (stage == SMTP_CLIENT_STAGE_DOT && res->status.code >= 200 && res->status.code <= 299)
         c->sent++;
     disarm(c);
-    c->state = ST_READY;
+    client_enter_state(c, ST_READY);
     if (c->cb.on_sent != NULL)
         c->cb.on_sent(c, res, c->cb_arg);
 }
@@ -1027,7 +1039,7 @@ static void handle_transaction_reply(struct smtp_client *c)
         c->needs_rset = false;
         if (!c->pipelined)
             send_mail(c);
-        c->state = ST_MAIL;
+        client_enter_state(c, ST_MAIL);
         arm(c, c->to.mail_ms);
         return;
     case ST_MAIL:
@@ -1041,7 +1053,7 @@ static void handle_transaction_reply(struct smtp_client *c)
             }
             send_rcpt(c, 0);
         }
-        c->state = ST_RCPT;
+        client_enter_state(c, ST_RCPT);
         arm(c, c->to.rcpt_ms);
         return;
     case ST_RCPT: {
@@ -1071,7 +1083,7 @@ static void handle_transaction_reply(struct smtp_client *c)
             }
             send_line(c, "DATA");
         }
-        c->state = ST_DATA;
+        client_enter_state(c, ST_DATA);
         arm(c, c->to.data_init_ms);
         return;
     }
@@ -1086,7 +1098,7 @@ static void handle_transaction_reply(struct smtp_client *c)
                 evbuffer_add(out(c), ".\r\n", 3);
                 c->discard_dot = true;
             }
-            c->state = ST_DOT;
+            client_enter_state(c, ST_DOT);
             arm(c, c->to.data_final_ms);
             return;
         }
@@ -1190,7 +1202,7 @@ struct smtp_client *smtp_client_new(struct event_base *base, struct evdns_base *
     c->cb = *cb;
     c->cb_arg = cb_arg;
     c->fd = -1;
-    c->state = ST_START;
+    client_enter_state(c, ST_START);
     c->host = dup_opt(opts->host, &ok);
     c->server_name = dup_opt(
         opts->server_name != NULL && opts->server_name[0] != '\0' ? opts->server_name : opts->host,
@@ -1295,7 +1307,7 @@ int smtp_client_send(struct smtp_client *c, const struct smtp_client_msg *msg)
     else
         refused = false;
     if (refused) {
-        c->state = ST_LOCAL_REJECT;
+        client_enter_state(c, ST_LOCAL_REJECT);
         event_active(c->deferred, EV_TIMEOUT, 1);
         return 0;
     }
@@ -1311,7 +1323,7 @@ int smtp_client_send(struct smtp_client *c, const struct smtp_client_msg *msg)
             send_rcpt(c, i);
         send_line(c, "DATA");
     }
-    c->state = c->needs_rset ? ST_RSET : ST_MAIL;
+    client_enter_state(c, c->needs_rset ? ST_RSET : ST_MAIL);
     arm(c, c->needs_rset ? c->to.command_ms : c->to.mail_ms);
     return 0;
 }
@@ -1327,7 +1339,7 @@ void smtp_client_quit(struct smtp_client *c)
     memset(&c->cb, 0, sizeof(c->cb));
     c->quitting = true;
     send_line(c, "QUIT");
-    c->state = ST_QUIT;
+    client_enter_state(c, ST_QUIT);
     arm(c, c->to.quit_ms);
 }
 

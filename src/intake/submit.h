@@ -112,8 +112,7 @@ void submit_set_framing(struct submit_tx *tx, const struct submit_framing *f);
  * loop, when the spool has decided. Until then the transaction may not be
  * freed; after done, the door frees it. One transaction is one message: a
  * door that sends several begins one per message. */
-int submit_finish(struct submit_tx *tx, submit_done_fn done, void *arg,
-                  struct authz_refusal *ref);
+int submit_finish(struct submit_tx *tx, submit_done_fn done, void *arg, struct authz_refusal *ref);
 
 void submit_free(struct submit_tx *tx);
 

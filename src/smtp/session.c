@@ -27,12 +27,9 @@
 #include "smtp/command.h"
 #include "smtp/data.h"
 #include "smtp/deadline.h"
-#include "mail/intake.h"
-#include "smtp/msgbuf.h"
+#include "intake/submit.h"
 #include "smtp/sasl.h"
 #include "mail/scram.h"
-#include "smtp/signing.h"
-#include "mailauth/dkim.h"
 #include "spool/spool.h"
 
 #include <arpa/inet.h>
@@ -122,7 +119,7 @@ static void on_flush_timer(evutil_socket_t fd, short what, void *arg)
 
 void session_close_when_flushed(struct session *s)
 {
-    s->st = ST_CLOSING;
+    session_enter_state(s, ST_CLOSING);
     bufferevent_disable(s->bev, EV_READ);
     struct bufferevent *under = bufferevent_get_underlying(s->bev);
     if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0 &&
@@ -138,40 +135,49 @@ void session_close_when_flushed(struct session *s)
     }
 }
 
-/* ---- transaction ---- */
+/* ---- the one place the state changes ---- */
 
-void session_dkim_drop(struct session *s)
+static const char *const state_names[ST_COUNT] = {
+    [ST_INIT] = "init",
+    [ST_READY] = "ready",
+    [ST_MAIL] = "mail",
+    [ST_RCPT] = "rcpt",
+    [ST_DATA] = "data",
+    [ST_BDAT] = "bdat",
+    [ST_BDAT_WAIT] = "bdat_wait",
+    [ST_AUTH_PLAIN] = "auth_plain",
+    [ST_AUTH_LOGIN_USER] = "auth_login_user",
+    [ST_AUTH_LOGIN_PASS] = "auth_login_pass",
+    [ST_AUTH_SCRAM] = "auth_scram",
+    [ST_AUTH_CHECK] = "auth_check",
+    [ST_COMMIT] = "commit",
+    [ST_TLS] = "tls",
+    [ST_CLOSING] = "closing",
+};
+
+const char *session_state_name(enum session_state st)
 {
-    if (s->dkim)
-        dkim_sign_abort(s->dkim);
-    s->dkim = NULL;
-    signing_free(s->dkim_set);
-    s->dkim_set = NULL;
+    return st < ST_COUNT && state_names[st] ? state_names[st] : "?";
 }
+
+void session_enter_state(struct session *s, enum session_state st)
+{
+    if (s->st != st && log_wants(LOG_DEBUG))
+        log_event(LOG_DEBUG, "smtp.state", "client_ip", "%s", s->ip, "from", "%s",
+                  session_state_name(s->st), "to", "%s", session_state_name(st), NULL);
+    s->st = st;
+}
+
+/* ---- transaction ---- */
 
 static void transaction_reset(struct session *s)
 {
-    session_dkim_drop(s);
-    free(s->sigs);
-    s->sigs = NULL;
-    s->hdr_found = false;
-    s->hdr_scan = s->body_start = s->dkim_hdr_len = 0;
-    for (size_t i = 0; i < s->n_rcpts; i++)
-        free(s->rcpts[i]);
-    s->n_rcpts = 0;
-    memset(&s->from, 0, sizeof s->from);
+    submit_free(s->tx);
+    s->tx = NULL;
     memset(&s->mp, 0, sizeof s->mp);
-    s->msg.len = 0;
-    /* the message is spooled or dropped: its memory goes back to the
-     * in-flight budget; only the first small buffer is kept for reuse */
-    if (s->msg.cap > MSGBUF_INITIAL)
-        msgbuf_release(&s->msg, &s->r->inflight_bytes);
     s->data_total = 0;
     s->clock.txn_ms = 0;
-    s->over_budget = false;
-    s->size_limit = s->r->cfg->max_message_size;
-    authz_attachments_free(&s->atts);
-    s->too_big = s->bdat_used = s->bdat_last = s->bdat_failed = false;
+    s->bdat_used = s->bdat_last = s->bdat_failed = false;
     s->bdat_error = NULL;
     s->bdat_left = 0;
 }
@@ -179,7 +185,7 @@ static void transaction_reset(struct session *s)
 void session_after_transaction(struct session *s)
 {
     transaction_reset(s);
-    s->st = s->helo[0] ? ST_READY : ST_INIT;
+    session_enter_state(s, s->helo[0] ? ST_READY : ST_INIT);
     if (s->r->draining) {
         session_reply(s, "421 4.3.2 %s Service shutting down, closing connection",
                       s->r->cfg->hostname);
@@ -377,7 +383,7 @@ static void cmd_ehlo(struct session *s, const struct smtp_command *c, bool esmtp
     s->helo[c->arg_len] = 0;
     s->esmtp = esmtp;
     transaction_reset(s);
-    s->st = ST_READY;
+    session_enter_state(s, ST_READY);
     if (!esmtp) {
         session_reply(s, "250 %s", cfg->hostname);
         return;
@@ -399,27 +405,17 @@ static void cmd_ehlo(struct session *s, const struct smtp_command *c, bool esmtp
 /* The credential's rules for a new transaction, in order: still valid
  * (changes made with `sluice creds` count from the next MAIL on), sender,
  * declared size, rate, quota. */
-static bool mail_authorised(struct session *s)
+/* The intake transaction's view of who is sending. */
+static void session_origin(const struct session *s, struct submit_origin *o)
 {
-    const struct config *cfg = s->r->cfg;
-    struct authz_refusal ref;
-    if (s->authed && policy_refresh(s->r, &s->cred, &s->cred_gen) < 0) {
-        snprintf(ref.reply, sizeof ref.reply,
-                 "530 5.7.0 Credential '%s' was revoked or deleted; authentication required",
-                 s->auth_user);
-        session_refused(s, REJECT_UNAUTHENTICATED, ref.reply);
-        session_logout(s);
-        return false;
-    }
-    const struct cred *c = session_sender_cred(s);
-    if (authz_mail(c, cfg, &s->from, s->mp.size, &ref) < 0 ||
-        authz_rate(s->r->ratelimit, c, s->ip, cfg->rate_per_ip, policy_now_ms(), &ref) < 0 ||
-        authz_quota(s->r->accounting, c, time(NULL), &ref) < 0) {
-        session_policy_refused(s, &ref);
-        return false;
-    }
-    s->size_limit = authz_size_limit(c, cfg);
-    return true;
+    *o = (struct submit_origin){.door = "smtp",
+                                .client_ip = s->ip,
+                                .helo = s->helo,
+                                .auth_user = s->authed ? s->auth_user : NULL,
+                                .auth_method = s->authed ? s->auth_method : NULL,
+                                .tls_desc = s->tls ? s->tls_desc : NULL,
+                                .cred = session_sender_cred(s),
+                                .esmtp = s->esmtp};
 }
 
 static void cmd_mail(struct session *s, const struct smtp_command *c)
@@ -438,40 +434,46 @@ static void cmd_mail(struct session *s, const struct smtp_command *c)
                             "530 5.7.0 Authentication required: log in with AUTH before sending");
         return;
     }
-    enum smtp_addr_error e = smtp_parse_mail(c->arg, c->arg_len, &s->from, &s->mp);
+    struct smtp_path from;
+    enum smtp_addr_error e = smtp_parse_mail(c->arg, c->arg_len, &from, &s->mp);
     if (e != SMTP_ADDR_OK) {
         addr_reply(s, e, true);
-        memset(&s->from, 0, sizeof s->from);
+        memset(&s->mp, 0, sizeof s->mp);
         return;
     }
-    if (s->mp.size > cfg->max_message_size) {
-        session_reply(s, "552 5.3.4 Message size %lld exceeds the limit of %lld bytes", s->mp.size,
-                      cfg->max_message_size);
-        memset(&s->from, 0, sizeof s->from);
+    if (s->authed && policy_refresh(s->r, &s->cred, &s->cred_gen) < 0) {
+        char line[AUTHZ_REPLY_MAX];
+        snprintf(line, sizeof line,
+                 "530 5.7.0 Credential '%s' was revoked or deleted; authentication required",
+                 s->auth_user);
+        session_refused(s, REJECT_UNAUTHENTICATED, line);
+        session_logout(s);
+        memset(&s->mp, 0, sizeof s->mp);
         return;
     }
-    if (s->mp.size > cfg->max_inflight_bytes - s->r->inflight_bytes) {
-        /* RFC 1870 6.1: the declared size does not fit in memory now */
-        session_refused(
-            s, REJECT_MEMORY,
-            "452 4.3.1 Insufficient system storage: no room for a message of that size now, "
-            "try again later");
-        memset(&s->from, 0, sizeof s->from);
+    struct submit_origin o;
+    session_origin(s, &o);
+    struct submit_tx *tx = submit_begin(s->r, &o);
+    struct authz_refusal ref;
+    int r = tx ? submit_mail(tx, &from, &s->mp, &ref) : SUBMIT_ENOMEM;
+    if (r != SUBMIT_OK) {
+        submit_free(tx);
+        memset(&s->mp, 0, sizeof s->mp);
+        if (r == SUBMIT_ENOMEM)
+            session_reply(s, "452 4.3.0 Out of memory");
+        else
+            session_reply(s, "%s", ref.reply);
         return;
     }
-    if (!mail_authorised(s)) {
-        memset(&s->from, 0, sizeof s->from);
-        return;
-    }
+    s->tx = tx;
     s->clock.txn_ms = session_now_ms();
     session_deadline_arm(s);
-    s->st = ST_MAIL;
+    session_enter_state(s, ST_MAIL);
     session_reply(s, "250 2.1.0 Sender ok");
 }
 
 static void cmd_rcpt(struct session *s, const struct smtp_command *c)
 {
-    const struct config *cfg = s->r->cfg;
     struct smtp_path p;
     struct smtp_rcpt_params rp;
     enum smtp_addr_error e = smtp_parse_rcpt(c->arg, c->arg_len, s->mp.smtputf8, &p, &rp);
@@ -480,29 +482,16 @@ static void cmd_rcpt(struct session *s, const struct smtp_command *c)
         return;
     }
     struct authz_refusal ref;
-    if (authz_rcpt(session_sender_cred(s), cfg, &p, &ref) < 0) {
-        session_policy_refused(s, &ref);
+    int r = submit_rcpt(s->tx, &p, &ref);
+    if (r == SUBMIT_ENOMEM) {
+        session_reply(s, "452 4.3.0 Out of memory");
         return;
     }
-    if (s->n_rcpts >= (size_t)cfg->max_recipients) {
-        /* RFC 5321 4.5.3.1.10: 452 for too many recipients */
-        snprintf(ref.reply, sizeof ref.reply,
-                 "452 4.5.3 Too many recipients (limit %d per message)", cfg->max_recipients);
-        session_refused(s, REJECT_RECIPIENTS, ref.reply);
+    if (r != SUBMIT_OK) {
+        session_reply(s, "%s", ref.reply);
         return;
     }
-    if (s->n_rcpts == s->cap_rcpts) {
-        size_t nc = s->cap_rcpts ? s->cap_rcpts * 2 : 8;
-        char **nv = realloc(s->rcpts, nc * sizeof *nv);
-        if (!nv) {
-            session_reply(s, "452 4.3.0 Out of memory");
-            return;
-        }
-        s->rcpts = nv;
-        s->cap_rcpts = nc;
-    }
-    s->rcpts[s->n_rcpts++] = strdup(p.addr);
-    s->st = ST_RCPT;
+    session_enter_state(s, ST_RCPT);
     session_reply(s, "250 2.1.5 Recipient ok");
 }
 
@@ -598,7 +587,7 @@ static void handle_command(struct session *s, const char *line, size_t len)
     case SMTP_VERB_RSET:
         transaction_reset(s);
         if (s->st != ST_INIT)
-            s->st = ST_READY;
+            session_enter_state(s, ST_READY);
         session_reply(s, "250 2.0.0 Ok");
         break;
     case SMTP_VERB_NOOP:
@@ -670,7 +659,7 @@ static bool line_too_long(struct session *s, size_t limit)
     bool in_auth = auth_waiting(s->st);
     if (in_auth) {
         session_scram_end(s);
-        s->st = ST_READY;
+        session_enter_state(s, ST_READY);
     }
     if (session_too_many_errors(s))
         return true;
@@ -791,7 +780,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         if (ssl)
             tls_describe(ssl, s->tls_desc, sizeof s->tls_desc);
         s->tls = true;
-        s->st = ST_INIT;
+        session_enter_state(s, ST_INIT);
         s->clock.line_ms = session_now_ms();
         const char *sni = ssl ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : NULL;
         log_event(LOG_INFO, "tls.established", "client_ip", "%s", s->ip, "tls", "%s", s->tls_desc,
@@ -857,7 +846,7 @@ static void start_tls(struct session *s)
     s->esmtp = false;
     session_logout(s);
     transaction_reset(s);
-    s->st = ST_TLS;
+    session_enter_state(s, ST_TLS);
     attach(s, tb);
 }
 
@@ -915,8 +904,6 @@ void session_close(struct session *s)
     if (s->busy > 0)
         return; /* a worker job or spool commit still refers to s */
     transaction_reset(s);
-    msgbuf_release(&s->msg, &s->r->inflight_bytes);
-    free(s->rcpts);
     if (s->auth_users)
         users_free(s->auth_users);
     explicit_bzero(s->check_pass, sizeof s->check_pass);
@@ -959,10 +946,10 @@ void session_start(struct relay *r, evutil_socket_t fd, const struct sockaddr *s
                   : NULL;
         if (bev)
             bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-        s->st = ST_TLS;
+        session_enter_state(s, ST_TLS);
     } else {
         bev = bufferevent_socket_new(r->base, fd, BEV_OPT_CLOSE_ON_FREE);
-        s->st = ST_INIT;
+        session_enter_state(s, ST_INIT);
     }
     if (!bev) {
         evutil_closesocket(fd);

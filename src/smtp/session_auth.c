@@ -44,7 +44,7 @@ void session_set_identity(struct session *s, const char *method, struct cred *c,
 
 static void auth_succeeded(struct session *s, const char *method, struct cred *c, uint64_t gen)
 {
-    s->st = ST_READY;
+    session_enter_state(s, ST_READY);
     session_set_identity(s, method, c, gen);
     session_reply(s, "235 2.7.0 Authentication successful");
 }
@@ -76,7 +76,7 @@ static bool auth_failed(struct session *s, const char *method, const char *user,
     struct relay *r = s->r;
     events_auth(r, s->ip, method, user, false, why);
     session_account(s, ACCT_REJECTED, "auth", 0);
-    s->st = ST_READY;
+    session_enter_state(s, ST_READY);
     struct authfail_verdict v = {0};
     if (r->authfail)
         authfail_record(r->authfail, s->ip, policy_now_ms(), &v);
@@ -86,12 +86,12 @@ static bool auth_failed(struct session *s, const char *method, const char *user,
     }
     if (v.delay_ms == 0)
         return auth_fail_reply(s);
-    s->st = ST_AUTH_CHECK;
+    session_enter_state(s, ST_AUTH_CHECK);
     s->busy++;
     struct timeval tv = {(time_t)(v.delay_ms / 1000), (suseconds_t)(v.delay_ms % 1000) * 1000};
     if (event_base_once(r->base, -1, EV_TIMEOUT, on_auth_delay, s, &tv) < 0) {
         s->busy--;
-        s->st = ST_READY;
+        session_enter_state(s, ST_READY);
         return auth_fail_reply(s);
     }
     return false;
@@ -107,7 +107,7 @@ static void on_auth_delay(evutil_socket_t fd, short what, void *arg)
         session_close(s);
         return;
     }
-    s->st = ST_READY;
+    session_enter_state(s, ST_READY);
     if (auth_fail_reply(s))
         session_process_input(s);
 }
@@ -159,14 +159,14 @@ static void start_auth_check(struct session *s, const char *mech, const char *us
     s->check_mech = mech;
     s->check = (struct policy_login){0};
     s->auth_users = users_ref(s->r->users);
-    s->st = ST_AUTH_CHECK;
+    session_enter_state(s, ST_AUTH_CHECK);
     s->busy++;
     if (worker_submit(s->r->worker, auth_work, auth_done, s) < 0) {
         explicit_bzero(s->check_pass, sizeof s->check_pass);
         users_free(s->auth_users);
         s->auth_users = NULL;
         s->busy--;
-        s->st = ST_READY;
+        session_enter_state(s, ST_READY);
         session_reply(s, "454 4.7.0 Temporary authentication failure, try again later");
     }
 }
@@ -187,7 +187,7 @@ static void scram_input(struct session *s, const char *b64, size_t len)
     if (n < 0) {
         free(msg);
         session_scram_end(s);
-        s->st = ST_READY;
+        session_enter_state(s, ST_READY);
         session_command_error(s, "501 5.5.2 Cannot decode the SCRAM-SHA-256 response");
         return;
     }
@@ -201,7 +201,7 @@ static void scram_input(struct session *s, const char *b64, size_t len)
         char *enc = malloc(BASE64_ENCODED_SIZE(ml));
         if (enc) {
             base64_encode(server_msg, ml, enc);
-            s->st = ST_AUTH_SCRAM;
+            session_enter_state(s, ST_AUTH_SCRAM);
             session_reply(s, "334 %s", enc);
             free(enc);
             free(server_msg);
@@ -225,7 +225,7 @@ static void scram_input(struct session *s, const char *b64, size_t len)
     }
     creds_free_cred(c);
     if (temporary) {
-        s->st = ST_READY;
+        session_enter_state(s, ST_READY);
         session_reply(s, "454 4.7.0 Temporary authentication failure, try again later");
         return;
     }
@@ -240,7 +240,7 @@ static void start_scram(struct session *s, const char *initial, size_t initial_l
         return;
     }
     if (!initial) {
-        s->st = ST_AUTH_SCRAM;
+        session_enter_state(s, ST_AUTH_SCRAM);
         session_reply(s, "334 ");
         return;
     }
@@ -253,7 +253,7 @@ static bool plain_decode(struct session *s, const char *b64, size_t len, struct 
         (!sp->authzid[0] || strcmp(sp->authzid, sp->authcid) == 0))
         return true;
     explicit_bzero(sp, sizeof *sp);
-    s->st = ST_READY;
+    session_enter_state(s, ST_READY);
     session_command_error(s, "501 5.5.2 Cannot decode the PLAIN response");
     return false;
 }
@@ -288,7 +288,7 @@ void session_cmd_auth(struct session *s, const struct smtp_command *c)
     size_t initial_len = initial ? c->arg_len - ml - 1 : 0;
     if (strcasecmp(mech, "PLAIN") == 0) {
         if (!initial) {
-            s->st = ST_AUTH_PLAIN;
+            session_enter_state(s, ST_AUTH_PLAIN);
             session_reply(s, "334 ");
             return;
         }
@@ -303,11 +303,11 @@ void session_cmd_auth(struct session *s, const struct smtp_command *c)
                 session_command_error(s, "501 5.5.2 Cannot decode the LOGIN response");
                 return;
             }
-            s->st = ST_AUTH_LOGIN_PASS;
+            session_enter_state(s, ST_AUTH_LOGIN_PASS);
             session_reply(s, "334 UGFzc3dvcmQ6");
             return;
         }
-        s->st = ST_AUTH_LOGIN_USER;
+        session_enter_state(s, ST_AUTH_LOGIN_USER);
         session_reply(s, "334 VXNlcm5hbWU6");
     } else if (strcasecmp(mech, "SCRAM-SHA-256") == 0 && s->r->creds) {
         start_scram(s, initial, initial_len);
@@ -321,7 +321,7 @@ void session_auth_continuation(struct session *s, const char *line, size_t len)
 {
     if (len == 1 && line[0] == '*') {
         session_scram_end(s);
-        s->st = ST_READY;
+        session_enter_state(s, ST_READY);
         session_reply(s, "501 5.0.0 Authentication cancelled");
         return;
     }
@@ -335,16 +335,16 @@ void session_auth_continuation(struct session *s, const char *line, size_t len)
         explicit_bzero(&sp, sizeof sp);
     } else if (s->st == ST_AUTH_LOGIN_USER) {
         if (sasl_login_decode(line, len, s->login_user, sizeof s->login_user) < 0) {
-            s->st = ST_READY;
+            session_enter_state(s, ST_READY);
             session_command_error(s, "501 5.5.2 Cannot decode the LOGIN response");
             return;
         }
-        s->st = ST_AUTH_LOGIN_PASS;
+        session_enter_state(s, ST_AUTH_LOGIN_PASS);
         session_reply(s, "334 UGFzc3dvcmQ6");
     } else {
         char pass[SASL_FIELD_MAX + 1];
         if (sasl_login_decode(line, len, pass, sizeof pass) < 0) {
-            s->st = ST_READY;
+            session_enter_state(s, ST_READY);
             session_command_error(s, "501 5.5.2 Cannot decode the LOGIN response");
             return;
         }

@@ -15,7 +15,7 @@
 #include "smtp/data.h"
 #include "smtp/deadline.h"
 #include "mail/intake.h"
-#include "smtp/msgbuf.h"
+#include "intake/msgbuf.h"
 #include "smtp/sasl.h"
 
 #include <arpa/inet.h>
@@ -31,8 +31,7 @@ struct event;
 struct evbuffer;
 struct cred;
 struct users;
-struct dkim_sign_state;
-struct signing;
+struct submit_tx;
 struct scram_server;
 
 /* RFC 4954 4: AUTH lines may be up to 12288 octets. */
@@ -80,26 +79,12 @@ struct session {
     struct deadline_clock clock;
     struct users *auth_users;
 
-    /* transaction */
-    struct smtp_path from;
-    struct smtp_mail_params mp;
-    char **rcpts;
-    size_t n_rcpts, cap_rcpts;
-    struct msgbuf msg;
-    struct smtp_data_decoder dec;
-    size_t data_total;
-    long long size_limit; /* the relay's limit, lowered by the credential's */
-    struct authz_attachments atts;
-    bool too_big, bdat_used, bdat_last, bdat_failed;
-    bool over_budget; /* the in-flight budget ran out: content read, not kept */
-    /* DKIM: the body hash runs while the content streams in */
-    bool hdr_found;
-    size_t hdr_scan, body_start, dkim_hdr_len;
-    struct dkim_sign_state *dkim;
-    struct signing *dkim_set;
-    /* what the spool borrows until the commit completes */
-    struct intake_result ir;
-    char *sigs;
+    /* transaction: the envelope and content live in the intake transaction */
+    struct submit_tx *tx;         /* from an accepted MAIL to the end of the transaction */
+    struct smtp_mail_params mp;   /* MAIL parameters (SMTPUTF8 governs RCPT parsing) */
+    struct smtp_data_decoder dec; /* DATA dot-stuffing and framing facts */
+    size_t data_total;            /* content octets of this transaction, kept or not */
+    bool bdat_used, bdat_last, bdat_failed;
     const char *bdat_error; /* reply for a BDAT chunk that is read but refused */
     uint64_t bdat_left;
 
@@ -113,6 +98,10 @@ struct session {
 };
 
 /* ---- session.c ---- */
+
+/* Every change of s->st goes through here (logged as smtp.state at debug). */
+void session_enter_state(struct session *s, enum session_state st);
+const char *session_state_name(enum session_state st);
 
 /* Queues one reply line (CRLF added); the next command line is due from now. */
 __attribute__((format(printf, 2, 3))) void session_reply(struct session *s, const char *fmt, ...);
@@ -137,7 +126,6 @@ void session_after_transaction(struct session *s);
 void session_set_timeout(struct session *s, int seconds);
 void session_deadline_arm(struct session *s);
 int64_t session_now_ms(void);
-void session_dkim_drop(struct session *s);
 bool session_auth_offered(const struct session *s);
 /* The credential a policy check applies to: NULL for a relay client. */
 const struct cred *session_sender_cred(const struct session *s);

@@ -16,7 +16,7 @@
 #include "policy/users.h"
 #include "queue/queue.h"
 #include "smtp/session.h"
-#include "smtp/signing.h"
+#include "intake/signing.h"
 #include "spool/spool.h"
 
 #include <arpa/inet.h>

@@ -7,7 +7,7 @@
 
 #include "core/config.h"
 #include "smtp/deadline.h"
-#include "smtp/msgbuf.h"
+#include "intake/msgbuf.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 /* Message buffers under the global in-flight budget (see msgbuf.h). The
  * charge is the allocated capacity, not the length, since that is what the
  * process holds. */
-#include "smtp/msgbuf.h"
+#include "intake/msgbuf.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,8 +1,8 @@
 /* The DKIM signers of the running daemon: every active key in the key
  * directory, grouped by domain. Loaded at start and on SIGHUP (key rotation
  * without restart); a transaction in progress keeps the set it began with. */
-#ifndef SLUICE_SMTP_SIGNING_H
-#define SLUICE_SMTP_SIGNING_H
+#ifndef SLUICE_INTAKE_SIGNING_H
+#define SLUICE_INTAKE_SIGNING_H
 
 #include <stddef.h>
 

@@ -1,5 +1,5 @@
 /* Loads DKIM keys by file name and picks the signers for a message. */
-#include "smtp/signing.h"
+#include "intake/signing.h"
 
 #include "core/config.h"
 #include "core/log.h"

@@ -2,8 +2,8 @@
  * share: a client may declare 25 MiB and a thousand clients may do so at
  * once, so growth is charged against a global in-flight limit and refused
  * past it, instead of letting memory follow what clients ask for. */
-#ifndef SLUICE_SMTP_MSGBUF_H
-#define SLUICE_SMTP_MSGBUF_H
+#ifndef SLUICE_INTAKE_MSGBUF_H
+#define SLUICE_INTAKE_MSGBUF_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -8,7 +8,7 @@
 
 #include <string.h>
 
-#include "smtp/signing.h"
+#include "intake/signing.h"
 
 static void test_from_domain(void **state)
 {
