@@ -9,7 +9,8 @@ build=(build-essential pkg-config meson ninja-build libevent-dev libssl-dev libi
 # swaks needs Net::SSLeay and IO::Socket::SSL for STARTTLS; faketime for clock-step tests
 test=(clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest python3-aiosmtpd python3-dkim
       python3-spf python3-yaml swaks libnet-ssleay-perl libio-socket-ssl-perl postfix procps
-      iproute2 faketime git sasl2-bin libsasl2-modules opendkim opendkim-tools)
+      iproute2 faketime git sasl2-bin libsasl2-modules opendkim opendkim-tools php-cli
+      bsd-mailx)
 want=("${build[@]}")
 [ "${1:-}" = test ] && want+=("${test[@]}")
 missing=()

@@ -4,6 +4,7 @@
 #include "cli/version.h"
 
 #include <jansson.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,9 @@ static const struct {
     {"check-domain", cli_check_domain, "check SPF, DKIM, DMARC, MX, MTA-STS, TLS-RPT, DANE, rDNS"},
     {"dns-records", cli_dns_records, "print the DNS records to publish"},
     {"audit", cli_audit, "verify: check the audit log's hash chain"},
+    {"send", cli_send, "build a message from parts and submit it"},
+    {"sendmail", cli_sendmail, "the sendmail(1) interface (also as a link named sendmail)"},
+    {"outbox", cli_outbox, "flush | list: the sendmail outbox"},
     {"version", NULL, "print the version"},
     {"users", cli_users, NULL}, /* moved to creds import; kept to say so */
 };
@@ -59,11 +63,46 @@ static int print_version(const struct cli *cli)
     return CLI_EXIT_OK;
 }
 
+/* sendmail's options are sendmail(1)'s, not sluice's: called as sendmail,
+ * or as `sluice [-c FILE] sendmail ...`, the words after it go through
+ * untouched (-h there is a hop count, -C the configuration). Returns -1
+ * when this is not such a call. */
+static int sendmail_entry(int argc, char **argv)
+{
+    char *name = strdup(argv[0] ? argv[0] : "");
+    bool as_sendmail = name && strcmp(basename(name), "sendmail") == 0;
+    free(name);
+    struct cli cli = {.verb = "sendmail"};
+    int at = 1;
+    while (!as_sendmail && at < argc) {
+        if ((strcmp(argv[at], "-c") == 0 || strcmp(argv[at], "--config") == 0) && at + 1 < argc) {
+            cli.config_path = argv[at + 1];
+            at += 2;
+        } else if (strncmp(argv[at], "--config=", 9) == 0) {
+            cli.config_path = argv[at++] + 9;
+        } else {
+            break;
+        }
+    }
+    if (!as_sendmail && (at >= argc || strcmp(argv[at], "sendmail") != 0))
+        return -1;
+    if (as_sendmail)
+        at = 0;
+    if (!cli.config_path) {
+        const char *env = getenv("SLUICE_CONFIG");
+        cli.config_path = env && *env ? env : NULL;
+    }
+    return cli_sendmail(&cli, argc - at, argv + at);
+}
+
 int main(int argc, char **argv)
 {
     /* Every file any command makes (stores, keys, spool, capture, sockets)
      * starts private to its owner; open() modes only narrow this further. */
     umask(077);
+    int sm = sendmail_entry(argc, argv);
+    if (sm >= 0)
+        return sm;
     struct cli cli = {0};
     char **args = calloc((size_t)argc + 1, sizeof *args);
     int n = 0;

@@ -50,6 +50,9 @@ int cli_audit(const struct cli *cli, int argc, char **argv);        /* audit ver
 int cli_creds(const struct cli *cli, int argc, char **argv);        /* creds add|list|...|import */
 int cli_stats(const struct cli *cli, int argc, char **argv);        /* stats [--cred] [--since] */
 int cli_users(const struct cli *cli, int argc, char **argv);        /* moved: says so, exits 2 */
+int cli_sendmail(const struct cli *cli, int argc, char **argv); /* sendmail(1); sysexits codes */
+int cli_send(const struct cli *cli, int argc, char **argv);     /* send --from --to ... */
+int cli_outbox(const struct cli *cli, int argc, char **argv);   /* outbox flush|list */
 
 /* Reports an error: "sluice VERB: message" on stderr and, with --json, the
  * JSON error shape on stdout. Returns the exit status of code. */

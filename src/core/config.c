@@ -30,6 +30,7 @@ enum section {
     SEC_AUDIT,
     SEC_WEBHOOK,
     SEC_API,
+    SEC_SENDMAIL,
     SEC_UPSTREAM,
     SEC_COUNT
 };
@@ -37,10 +38,9 @@ enum section {
 #define SEC_NONE (-1)    /* before the first header */
 #define SEC_IGNORED (-2) /* inside a header already reported as wrong */
 
-static const char *const section_names[SEC_COUNT] = {"server", "tls",   "auth",    "limits",
-                                                     "queue",  "log",   "policy",  "dkim",
-                                                     "http",   "audit", "webhook", "api",
-                                                     "upstream"};
+static const char *const section_names[SEC_COUNT] = {
+    "server", "tls",  "auth",  "limits",  "queue", "log",      "policy",
+    "dkim",   "http", "audit", "webhook", "api",   "sendmail", "upstream"};
 
 enum value_type {
     T_STRING,   /* free text */
@@ -297,6 +297,21 @@ static const struct config_key keys[] = {
             "replayed)."},
     {SEC_API, "event_buffer", NULL, T_INT, S(api_event_buffer), "10000", 16, 10000000,
      .doc = "Recent delivery events kept in memory for GET /v1/events and message state."},
+    {SEC_SENDMAIL, "server", NULL, T_LISTEN, S(sendmail_server), "", .empty_ok = true,
+     .doc = "Where 'sluice sendmail' and 'sluice send' submit (STARTTLS when offered; plaintext "
+            "only to loopback); empty: [server] listen_submission."},
+    {SEC_SENDMAIL, "credential_file", NULL, T_PATH, S(sendmail_credential_file), "",
+     .empty_ok = true,
+     .doc = "File with 'user = NAME' and 'password = SECRET' lines for AUTH; it must belong to "
+            "the calling user and have mode 0600 or stricter. Empty: SLUICE_SENDMAIL_USER and "
+            "SLUICE_SENDMAIL_PASSWORD, else no AUTH (relay_networks)."},
+    {SEC_SENDMAIL, "outbox_dir", NULL, T_PATH, S(sendmail_outbox_dir), "", .empty_ok = true,
+     .doc = "Where messages wait while the relay is unreachable or answers 4xx; empty: "
+            "$XDG_DATA_HOME/sluice/outbox (~/.local/share/sluice/outbox) of the calling user."},
+    {SEC_SENDMAIL, "forward_outbox", NULL, T_BOOL, S(sendmail_forward_outbox), "true",
+     .doc = "Each sendmail invocation first forwards the messages waiting in the outbox."},
+    {SEC_SENDMAIL, "timeout", NULL, T_DURATION, S(sendmail_timeout), "60s", 1, 3600,
+     .doc = "Limit on connecting and on each reply of the submission dialogue."},
 
     {SEC_UPSTREAM, "kind", NULL, T_KIND, U(capture), "smtp", .choices = kinds,
      .doc = "smtp: relay to host; capture: write .eml files to capture_dir."},
@@ -1249,8 +1264,8 @@ static void read_header(struct loader *ld, const char *s, const char *e)
         return;
     }
     report(ld, &o,
-           "unknown section [%.*s] (expected server, tls, auth, limits, queue, log or upstream "
-           "NAME)",
+           "unknown section [%.*s] (expected server, tls, auth, limits, queue, log, policy, "
+           "dkim, http, audit, webhook, sendmail or upstream NAME)",
            (int)len, in);
 }
 
@@ -1429,7 +1444,7 @@ static bool env_is_other_use(struct loader *ld, const char *name, size_t len)
     static const char *const reserved[] = {
         "SLUICE_CONFIG",   "SLUICE_DNS_TRUST_ANCHOR", "SLUICE_PSL_FILE",
         "SLUICE_TESTDATA", "SLUICE_SOURCE_ROOT",      "SLUICE_BIN",
-        "SLUICE_ASAN_BIN",
+        "SLUICE_ASAN_BIN", "SLUICE_SENDMAIL_USER",    "SLUICE_SENDMAIL_PASSWORD",
     };
     for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
         if (strlen(reserved[i]) == len && memcmp(reserved[i], name, len) == 0)

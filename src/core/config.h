@@ -143,6 +143,13 @@ struct config {
     int api_idempotency_window; /* seconds */
     int api_event_buffer;       /* delivery events kept in memory */
 
+    /* [sendmail]: the sendmail(1) entry and `sluice send` (docs/SENDMAIL.md) */
+    char *sendmail_server;          /* "host:port"; "" = [server] listen_submission */
+    char *sendmail_credential_file; /* "user = ..."/"password = ..." file, mode 0600; "" none */
+    char *sendmail_outbox_dir;      /* "" = $XDG_DATA_HOME/sluice/outbox per user */
+    bool sendmail_forward_outbox;   /* forward waiting messages at each invocation */
+    int sendmail_timeout;           /* seconds for each step of the SMTP dialogue */
+
     struct config_upstream *upstreams; /* sorted by priority; at least one */
     size_t n_upstreams;
 };
