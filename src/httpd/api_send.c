@@ -5,10 +5,10 @@
 #include "core/config.h"
 #include "core/relay.h"
 #include "httpd/api_int.h"
-#include "httpd/api_mime.h"
 #include "httpd/api_status.h"
 #include "intake/submit.h"
 #include "mail/address.h"
+#include "mail/compose.h"
 #include "policy/creds.h"
 
 #include <event2/http.h>
@@ -285,8 +285,49 @@ static char *tags_json(const struct api_message *m)
     return s;
 }
 
-/* A parsed JSON message: checks what the intake cannot (send_at), builds
- * the MIME text and submits it. */
+/* "Name <addr>" for the composer, the name quoted (RFC 5322 3.2.4) so a
+ * comma or a quote in it stays part of the name. Allocates. */
+static char *mailbox_text(const struct api_addr *a)
+{
+    if (!a->name)
+        return strdup(a->email);
+    size_t n = strlen(a->name);
+    char *q = malloc(2 * n + strlen(a->email) + 8), *w = q;
+    if (!q)
+        return NULL;
+    *w++ = '"';
+    for (const char *p = a->name; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            *w++ = '\\';
+        *w++ = *p;
+    }
+    sprintf(w, "\" <%s>", a->email);
+    return q;
+}
+
+struct texts {
+    char **v;
+    size_t n;
+};
+
+static const char *const *mailboxes(struct texts *t, const struct api_addr *v, size_t n)
+{
+    t->v = calloc(n + 1, sizeof *t->v);
+    for (size_t i = 0; t->v && i < n; i++)
+        if ((t->v[i] = mailbox_text(&v[i])))
+            t->n++;
+    return (const char *const *)t->v;
+}
+
+static void texts_free(struct texts *t)
+{
+    for (size_t i = 0; i < t->n; i++)
+        free(t->v[i]);
+    free(t->v);
+}
+
+/* A parsed JSON message: checks what the intake cannot (send_at), has the
+ * composer (mail/compose.h) write the MIME text and submits it. */
 static void submit_message(struct api_call *c, size_t index, struct api_message *m)
 {
     if (m->send_at > time(NULL) + API_SEND_AT_SLACK) {
@@ -295,23 +336,69 @@ static void submit_message(struct api_call *c, size_t index, struct api_message 
                   "send_at", 0);
         return;
     }
-    char *msg = NULL, err[128];
-    size_t len = 0;
-    if (api_mime_build(m, &msg, &len, err, sizeof err) < 0) {
-        set_error(c, index, 503, "temporarily_unavailable", err, "memory", 30);
-        return;
+    struct texts from = {0}, to = {0}, cc = {0}, bcc = {0}, reply = {0};
+    mailboxes(&from, &m->from, 1);
+    mailboxes(&to, m->to, m->n_to);
+    mailboxes(&cc, m->cc, m->n_cc);
+    mailboxes(&bcc, m->bcc, m->n_bcc);
+    mailboxes(&reply, m->reply_to, m->n_reply_to);
+    /* several Reply-To mailboxes are one comma list */
+    size_t rl = 1;
+    for (size_t i = 0; i < reply.n; i++)
+        rl += strlen(reply.v[i]) + 2;
+    char *reply_list = reply.n ? calloc(1, rl) : NULL;
+    for (size_t i = 0; reply_list && i < reply.n; i++) {
+        if (i)
+            strcat(reply_list, ", ");
+        strcat(reply_list, reply.v[i]);
     }
-    const char **rcpts = calloc(API_MAX_RECIPIENTS, sizeof *rcpts);
-    if (!rcpts) {
-        free(msg);
+    struct compose_attachment *att = calloc(m->n_att + 1, sizeof *att);
+    struct compose_header *hdr = calloc(m->n_headers + 1, sizeof *hdr);
+    for (size_t i = 0; att && i < m->n_att; i++)
+        att[i] = (struct compose_attachment){m->att[i].filename, m->att[i].content_type,
+                                             m->att[i].data, m->att[i].len,
+                                             m->att[i].content_id};
+    for (size_t i = 0; hdr && i < m->n_headers; i++)
+        hdr[i] = (struct compose_header){m->headers[i].name, m->headers[i].value};
+    struct compose_msg cm = {.from = from.n ? from.v[0] : NULL,
+                             .to = (const char *const *)to.v,
+                             .nto = to.n,
+                             .cc = (const char *const *)cc.v,
+                             .ncc = cc.n,
+                             .bcc = (const char *const *)bcc.v,
+                             .nbcc = bcc.n,
+                             .reply_to = reply_list,
+                             .subject = m->subject,
+                             .text = m->text,
+                             .html = m->html,
+                             .attachments = att,
+                             .nattachments = m->n_att,
+                             .headers = hdr,
+                             .nheaders = m->n_headers};
+    char *msg = NULL, **rcpts = NULL, err[256];
+    size_t len = 0, n = 0;
+    bool oom = !from.n || to.n != m->n_to || cc.n != m->n_cc || bcc.n != m->n_bcc ||
+               reply.n != m->n_reply_to || (reply.n && !reply_list) || !att || !hdr;
+    int rc = oom ? COMPOSE_ENOMEM : compose_build(&cm, &msg, &len, err, sizeof err);
+    if (rc == COMPOSE_OK)
+        rc = compose_recipients(&cm, &rcpts, &n, err, sizeof err);
+    if (rc == COMPOSE_EINVAL)
+        set_error(c, index, 422, "invalid_message", err, "compose", 0);
+    else if (rc != COMPOSE_OK)
         set_error(c, index, 503, "temporarily_unavailable", "out of memory", "memory", 30);
-        return;
-    }
-    size_t n = api_message_rcpts(m, rcpts, API_MAX_RECIPIENTS);
-    submit_one(c, index, m->from.email, rcpts, n, m->smtputf8, msg, len, tags_json(m),
-               pairs_json(m->metadata, m->n_metadata));
-    free(rcpts);
+    else
+        submit_one(c, index, m->from.email, (const char *const *)rcpts, n, m->smtputf8, msg, len,
+                   tags_json(m), pairs_json(m->metadata, m->n_metadata));
+    compose_recipients_free(rcpts, n);
     free(msg);
+    free(att);
+    free(hdr);
+    free(reply_list);
+    texts_free(&from);
+    texts_free(&to);
+    texts_free(&cc);
+    texts_free(&bcc);
+    texts_free(&reply);
 }
 
 static void set_parse_error(struct api_call *c, size_t index, const struct api_req_error *e)
