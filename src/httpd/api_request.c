@@ -103,6 +103,7 @@ static void addr_clear(struct api_addr *a)
 static int addr_from_json(const json_t *v, const char *field, struct api_addr *out, bool *utf8,
                           struct api_req_error *e)
 {
+    memset(out, 0, sizeof *out);
     if (json_is_string(v)) {
         if (api_addr_parse(json_string_value(v), out, utf8) < 0)
             return fail(e, 422, "invalid_address", field, "%s: not a valid mailbox", field);
@@ -176,6 +177,8 @@ static int addr_list(const json_t *v, const char *field, struct api_addr **list,
                         return fail(e, 422, "invalid_address", field,
                                     "%s: not a valid mailbox", field);
                     (*n)++;
+                } else {
+                    free(part);
                 }
                 if (!*p)
                     break;
