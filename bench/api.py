@@ -51,7 +51,7 @@ def run_json(cmd):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--build", default=str(ROOT / "build"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "api.md"))
     a = ap.parse_args()
@@ -102,7 +102,7 @@ max_connections = 50
                                       stderr=open(tmp / "serve.err", "wb")))
         if not (wait_port(smtp_port) and wait_port(api_port)):
             sys.exit("sluice did not start: " + (tmp / "serve.err").read_text())
-        d = str(a.seconds)
+        d = str(int(a.seconds))
         rows = []
         smtp = run_json([str(lg), "--port", str(smtp_port), "-c", "50", "-d", d, "--size", "10240",
                          "--per-connection", "1", "--from", "app@bench.test", "--to",

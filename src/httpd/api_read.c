@@ -78,6 +78,12 @@ static void message_route(struct api_call *c)
     char *owner = owner_of(c, ids, m, &tags, &meta);
     json_t *events = json_array();
     api_events_each(c->s->events, 0, (size_t)-1, NULL, ids, collect, events);
+    for (size_t i = 0; !owner && i < json_array_size(events); i++) {
+        /* a message that left the queue: its events still name the sender */
+        const char *ec = json_string_value(json_object_get(json_array_get(events, i), "credential"));
+        if (ec)
+            owner = strdup(ec);
+    }
     bool known = m || owner || json_array_size(events);
     bool allowed = is_admin(c) || (owner && strcmp(owner, c->cred->name) == 0);
     if (!known || !allowed) {

@@ -166,8 +166,11 @@ static void on_durable(void *arg, const struct submit_result *res)
                    json_pack("{s:s, s:s, s:o}", "id", res->id_str, "message_id",
                              res->message_id ? res->message_id : "", "recipients", rc),
                    0);
-        api_store_message(c->s->store, res->id_str, c->cred->name, s->tags, s->metadata,
-                          time(NULL));
+        /* the owner is also in the spool's meta (auth=); the row is only
+         * needed for what the spool does not keep */
+        if (s->tags || s->metadata)
+            api_store_message(c->s->store, res->id_str, c->cred->name, s->tags, s->metadata,
+                              time(NULL));
     }
     sub_free(s);
     one_done(c);
