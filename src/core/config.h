@@ -104,6 +104,7 @@ struct config {
     int auth_cache_size;            /* entries of that cache, default 10000; 0 = off */
     bool tls_request_client_cert;   /* [tls] request_client_cert, default true */
     bool tls_session_tickets;       /* [tls] session_tickets, default true */
+    bool tls_ocsp_stapling;         /* [tls] ocsp_stapling, default true */
     int tls_session_cache_size;     /* [tls] session_cache_size, default 20000 */
     int tls_session_lifetime;       /* [tls] session_lifetime, seconds, default 1h */
     char *rate_per_ip;              /* [limits] rate_per_ip, "0" = none */

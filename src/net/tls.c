@@ -4,6 +4,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "net/tls_ocsp.h"
 #include "net/tls_session.h"
 
 #include <errno.h>
@@ -211,6 +212,12 @@ SSL_CTX *tls_server_ctx_new(const struct config *cfg, char *err, size_t errlen)
         return NULL;
     }
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"sluice", 6);
+    if (cfg->tls_ocsp_stapling) {
+        char why[256];
+        int o = tls_ocsp_enable(ctx, why, sizeof why);
+        log_event(o < 0 ? LOG_WARN : LOG_DEBUG, "tls.ocsp", "certificate", "%s", cfg->tls_cert,
+                  "stapling", "%s", o > 0 ? "on" : "off", "reason", "%s", why, NULL);
+    }
     if (cfg->tls_request_client_cert)
         /* ask for a certificate without requiring one (no FAIL_IF_NO_PEER_CERT)
          * and take self-signed ones: a certificate proves nothing by its
