@@ -147,6 +147,14 @@ out:
     return rc;
 }
 
+/* Line breaks belong in a body given inline, and nowhere else. */
+static bool body_argument(int argc, char **argv, int i)
+{
+    (void)argc;
+    return strncmp(argv[i], "--text=", 7) == 0 || strncmp(argv[i], "--html=", 7) == 0 ||
+           (i > 1 && (strcmp(argv[i - 1], "--text") == 0 || strcmp(argv[i - 1], "--html") == 0));
+}
+
 int cli_send(const struct cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -170,8 +178,7 @@ int cli_send(const struct cli *cli, int argc, char **argv)
         return cli_help(send_usage);
     /* a CR or LF anywhere could become a header of its own: refuse first */
     for (int i = 1; i < argc; i++)
-        if (strpbrk(argv[i], "\r\n") &&
-            !(i > 1 && (strcmp(argv[i - 1], "--text") == 0 || strcmp(argv[i - 1], "--html") == 0)))
+        if (strpbrk(argv[i], "\r\n") && !body_argument(argc, argv, i))
             return cli_usage_error(cli, send_usage,
                                    "argument %d holds a CR or LF: refused (it could inject "
                                    "header fields)",

@@ -29,6 +29,7 @@ struct sm_opts {
     bool list;    /* -bp */
     bool aliases; /* -bi: nothing to build, succeeds */
     bool verbose; /* -v */
+    bool help;    /* --help */
     const char *from, *fullname, *config;
     char **rcpts; /* the arguments after the options */
     int nrcpts;
@@ -76,6 +77,10 @@ static int parse_opts(int argc, char **argv, struct sm_opts *o)
         if (strcmp(a, "--") == 0) {
             i++;
             break;
+        }
+        if (strcmp(a, "--help") == 0) {
+            o->help = true;
+            return 0;
         }
         if (a[0] != '-' || a[1] == '\0')
             break;
@@ -187,34 +192,60 @@ static int add_rcpts(struct sm_message *m, const char *list, size_t len, const c
     return 0;
 }
 
+/* "Name:" at the start of line: RFC 5322 2.2 ftext up to the colon. */
+static size_t field_name_len(const char *p, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        unsigned char c = (unsigned char)p[k];
+        if (c == ':')
+            return k;
+        if (c < 33 || c > 126)
+            return 0;
+    }
+    return 0;
+}
+
+/* Inserts the empty line at off: what follows is the body for every reader,
+ * as Postfix does when a header ends without one. */
+static int insert_blank_line(struct sm_message *m, size_t off)
+{
+    char *d = realloc(m->data, m->len + 3);
+    if (!d)
+        return -1;
+    memmove(d + off + 2, d + off, m->len - off + 1);
+    memcpy(d + off, "\r\n", 2);
+    m->data = d;
+    m->len += 2;
+    return 0;
+}
+
 /* Walks the header block: recipients from To/Cc/Bcc with extract, every Bcc
- * field cut out, whether a From field is there. Returns 0 or -1. */
+ * field cut out, whether a From field is there. A line that is not a field
+ * ends the header and gets the empty line before it. Returns 0 or -1. */
 static int scan_header(struct sm_message *m, bool extract, bool *has_from)
 {
     size_t i = 0;
     *has_from = false;
     while (i < m->len) {
-        if (m->data[i] == '\r') /* the empty line ends the header */
-            break;
-        size_t start = i, colon = 0;
-        /* one field: its first line and the folded lines after it */
+        if (m->len - i >= 2 && memcmp(m->data + i, "\r\n", 2) == 0)
+            return 0; /* the empty line ends the header */
+        size_t start = i;
+        const char *eol1 = memchr(m->data + i, '\n', m->len - i);
+        size_t first = eol1 ? (size_t)(eol1 - m->data) - start : m->len - start;
+        size_t nlen = field_name_len(m->data + start, first);
+        if (nlen == 0)
+            return insert_blank_line(m, start); /* not a field: the body starts here */
+        /* the field: its first line and the folded lines after it */
         for (;;) {
             char *eol = memchr(m->data + i, '\n', m->len - i);
             i = eol ? (size_t)(eol - m->data) + 1 : m->len;
             if (i >= m->len || (m->data[i] != ' ' && m->data[i] != '\t'))
                 break;
         }
-        char *c = memchr(m->data + start, ':', i - start);
-        if (!c)
-            break; /* not a header line: the body starts here */
-        colon = (size_t)(c - m->data);
-        size_t nlen = colon - start;
+        size_t colon = start + nlen;
         const char *name = m->data + start;
-        if (memchr(name, ' ', nlen) || memchr(name, '\t', nlen))
-            break;
         bool bcc = nlen == 3 && strncasecmp(name, "Bcc", 3) == 0;
-        bool to = (nlen == 2 && strncasecmp(name, "To", 2) == 0) ||
-                  (nlen == 2 && strncasecmp(name, "Cc", 2) == 0);
+        bool to = nlen == 2 && (strncasecmp(name, "To", 2) == 0 || strncasecmp(name, "Cc", 2) == 0);
         if (nlen == 4 && strncasecmp(name, "From", 4) == 0)
             *has_from = true;
         if (extract && (bcc || to)) {
@@ -226,9 +257,8 @@ static int scan_header(struct sm_message *m, bool extract, bool *has_from)
                 return -1;
         }
         if (bcc) {
-            memmove(m->data + start, m->data + i, m->len - i);
+            memmove(m->data + start, m->data + i, m->len - i + 1);
             m->len -= i - start;
-            m->data[m->len] = '\0';
             i = start;
         }
     }
@@ -389,6 +419,10 @@ int cli_sendmail(const struct cli *cli, int argc, char **argv)
     int rc = parse_opts(argc, argv, &o);
     if (rc)
         return rc;
+    if (o.help) {
+        printf("%s", usage_text);
+        return SM_EX_OK;
+    }
     struct cli c2 = *cli;
     c2.verb = "sendmail";
     if (o.config)

@@ -383,8 +383,9 @@ int sm_deliver_or_keep(const struct config *cfg, const struct sm_submit_conf *c,
     char dir[4096], err[1024], reply[512];
     bool have_dir = sm_outbox_path(cfg, dir, sizeof dir, err, sizeof err) == 0;
     int left = 0;
-    if (have_dir && cfg->sendmail_forward_outbox)
-        sm_outbox_flush(dir, c, NULL, NULL, &left, true);
+    if (have_dir && cfg->sendmail_forward_outbox &&
+        sm_outbox_flush(dir, c, NULL, NULL, &left, true) < 0)
+        left = 0; /* another flush runs: it is not this relay's verdict */
     char **deferred = NULL, **rejected = NULL;
     size_t nd = 0, nr = 0;
     enum sm_result res = SM_TEMPORARY;

@@ -492,15 +492,24 @@ static enum sm_result transaction(struct conn *k, const struct sm_submit_conf *c
     code = ehlo(k, c, &starttls, &plain);
     if (code != 250)
         return code < 0 ? SM_TEMPORARY : classify(code);
+    bool smtputf8 = strcasestr(k->reply, "SMTPUTF8") != NULL;
     if (starttls) {
         code = command(k, "STARTTLS");
         if (code != 220)
             return SM_TEMPORARY;
+        if (k->have > k->off) {
+            /* bytes after the 220 were sent in plaintext and would be read
+             * as if they came over TLS (RFC 3207 5, the STARTTLS injection) */
+            snprintf(k->reply, 512, "%s sent data after its STARTTLS reply: refusing", c->host);
+            return SM_TEMPORARY;
+        }
+        k->have = k->off = 0;
         if (start_tls(k, c) < 0)
             return SM_TEMPORARY;
         code = ehlo(k, c, &starttls, &plain);
         if (code != 250)
             return code < 0 ? SM_TEMPORARY : classify(code);
+        smtputf8 = strcasestr(k->reply, "SMTPUTF8") != NULL;
     } else if (!k->loopback) {
         snprintf(k->reply, 512,
                  "%s does not offer STARTTLS and is not on loopback: refusing to send in "
@@ -513,8 +522,12 @@ static enum sm_result transaction(struct conn *k, const struct sm_submit_conf *c
         if (r != SM_SENT)
             return r;
     }
-    bool eight = eight_bit(m->data, m->len);
-    code = command(k, "MAIL FROM:<%s>%s", m->from, eight ? " BODY=8BITMIME" : "");
+    bool eight = eight_bit(m->data, m->len), utf8 = eight_bit(m->from, strlen(m->from));
+    for (size_t i = 0; i < m->nrcpts && !utf8; i++)
+        utf8 = eight_bit(m->rcpts[i], strlen(m->rcpts[i]));
+    /* RFC 6531: a non-ASCII address needs SMTPUTF8, which the relay offers or not */
+    code = command(k, "MAIL FROM:<%s>%s%s", m->from, eight ? " BODY=8BITMIME" : "",
+                   utf8 && smtputf8 ? " SMTPUTF8" : "");
     if (code != 250)
         return code < 0 ? SM_TEMPORARY : classify(code);
     size_t accepted = 0, refused = 0;

@@ -136,7 +136,9 @@ static int check_msg(const struct compose_msg *m, char *err, size_t errlen)
     if (!m->from || !*m->from)
         return fail(err, errlen, "from: required");
     const char *one = m->from;
-    if ((rc = check_list("from", &one, 1, err, errlen)))
+    char addr[SMTP_PATH_MAX + 1];
+    if ((rc = check_list("from", &one, 1, err, errlen)) ||
+        (rc = compose_sender(m, addr, sizeof addr, err, errlen)))
         return rc;
     if (m->reply_to && (rc = check_list("reply_to", &m->reply_to, 1, err, errlen)))
         return rc;
@@ -181,6 +183,8 @@ static int check_msg(const struct compose_msg *m, char *err, size_t errlen)
             return fail(err, errlen, "%s: required", what);
         if ((rc = check_value(what, a->filename, err, errlen)))
             return rc;
+        if (strlen(a->filename) > COMPOSE_FILENAME_MAX)
+            return fail(err, errlen, "%s: longer than %d octets", what, COMPOSE_FILENAME_MAX);
         if (a->content_type && !content_type_ok(a->content_type))
             return fail(err, errlen, "attachment %zu content_type: '%.100s' is not type/subtype",
                         i + 1, a->content_type);
@@ -194,8 +198,9 @@ static int check_msg(const struct compose_msg *m, char *err, size_t errlen)
     return COMPOSE_OK;
 }
 
-/* Writes "Name: mailbox, mailbox" from the given elements (already checked). */
-static void mailbox_field(struct ctx *c, const char *name, const char *const *v, size_t n)
+/* Writes "Name: mailbox, mailbox" from the given elements (already checked).
+ * Returns -1 when a line would pass 998 octets. */
+static int mailbox_field(struct ctx *c, const char *name, const char *const *v, size_t n)
 {
     struct cbuf val = {0};
     for (size_t i = 0; i < n; i++) {
@@ -214,11 +219,15 @@ static void mailbox_field(struct ctx *c, const char *name, const char *const *v,
         }
         addrlist_free(&l);
     }
+    int rc = 0;
     if (val.oom)
         c->out.oom = true;
     else if (val.len)
-        compose_field(&c->out, name, val.p, val.len);
+        rc = compose_field(&c->out, name, val.p, val.len);
     free(val.p);
+    if (rc)
+        fail(c->err, c->errlen, "%s: a word longer than %d octets", name, LINE_HARD);
+    return rc ? COMPOSE_EINVAL : COMPOSE_OK;
 }
 
 static void date_field(struct ctx *c)
@@ -255,7 +264,9 @@ static void message_id_field(struct ctx *c)
     compose_sender(c->m, addr, sizeof addr, NULL, 0);
     const char *at = strrchr(addr, '@');
     random_hex(id, 16);
-    cbuf_fmt(&c->out, "Message-ID: <%s@%s>\r\n", id, at && at[1] ? at + 1 : "localhost");
+    /* the id's right side is the sender's domain when that is plain ASCII */
+    bool usable = at && at[1] && compose_ascii(at + 1, strlen(at + 1));
+    cbuf_fmt(&c->out, "Message-ID: <%s@%s>\r\n", id, usable ? at + 1 : "localhost");
 }
 
 /* Text with LF, CR or CRLF line ends, as CRLF lines ending in CRLF. */
@@ -401,11 +412,10 @@ static int header_block(struct ctx *c)
     const struct compose_msg *m = c->m;
     date_field(c);
     const char *from = m->from;
-    mailbox_field(c, "From", &from, 1);
-    if (m->reply_to)
-        mailbox_field(c, "Reply-To", &m->reply_to, 1);
-    mailbox_field(c, "To", m->to, m->nto);
-    mailbox_field(c, "Cc", m->cc, m->ncc);
+    if (mailbox_field(c, "From", &from, 1) ||
+        (m->reply_to && mailbox_field(c, "Reply-To", &m->reply_to, 1)) ||
+        mailbox_field(c, "To", m->to, m->nto) || mailbox_field(c, "Cc", m->cc, m->ncc))
+        return COMPOSE_EINVAL;
     if (m->subject) {
         struct cbuf s = {0};
         if (compose_ascii(m->subject, strlen(m->subject)))

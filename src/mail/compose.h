@@ -32,6 +32,9 @@
 #include <stddef.h>
 #include <time.h>
 
+/* A file name longer than this is refused (it must fit a header line). */
+#define COMPOSE_FILENAME_MAX 255
+
 enum compose_error {
     COMPOSE_OK = 0,
     COMPOSE_EINVAL = -1, /* the input is refused; err says why (HTTP 400/422, exit 2) */
@@ -53,7 +56,7 @@ struct compose_header {
 };
 
 struct compose_msg {
-    const char *from; /* required: "addr@dom" or "Display Name <addr@dom>" */
+    const char *from; /* required, one mailbox: "addr@dom" or "Display Name <addr@dom>" */
     /* Each element is one mailbox or a comma list of them, as in a header. */
     const char *const *to;
     size_t nto;

@@ -304,3 +304,129 @@ def test_send_mime_parsed_by_python_and_dkim_verified(make_sluice, tmp_path):
              "--dry-run"], env)
     assert r.returncode == 0 and b"Subject: dry\r\n" in r.stdout
     assert len(s.captured()) == 1
+
+
+class FakeSubmission:
+    """A submission server that offers STARTTLS and then misbehaves: it
+    answers the STARTTLS with plaintext after the 220 ('inject'), or presents
+    a certificate that is not the relay's own ('wrongcert')."""
+
+    def __init__(self, mode, cert=None, key=None):
+        import socket
+        import ssl
+        self.mode, self.seen = mode, []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.ctx = None
+        if cert:
+            self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.ctx.load_cert_chain(cert, key)
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        f = conn.makefile("rwb", buffering=0)
+        f.write(b"220 fake ESMTP\r\n")
+        for line in f:
+            self.seen.append(line.strip())
+            verb = line[:8].upper()
+            if verb.startswith(b"EHLO"):
+                f.write(b"250-fake\r\n250 STARTTLS\r\n")
+            elif verb.startswith(b"STARTTLS"):
+                if self.mode == "inject":
+                    f.write(b"220 go ahead\r\n250 injected\r\n")
+                else:
+                    f.write(b"220 go ahead\r\n")
+                    try:
+                        tls = self.ctx.wrap_socket(conn, server_side=True)
+                        tf = tls.makefile("rwb", buffering=0)
+                        for l2 in tf:
+                            self.seen.append(b"TLS " + l2.strip())
+                            tf.write(b"250 ok\r\n")
+                    except OSError:
+                        pass
+                    break
+            else:
+                f.write(b"250 ok\r\n")
+        conn.close()
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.mark.parametrize("mode", ["inject", "wrongcert"])
+def test_starttls_injection_and_a_foreign_certificate_keep_the_mail(make_sluice, tmp_path,
+                                                                    sendmail_link, certs, mode):
+    s = make_sluice(config_text=RELAY)
+    own = tmp_path / "own.pem"  # the relay's [tls] cert: not the one the fake presents
+    shutil.copy(certs / "self.pem", own)
+    fake = FakeSubmission(mode, certs / "server.pem", certs / "server.key")
+    env = env_for(s, tmp_path, SLUICE_SENDMAIL_SERVER=f"127.0.0.1:{fake.port}",
+                  SLUICE_TLS_CERT=str(own))
+    try:
+        r = run([str(sendmail_link), "-f", "app@shop.test", "a@dest.test"], env,
+                b"Subject: secret\n\nconfidential\n")
+    finally:
+        fake.close()
+    assert r.returncode == 0, r.stderr
+    want = b"after its STARTTLS reply" if mode == "inject" else b"certificate other than"
+    assert want in r.stderr, r.stderr
+    assert len(outbox(tmp_path)) == 1
+    # nothing of the transaction went out, in plaintext or to the wrong server
+    assert not any(b"MAIL" in l or b"AUTH" in l or b"confidential" in l for l in fake.seen)
+
+
+def test_non_ascii_recipient_goes_with_smtputf8(make_sluice, tmp_path, sendmail_link):
+    s = make_sluice(config_text=RELAY).start()
+    r = run([str(sendmail_link), "-f", "app@shop.test", "jürgen@dest.test"], env_for(s, tmp_path),
+            "Subject: Grüße\n\nHallo\n".encode())
+    assert r.returncode == 0, r.stderr
+    m = s.wait_captured(1)[0]
+    assert m["envelope"]["rcpt_to"] == ["jürgen@dest.test"] and m["envelope"]["smtputf8"]
+
+
+class Picky:
+    """A relay that answers 450 to one recipient and takes the rest."""
+
+    def __init__(self):
+        self.got = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.startswith("later@"):
+            return "450 4.2.1 try later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.got.append(list(envelope.rcpt_tos))
+        return "250 OK"
+
+
+def test_recipients_deferred_alone_are_kept_alone(make_sluice, tmp_path, sendmail_link):
+    s = make_sluice(config_text=RELAY)
+    picky = Picky()
+    port = free_port()
+    ctl = Controller(picky, hostname="127.0.0.1", port=port)
+    ctl.start()
+    try:
+        env = env_for(s, tmp_path, SLUICE_SENDMAIL_SERVER=f"127.0.0.1:{port}")
+        r = run([str(sendmail_link), "-f", "app@shop.test", "now@dest.test", "later@dest.test"],
+                env, b"Subject: split\n\nx\n")
+    finally:
+        ctl.stop()
+    assert r.returncode == 0, r.stderr
+    assert picky.got == [["now@dest.test"]]
+    files = outbox(tmp_path)
+    assert len(files) == 1
+    assert b"rcpt later@dest.test\n" in files[0].read_bytes()
+    assert b"rcpt now@dest.test" not in files[0].read_bytes()
+    s.start()
+    r = run([BIN, "outbox", "flush"], env_for(s, tmp_path))
+    assert r.returncode == 0 and b"1 sent" in r.stdout
+    assert s.wait_captured(1)[0]["envelope"]["rcpt_to"] == ["later@dest.test"]

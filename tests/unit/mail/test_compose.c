@@ -78,7 +78,15 @@ static void test_injection_refused(void **state)
     a = (struct compose_attachment){
         .filename = "x.pdf", .content_type = "text/plain; x=\"y\"", .data = "x", .len = 1};
     build(&m, err, sizeof err, COMPOSE_EINVAL);
+    char longname[300];
+    memset(longname, 'a', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    a = (struct compose_attachment){.filename = longname, .data = "x", .len = 1};
+    build(&m, err, sizeof err, COMPOSE_EINVAL);
     m.nattachments = 0;
+    m.from = "a@example.org, b@example.org";
+    build(&m, err, sizeof err, COMPOSE_EINVAL);
+    assert_non_null(strstr(err, "exactly one"));
     m.from = "not an address";
     build(&m, err, sizeof err, COMPOSE_EINVAL);
     assert_non_null(strstr(err, "from"));
