@@ -142,30 +142,49 @@ static int cmp(const void *a, const void *b)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: sluice-api-loadgen --key sk_... [--host H] [--port P] [--path P]\n"
-                    "         [-c CONCURRENCY] [-n MESSAGES | -d SECONDS] [--size BYTES] [--json]\n");
+    fprintf(stderr,
+            "usage: sluice-api-loadgen --key sk_... [--host H] [--port P] [--path P]\n"
+            "         [-c CONCURRENCY] [-n MESSAGES | -d SECONDS] [--size BYTES] [--json]\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
-    static const struct option lo[] = {{"host", 1, 0, 'H'}, {"port", 1, 0, 'p'},
-                                       {"key", 1, 0, 'k'},  {"path", 1, 0, 'P'},
-                                       {"size", 1, 0, 's'}, {"json", 0, 0, 'j'},
-                                       {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option lo[] = {
+        {"host", 1, 0, 'H'}, {"port", 1, 0, 'p'}, {"key", 1, 0, 'k'},  {"path", 1, 0, 'P'},
+        {"size", 1, 0, 's'}, {"json", 0, 0, 'j'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "c:n:d:h", lo, NULL)) != -1) {
         switch (c) {
-        case 'H': opt.host = optarg; break;
-        case 'p': opt.port = atoi(optarg); break;
-        case 'k': opt.key = optarg; break;
-        case 'P': opt.path = optarg; break;
-        case 's': opt.size = atol(optarg); break;
-        case 'j': opt.json = true; break;
-        case 'c': opt.conc = atoi(optarg); break;
-        case 'n': opt.n = atol(optarg); break;
-        case 'd': opt.secs = atof(optarg); break;
-        default: usage();
+        case 'H':
+            opt.host = optarg;
+            break;
+        case 'p':
+            opt.port = atoi(optarg);
+            break;
+        case 'k':
+            opt.key = optarg;
+            break;
+        case 'P':
+            opt.path = optarg;
+            break;
+        case 's':
+            opt.size = atol(optarg);
+            break;
+        case 'j':
+            opt.json = true;
+            break;
+        case 'c':
+            opt.conc = atoi(optarg);
+            break;
+        case 'n':
+            opt.n = atol(optarg);
+            break;
+        case 'd':
+            opt.secs = atof(optarg);
+            break;
+        default:
+            usage();
         }
     }
     if (!opt.key || opt.conc < 1 || opt.conc > 4096 || opt.size < 1 || opt.size > 10000000)

@@ -139,8 +139,8 @@ static enum api_route route_of(const char *path, enum evhttp_cmd_type cmd, char 
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         if (strcmp(path, fixed[i].path) == 0) {
             *allowed = fixed[i].cmd == EVHTTP_REQ_POST ? "POST" : "GET, HEAD";
-            bool ok = cmd == fixed[i].cmd || (fixed[i].cmd == EVHTTP_REQ_GET &&
-                                              cmd == EVHTTP_REQ_HEAD);
+            bool ok =
+                cmd == fixed[i].cmd || (fixed[i].cmd == EVHTTP_REQ_GET && cmd == EVHTTP_REQ_HEAD);
             return ok ? fixed[i].route : ROUTE_NONE;
         }
     const char *pre = "/v1/messages/";
@@ -167,9 +167,12 @@ static unsigned scope_of(enum api_route r)
 {
     switch (r) {
     case ROUTE_MESSAGE:
-    case ROUTE_EVENTS: return CRED_SCOPE_READ;
-    case ROUTE_RETRY: return CRED_SCOPE_ADMIN;
-    default: return CRED_SCOPE_SEND;
+    case ROUTE_EVENTS:
+        return CRED_SCOPE_READ;
+    case ROUTE_RETRY:
+        return CRED_SCOPE_ADMIN;
+    default:
+        return CRED_SCOPE_SEND;
     }
 }
 
@@ -212,8 +215,7 @@ static void authorised(struct api_call *c)
         sha256_hex(c, sha);
         int status = 0;
         char *body = NULL;
-        switch (api_idem_begin(c->s->store, c->cred->id, c->key, sha, time(NULL), &status,
-                               &body)) {
+        switch (api_idem_begin(c->s->store, c->cred->id, c->key, sha, time(NULL), &status, &body)) {
         case API_IDEM_NEW:
             c->idem = true;
             break;
@@ -221,8 +223,8 @@ static void authorised(struct api_call *c)
             json_t *j = json_loads(body, 0, NULL);
             free(body);
             if (c->req)
-                evhttp_add_header(evhttp_request_get_output_headers(c->req),
-                                  "Idempotent-Replayed", "true");
+                evhttp_add_header(evhttp_request_get_output_headers(c->req), "Idempotent-Replayed",
+                                  "true");
             api_answer(c, status, j, 0);
             return;
         }
@@ -461,8 +463,8 @@ int api_start(struct relay *r, char *err, size_t errlen)
     }
     s->max_body = (size_t)((double)cfg->max_message_size * API_BODY_FACTOR) + API_BODY_SLACK;
     evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
-                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-                                            EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
+                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH |
+                                            EVHTTP_REQ_OPTIONS);
     evhttp_set_max_headers_size(s->http, API_HEADERS_MAX);
     evhttp_set_max_body_size(s->http, (ev_ssize_t)s->max_body);
     evhttp_set_timeout(s->http, cfg->api_request_timeout);

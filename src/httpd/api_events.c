@@ -74,9 +74,9 @@ uint64_t api_events_oldest(const struct api_events *e)
     return e->v[(e->head + e->cap - e->n) % e->cap].seq;
 }
 
-uint64_t api_events_each(const struct api_events *e, uint64_t since, size_t limit,
-                         const char *cred, const char *id,
-                         void (*fn)(void *arg, const struct api_event *ev), void *arg)
+uint64_t api_events_each(const struct api_events *e, uint64_t since, size_t limit, const char *cred,
+                         const char *id, void (*fn)(void *arg, const struct api_event *ev),
+                         void *arg)
 {
     uint64_t last = since;
     size_t sent = 0;

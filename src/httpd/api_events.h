@@ -33,9 +33,9 @@ void api_events_add(struct api_events *e, time_t at, const char *type, const cha
 /* Calls fn for up to limit events with seq > since, oldest first, that
  * match cred and id when those are not NULL. Returns the seq of the last
  * event passed to fn, or since when none. */
-uint64_t api_events_each(const struct api_events *e, uint64_t since, size_t limit,
-                         const char *cred, const char *id,
-                         void (*fn)(void *arg, const struct api_event *ev), void *arg);
+uint64_t api_events_each(const struct api_events *e, uint64_t since, size_t limit, const char *cred,
+                         const char *id, void (*fn)(void *arg, const struct api_event *ev),
+                         void *arg);
 
 /* The oldest seq still held (0 when empty): a cursor below it lost events. */
 uint64_t api_events_oldest(const struct api_events *e);

@@ -80,7 +80,8 @@ static void message_route(struct api_call *c)
     api_events_each(c->s->events, 0, (size_t)-1, NULL, ids, collect, events);
     for (size_t i = 0; !owner && i < json_array_size(events); i++) {
         /* a message that left the queue: its events still name the sender */
-        const char *ec = json_string_value(json_object_get(json_array_get(events, i), "credential"));
+        const char *ec =
+            json_string_value(json_object_get(json_array_get(events, i), "credential"));
         if (ec)
             owner = strdup(ec);
     }
@@ -106,8 +107,8 @@ static void message_route(struct api_call *c)
         static const char *const rs[] = {"pending", "delivered", "failed"};
         json_t *rc = json_array();
         for (uint32_t i = 0; i < m->n_rcpts; i++)
-            json_array_append_new(rc, json_pack("{s:s, s:s}", "to", m->rcpts[i], "state",
-                                                rs[m->rcpt_state[i] % 3]));
+            json_array_append_new(
+                rc, json_pack("{s:s, s:s}", "to", m->rcpts[i], "state", rs[m->rcpt_state[i] % 3]));
         json_object_set_new(o, "state", json_string(msg_state(m)));
         json_object_set_new(o, "sender", json_string(m->sender));
         json_object_set_new(o, "recipients", rc);
@@ -202,8 +203,8 @@ void api_read_route(struct api_call *c)
 
 /* ---- the observer: forwards every event, keeps delivery events ---- */
 
-static void ob_auth(struct relay *r, const char *ip, const char *method, const char *cred,
-                    bool ok, const char *reason)
+static void ob_auth(struct relay *r, const char *ip, const char *method, const char *cred, bool ok,
+                    const char *reason)
 {
     const struct events_observer *p = r->api->prev;
     if (p && p->auth)
@@ -235,8 +236,7 @@ static void ob_accepted(struct relay *r, const char *queue_id, const char *messa
         p->accepted(r, queue_id, message_id, client_ip, cred, sender, rcpts, n_rcpts, size, tls,
                     atts, n_atts);
     for (size_t i = 0; i < n_rcpts; i++)
-        api_events_add(r->api->events, time(NULL), "queued", queue_id, rcpts[i], cred, NULL,
-                       NULL);
+        api_events_add(r->api->events, time(NULL), "queued", queue_id, rcpts[i], cred, NULL, NULL);
 }
 
 static void ob_delivery(struct relay *r, const struct spool_msg *m, uint32_t rcpt,
@@ -250,8 +250,8 @@ static void ob_delivery(struct relay *r, const struct spool_msg *m, uint32_t rcp
     bool has_cred = m->meta && spool_meta_get(m->meta, "auth", cred, sizeof cred) == 0;
     /* "failed" for a recipient is a bounce to the API's readers */
     api_events_add(r->api->events, time(NULL), strcmp(state, "failed") == 0 ? "bounced" : state,
-                   ids, rcpt < m->n_rcpts ? m->rcpts[rcpt] : NULL, has_cred ? cred : NULL,
-                   upstream, reply);
+                   ids, rcpt < m->n_rcpts ? m->rcpts[rcpt] : NULL, has_cred ? cred : NULL, upstream,
+                   reply);
 }
 
 static void ob_admin(struct relay *r, const char *action, const char *detail)

@@ -2,6 +2,7 @@
  * api_message out. The native, SendGrid and Postmark shapes differ only in
  * field names and nesting; after this file the door sees one message. */
 #include "httpd/api_request.h"
+#include "httpd/api_request_int.h"
 
 #include "core/base64.h"
 #include "mail/address.h"
@@ -18,9 +19,8 @@
 #define API_HEADER_VALUE_MAX 900
 #define API_NAME_MAX 256
 
-__attribute__((format(printf, 5, 6))) static int fail(struct api_req_error *e, int status,
-                                                       const char *code, const char *field,
-                                                       const char *fmt, ...)
+int api_req_fail(struct api_req_error *e, int status, const char *code, const char *field,
+                 const char *fmt, ...)
 {
     e->status = status;
     e->code = code;
@@ -35,13 +35,12 @@ __attribute__((format(printf, 5, 6))) static int fail(struct api_req_error *e, i
 static bool has_ctl(const char *s, bool allow_lines)
 {
     for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        if ((*p < 0x20 && *p != '\t' && !(allow_lines && (*p == '\r' || *p == '\n'))) ||
-            *p == 0x7f)
+        if ((*p < 0x20 && *p != '\t' && !(allow_lines && (*p == '\r' || *p == '\n'))) || *p == 0x7f)
             return true;
     return false;
 }
 
-static char *trim_dup(const char *s, size_t n)
+char *api_trim_dup(const char *s, size_t n)
 {
     while (n && isspace((unsigned char)*s))
         s++, n--;
@@ -63,15 +62,15 @@ int api_addr_parse(const char *s, struct api_addr *out, bool *utf8)
     if (lt) {
         if (n == 0 || s[n - 1] != '>')
             return -1;
-        email = trim_dup(lt + 1, (size_t)(s + n - 1 - (lt + 1)));
-        name = trim_dup(s, (size_t)(lt - s));
+        email = api_trim_dup(lt + 1, (size_t)(s + n - 1 - (lt + 1)));
+        name = api_trim_dup(s, (size_t)(lt - s));
         size_t nl = name ? strlen(name) : 0;
         if (nl >= 2 && name[0] == '"' && name[nl - 1] == '"') {
             memmove(name, name + 1, nl - 2);
             name[nl - 2] = '\0';
         }
     } else {
-        email = trim_dup(s, n);
+        email = api_trim_dup(s, n);
     }
     struct smtp_path p;
     if (!email || !*email || strlen(email) > SMTP_PATH_MAX ||
@@ -92,7 +91,7 @@ int api_addr_parse(const char *s, struct api_addr *out, bool *utf8)
     return 0;
 }
 
-static void addr_clear(struct api_addr *a)
+void api_addr_clear(struct api_addr *a)
 {
     free(a->email);
     free(a->name);
@@ -106,27 +105,26 @@ static int addr_from_json(const json_t *v, const char *field, struct api_addr *o
     memset(out, 0, sizeof *out);
     if (json_is_string(v)) {
         if (api_addr_parse(json_string_value(v), out, utf8) < 0)
-            return fail(e, 422, "invalid_address", field, "%s: not a valid mailbox", field);
+            return api_req_fail(e, 422, "invalid_address", field, "%s: not a valid mailbox", field);
         return 0;
     }
     if (!json_is_object(v))
-        return fail(e, 422, "invalid_field", field, "%s: expected an address string or object",
-                    field);
+        return api_req_fail(e, 422, "invalid_field", field,
+                            "%s: expected an address string or object", field);
     const json_t *em = json_object_get(v, "email");
     if (!em)
         em = json_object_get(v, "Email");
     const json_t *nm = json_object_get(v, "name");
     if (!nm)
         nm = json_object_get(v, "Name");
-    if (!json_is_string(em) || api_addr_parse(json_string_value(em), out, utf8) < 0 ||
-        out->name)
-        return addr_clear(out), fail(e, 422, "invalid_address", field,
-                                     "%s: email is not a valid mailbox", field);
+    if (!json_is_string(em) || api_addr_parse(json_string_value(em), out, utf8) < 0 || out->name)
+        return api_addr_clear(out), api_req_fail(e, 422, "invalid_address", field,
+                                                 "%s: email is not a valid mailbox", field);
     if (nm && !json_is_null(nm)) {
         if (!json_is_string(nm) || has_ctl(json_string_value(nm), false) ||
             strlen(json_string_value(nm)) > API_NAME_MAX)
-            return addr_clear(out),
-                   fail(e, 422, "invalid_field", field, "%s: name must be a short string", field);
+            return api_addr_clear(out), api_req_fail(e, 422, "invalid_field", field,
+                                                     "%s: name must be a short string", field);
         if (*json_string_value(nm))
             out->name = strdup(json_string_value(nm));
     }
@@ -156,26 +154,27 @@ static int addr_list(const json_t *v, const char *field, struct api_addr **list,
                     q = !q;
                 if (*p && (*p != ',' || q))
                     continue;
-                char *part = trim_dup(start, (size_t)(p - start));
+                char *part = api_trim_dup(start, (size_t)(p - start));
                 if (!part)
-                    return fail(e, 500, "internal", field, "out of memory");
+                    return api_req_fail(e, 500, "internal", field, "out of memory");
                 if (*part) {
                     if (*n >= API_MAX_RECIPIENTS) {
                         free(part);
-                        return fail(e, 422, "too_many_recipients", field,
-                                    "at most %d recipients per message", API_MAX_RECIPIENTS);
+                        return api_req_fail(e, 422, "too_many_recipients", field,
+                                            "at most %d recipients per message",
+                                            API_MAX_RECIPIENTS);
                     }
                     struct api_addr *g = realloc(*list, (*n + 1) * sizeof **list);
                     if (!g) {
                         free(part);
-                        return fail(e, 500, "internal", field, "out of memory");
+                        return api_req_fail(e, 500, "internal", field, "out of memory");
                     }
                     *list = g;
                     int rc = api_addr_parse(part, &(*list)[*n], utf8);
                     free(part);
                     if (rc < 0)
-                        return fail(e, 422, "invalid_address", field,
-                                    "%s: not a valid mailbox", field);
+                        return api_req_fail(e, 422, "invalid_address", field,
+                                            "%s: not a valid mailbox", field);
                     (*n)++;
                 } else {
                     free(part);
@@ -187,11 +186,11 @@ static int addr_list(const json_t *v, const char *field, struct api_addr **list,
             continue;
         }
         if (*n >= API_MAX_RECIPIENTS)
-            return fail(e, 422, "too_many_recipients", field, "at most %d recipients per message",
-                        API_MAX_RECIPIENTS);
+            return api_req_fail(e, 422, "too_many_recipients", field,
+                                "at most %d recipients per message", API_MAX_RECIPIENTS);
         struct api_addr *g = realloc(*list, (*n + 1) * sizeof **list);
         if (!g)
-            return fail(e, 500, "internal", field, "out of memory");
+            return api_req_fail(e, 500, "internal", field, "out of memory");
         *list = g;
         if (addr_from_json(x, field, &(*list)[*n], utf8, e) < 0)
             return -1;
@@ -200,36 +199,33 @@ static int addr_list(const json_t *v, const char *field, struct api_addr **list,
     return 0;
 }
 
-static int opt_string(const json_t *o, const char *key, const char *field, char **out,
-                      bool lines, struct api_req_error *e)
+static int opt_string(const json_t *o, const char *key, const char *field, char **out, bool lines,
+                      struct api_req_error *e)
 {
     const json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v))
         return 0;
     if (!json_is_string(v))
-        return fail(e, 422, "invalid_field", field, "%s: expected a string", field);
+        return api_req_fail(e, 422, "invalid_field", field, "%s: expected a string", field);
     const char *s = json_string_value(v);
     if (strlen(s) != json_string_length(v))
-        return fail(e, 422, "invalid_field", field, "%s: NUL character", field);
+        return api_req_fail(e, 422, "invalid_field", field, "%s: NUL character", field);
     if (has_ctl(s, lines))
-        return fail(e, 422, "invalid_field", field, "%s: control characters", field);
+        return api_req_fail(e, 422, "invalid_field", field, "%s: control characters", field);
     if (!lines && strlen(s) > API_HEADER_VALUE_MAX)
-        return fail(e, 422, "invalid_field", field, "%s: longer than %d octets", field,
-                    API_HEADER_VALUE_MAX);
+        return api_req_fail(e, 422, "invalid_field", field, "%s: longer than %d octets", field,
+                            API_HEADER_VALUE_MAX);
     *out = strdup(s);
-    return *out ? 0 : fail(e, 500, "internal", field, "out of memory");
+    return *out ? 0 : api_req_fail(e, 500, "internal", field, "out of memory");
 }
 
 /* Header fields the message builder writes itself. */
 static bool reserved_header(const char *name)
 {
-    static const char *const r[] = {"from",         "to",
-                                    "cc",           "bcc",
-                                    "subject",      "reply-to",
-                                    "mime-version", "content-type",
-                                    "content-transfer-encoding",
-                                    "sender",       "received",
-                                    NULL};
+    static const char *const r[] = {"from",         "to",           "cc",
+                                    "bcc",          "subject",      "reply-to",
+                                    "mime-version", "content-type", "content-transfer-encoding",
+                                    "sender",       "received",     NULL};
     for (size_t i = 0; r[i]; i++)
         if (strcasecmp(name, r[i]) == 0)
             return true;
@@ -246,20 +242,20 @@ static bool header_name_ok(const char *s)
     return true;
 }
 
-static int add_pair(struct api_pair **v, size_t *n, size_t max, const char *name,
-                    const char *value, const char *field, struct api_req_error *e)
+static int add_pair(struct api_pair **v, size_t *n, size_t max, const char *name, const char *value,
+                    const char *field, struct api_req_error *e)
 {
     if (*n >= max)
-        return fail(e, 422, "invalid_field", field, "%s: at most %zu entries", field, max);
+        return api_req_fail(e, 422, "invalid_field", field, "%s: at most %zu entries", field, max);
     struct api_pair *g = realloc(*v, (*n + 1) * sizeof **v);
     if (!g)
-        return fail(e, 500, "internal", field, "out of memory");
+        return api_req_fail(e, 500, "internal", field, "out of memory");
     *v = g;
     g[*n].name = strdup(name);
     g[*n].value = strdup(value);
     (*n)++;
     if (!g[*n - 1].name || !g[*n - 1].value)
-        return fail(e, 500, "internal", field, "out of memory");
+        return api_req_fail(e, 500, "internal", field, "out of memory");
     return 0;
 }
 
@@ -267,19 +263,19 @@ static int header_pair(struct api_message *m, const char *name, const json_t *va
                        struct api_req_error *e)
 {
     if (!json_is_string(val))
-        return fail(e, 422, "invalid_header", "headers", "header %.60s: value must be a string",
-                    name);
+        return api_req_fail(e, 422, "invalid_header", "headers",
+                            "header %.60s: value must be a string", name);
     const char *v = json_string_value(val);
     if (!header_name_ok(name))
-        return fail(e, 422, "invalid_header", "headers", "header name %.60s is not allowed",
-                    name);
+        return api_req_fail(e, 422, "invalid_header", "headers", "header name %.60s is not allowed",
+                            name);
     if (reserved_header(name))
-        return fail(e, 422, "invalid_header", "headers",
-                    "header %.60s is set from its own field, not in headers", name);
+        return api_req_fail(e, 422, "invalid_header", "headers",
+                            "header %.60s is set from its own field, not in headers", name);
     if (has_ctl(v, false) || strlen(v) != json_string_length(val) ||
         strlen(v) > API_HEADER_VALUE_MAX)
-        return fail(e, 422, "invalid_header", "headers",
-                    "header %.60s: value has control characters or is too long", name);
+        return api_req_fail(e, 422, "invalid_header", "headers",
+                            "header %.60s: value has control characters or is too long", name);
     return add_pair(&m->headers, &m->n_headers, API_MAX_HEADERS, name, v, "headers", e);
 }
 
@@ -299,14 +295,15 @@ static int headers_from_json(struct api_message *m, const json_t *h, struct api_
         return 0;
     }
     if (!json_is_array(h))
-        return fail(e, 422, "invalid_field", "headers", "headers: expected an object");
+        return api_req_fail(e, 422, "invalid_field", "headers", "headers: expected an object");
     size_t i;
     json_t *x;
     json_array_foreach((json_t *)h, i, x)
     {
         const json_t *n = json_object_get(x, "Name"), *v = json_object_get(x, "Value");
         if (!json_is_string(n))
-            return fail(e, 422, "invalid_header", "headers", "headers[%zu]: Name missing", i);
+            return api_req_fail(e, 422, "invalid_header", "headers", "headers[%zu]: Name missing",
+                                i);
         if (header_pair(m, json_string_value(n), v, e) < 0)
             return -1;
     }
@@ -319,7 +316,7 @@ static int metadata_from_json(struct api_message *m, const json_t *o, const char
     if (!o || json_is_null(o))
         return 0;
     if (!json_is_object(o))
-        return fail(e, 422, "invalid_field", field, "%s: expected an object", field);
+        return api_req_fail(e, 422, "invalid_field", field, "%s: expected an object", field);
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)o, k, v)
@@ -331,8 +328,8 @@ static int metadata_from_json(struct api_message *m, const json_t *o, const char
             s = num;
         }
         if (!s || has_ctl(k, false) || has_ctl(s, false) || strlen(k) > 128 || strlen(s) > 1024)
-            return fail(e, 422, "invalid_field", field,
-                        "%s: values must be short strings or integers", field);
+            return api_req_fail(e, 422, "invalid_field", field,
+                                "%s: values must be short strings or integers", field);
         if (add_pair(&m->metadata, &m->n_metadata, 50, k, s, field, e) < 0)
             return -1;
     }
@@ -347,22 +344,22 @@ static int tags_from_json(struct api_message *m, const json_t *v, const char *fi
     const json_t *one = v;
     size_t n = json_is_array(v) ? json_array_size(v) : 1;
     if (!json_is_array(v) && !json_is_string(v))
-        return fail(e, 422, "invalid_field", field, "%s: expected strings", field);
+        return api_req_fail(e, 422, "invalid_field", field, "%s: expected strings", field);
     for (size_t i = 0; i < n; i++) {
         const json_t *x = json_is_array(v) ? json_array_get(v, i) : one;
         if (!json_is_string(x) || has_ctl(json_string_value(x), false) ||
             strlen(json_string_value(x)) > 128 || !*json_string_value(x))
-            return fail(e, 422, "invalid_field", field, "%s: tags are short non-empty strings",
-                        field);
+            return api_req_fail(e, 422, "invalid_field", field,
+                                "%s: tags are short non-empty strings", field);
         if (m->n_tags >= API_MAX_TAGS)
-            return fail(e, 422, "invalid_field", field, "%s: at most %d tags", field,
-                        API_MAX_TAGS);
+            return api_req_fail(e, 422, "invalid_field", field, "%s: at most %d tags", field,
+                                API_MAX_TAGS);
         char **g = realloc(m->tags, (m->n_tags + 1) * sizeof *g);
         if (!g)
-            return fail(e, 500, "internal", field, "out of memory");
+            return api_req_fail(e, 500, "internal", field, "out of memory");
         m->tags = g;
         if (!(g[m->n_tags++] = strdup(json_string_value(x))))
-            return fail(e, 500, "internal", field, "out of memory");
+            return api_req_fail(e, 500, "internal", field, "out of memory");
     }
     return 0;
 }
@@ -378,13 +375,13 @@ static int attachments_from_json(struct api_message *m, const json_t *v, const c
     if (!v || json_is_null(v))
         return 0;
     if (!json_is_array(v))
-        return fail(e, 422, "invalid_field", field, "%s: expected an array", field);
+        return api_req_fail(e, 422, "invalid_field", field, "%s: expected an array", field);
     if (json_array_size(v) > API_MAX_ATTACHMENTS)
-        return fail(e, 422, "invalid_field", field, "%s: at most %d attachments", field,
-                    API_MAX_ATTACHMENTS);
+        return api_req_fail(e, 422, "invalid_field", field, "%s: at most %d attachments", field,
+                            API_MAX_ATTACHMENTS);
     m->att = calloc(json_array_size(v) + 1, sizeof *m->att);
     if (!m->att)
-        return fail(e, 500, "internal", field, "out of memory");
+        return api_req_fail(e, 500, "internal", field, "out of memory");
     size_t i;
     json_t *x;
     json_array_foreach((json_t *)v, i, x)
@@ -393,33 +390,33 @@ static int attachments_from_json(struct api_message *m, const json_t *v, const c
         snprintf(f, sizeof f, "%s[%zu]", field, i);
         struct api_attachment *a = &m->att[m->n_att++];
         if (!json_is_object(x))
-            return fail(e, 422, "invalid_field", f, "%s: expected an object", f);
+            return api_req_fail(e, 422, "invalid_field", f, "%s: expected an object", f);
         if (opt_string(x, nm->filename, f, &a->filename, false, e) < 0 ||
             opt_string(x, nm->type, f, &a->content_type, false, e) < 0 ||
             opt_string(x, nm->cid, f, &a->content_id, false, e) < 0)
             return -1;
-        if (!a->filename || !*a->filename || strchr(a->filename, '"') ||
-            strchr(a->filename, '\\'))
-            return fail(e, 422, "invalid_field", f,
-                        "%s: %s is required and may not hold quotes or backslashes", f,
-                        nm->filename);
+        if (!a->filename || !*a->filename || strchr(a->filename, '"') || strchr(a->filename, '\\'))
+            return api_req_fail(e, 422, "invalid_field", f,
+                                "%s: %s is required and may not hold quotes or backslashes", f,
+                                nm->filename);
         if (a->content_type && (!strchr(a->content_type, '/') || strchr(a->content_type, ';') ||
                                 strchr(a->content_type, ' ')))
-            return fail(e, 422, "invalid_field", f, "%s: %s must be type/subtype", f, nm->type);
+            return api_req_fail(e, 422, "invalid_field", f, "%s: %s must be type/subtype", f,
+                                nm->type);
         if (a->content_id && (strpbrk(a->content_id, "<> \"") || !*a->content_id))
-            return fail(e, 422, "invalid_field", f, "%s: %s must be a bare id", f, nm->cid);
+            return api_req_fail(e, 422, "invalid_field", f, "%s: %s must be a bare id", f, nm->cid);
         const json_t *c = json_object_get(x, nm->content);
         if (!json_is_string(c))
-            return fail(e, 422, "missing_field", f, "%s: %s (base64) is required", f,
-                        nm->content);
+            return api_req_fail(e, 422, "missing_field", f, "%s: %s (base64) is required", f,
+                                nm->content);
         size_t cl = json_string_length(c);
         a->data = malloc(cl / 4 * 3 + 3);
         if (!a->data)
-            return fail(e, 500, "internal", f, "out of memory");
+            return api_req_fail(e, 500, "internal", f, "out of memory");
         long dl = base64_decode(json_string_value(c), cl, a->data, 1);
         if (dl < 0)
-            return fail(e, 422, "invalid_base64", f, "%s: %s is not valid base64", f,
-                        nm->content);
+            return api_req_fail(e, 422, "invalid_base64", f, "%s: %s is not valid base64", f,
+                                nm->content);
         a->len = (size_t)dl;
     }
     return 0;
@@ -429,9 +426,8 @@ static int send_at_from_json(struct api_message *m, const json_t *v, struct api_
 {
     if (!v || json_is_null(v))
         return 0;
-    if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-        json_integer_value(v) > 253402300799LL)
-        return fail(e, 422, "invalid_field", "send_at", "send_at: unix seconds expected");
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 253402300799LL)
+        return api_req_fail(e, 422, "invalid_field", "send_at", "send_at: unix seconds expected");
     m->send_at = json_integer_value(v);
     return 0;
 }
@@ -441,7 +437,7 @@ static int native(const json_t *o, struct api_message *m, struct api_req_error *
     static const struct att_names nm = {"filename", "content_type", "content", "content_id"};
     const json_t *from = json_object_get(o, "from");
     if (!from)
-        return fail(e, 422, "missing_field", "from", "from is required");
+        return api_req_fail(e, 422, "missing_field", "from", "from is required");
     if (addr_from_json(from, "from", &m->from, &m->smtputf8, e) < 0 ||
         addr_list(json_object_get(o, "to"), "to", &m->to, &m->n_to, &m->smtputf8, e) < 0 ||
         addr_list(json_object_get(o, "cc"), "cc", &m->cc, &m->n_cc, &m->smtputf8, e) < 0 ||
@@ -468,18 +464,18 @@ static int sendgrid(const json_t *o, struct api_message *m, struct api_req_error
     static const struct att_names nm = {"filename", "type", "content", "content_id"};
     const json_t *ps = json_object_get(o, "personalizations");
     if (!json_is_array(ps) || json_array_size(ps) == 0)
-        return fail(e, 422, "missing_field", "personalizations",
-                    "personalizations: an array with one entry is required");
+        return api_req_fail(e, 422, "missing_field", "personalizations",
+                            "personalizations: an array with one entry is required");
     if (json_array_size(ps) > 1)
-        return fail(e, 422, "unsupported", "personalizations",
-                    "personalizations: only one entry is supported; send one request per "
-                    "personalization or use /v1/messages/batch");
+        return api_req_fail(e, 422, "unsupported", "personalizations",
+                            "personalizations: only one entry is supported; send one request per "
+                            "personalization or use /v1/messages/batch");
     const json_t *p = json_array_get(ps, 0);
     if (!json_is_object(p))
-        return fail(e, 422, "invalid_field", "personalizations[0]", "expected an object");
+        return api_req_fail(e, 422, "invalid_field", "personalizations[0]", "expected an object");
     const json_t *from = json_object_get(o, "from");
     if (!from)
-        return fail(e, 422, "missing_field", "from", "from is required");
+        return api_req_fail(e, 422, "missing_field", "from", "from is required");
     if (addr_from_json(from, "from", &m->from, &m->smtputf8, e) < 0 ||
         addr_list(json_object_get(p, "to"), "personalizations[0].to", &m->to, &m->n_to,
                   &m->smtputf8, e) < 0 ||
@@ -497,7 +493,7 @@ static int sendgrid(const json_t *o, struct api_message *m, struct api_req_error
         return -1;
     const json_t *content = json_object_get(o, "content");
     if (content && !json_is_array(content))
-        return fail(e, 422, "invalid_field", "content", "content: expected an array");
+        return api_req_fail(e, 422, "invalid_field", "content", "content: expected an array");
     size_t i;
     json_t *c;
     json_array_foreach((json_t *)content, i, c)
@@ -509,10 +505,11 @@ static int sendgrid(const json_t *o, struct api_message *m, struct api_req_error
         else if (json_is_string(t) && strcasecmp(json_string_value(t), "text/html") == 0)
             dst = &m->html;
         else
-            return fail(e, 422, "unsupported", "content",
-                        "content[%zu]: type must be text/plain or text/html", i);
+            return api_req_fail(e, 422, "unsupported", "content",
+                                "content[%zu]: type must be text/plain or text/html", i);
         if (*dst)
-            return fail(e, 422, "invalid_field", "content", "content[%zu]: type given twice", i);
+            return api_req_fail(e, 422, "invalid_field", "content",
+                                "content[%zu]: type given twice", i);
         if (opt_string(c, "value", "content", dst, true, e) < 0)
             return -1;
     }
@@ -534,7 +531,7 @@ static int postmark(const json_t *o, struct api_message *m, struct api_req_error
     static const struct att_names nm = {"Name", "ContentType", "Content", "ContentID"};
     const json_t *from = json_object_get(o, "From");
     if (!from)
-        return fail(e, 422, "missing_field", "From", "From is required");
+        return api_req_fail(e, 422, "missing_field", "From", "From is required");
     if (addr_from_json(from, "From", &m->from, &m->smtputf8, e) < 0 ||
         addr_list(json_object_get(o, "To"), "To", &m->to, &m->n_to, &m->smtputf8, e) < 0 ||
         addr_list(json_object_get(o, "Cc"), "Cc", &m->cc, &m->n_cc, &m->smtputf8, e) < 0 ||
@@ -557,29 +554,29 @@ int api_message_from_json(const json_t *o, enum api_shape shape, struct api_mess
 {
     memset(m, 0, sizeof *m);
     if (!json_is_object(o))
-        return fail(e, 400, "invalid_json", "", "the body must be a JSON object");
+        return api_req_fail(e, 400, "invalid_json", "", "the body must be a JSON object");
     int rc = shape == API_SHAPE_SENDGRID   ? sendgrid(o, m, e)
              : shape == API_SHAPE_POSTMARK ? postmark(o, m, e)
                                            : native(o, m, e);
     if (rc == 0 && m->n_to + m->n_cc + m->n_bcc == 0)
-        rc = fail(e, 422, "missing_field", "to", "at least one recipient (to, cc or bcc)");
+        rc = api_req_fail(e, 422, "missing_field", "to", "at least one recipient (to, cc or bcc)");
     if (rc == 0 && m->n_to + m->n_cc + m->n_bcc > API_MAX_RECIPIENTS)
-        rc = fail(e, 422, "too_many_recipients", "to", "at most %d recipients per message",
-                  API_MAX_RECIPIENTS);
+        rc = api_req_fail(e, 422, "too_many_recipients", "to", "at most %d recipients per message",
+                          API_MAX_RECIPIENTS);
     if (rc == 0 && !m->text && !m->html)
-        rc = fail(e, 422, "missing_field", "text", "text or html is required");
+        rc = api_req_fail(e, 422, "missing_field", "text", "text or html is required");
     if (rc < 0)
         api_message_clear(m);
     return rc;
 }
 
-static json_t *load(const char *body, size_t len, struct api_req_error *e)
+json_t *api_json_load(const char *body, size_t len, struct api_req_error *e)
 {
     json_error_t je;
     json_t *o = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
     if (!o)
-        fail(e, 400, "invalid_json", "", "the body is not valid JSON: %s (at %d:%d)", je.text,
-             je.line, je.column);
+        api_req_fail(e, 400, "invalid_json", "", "the body is not valid JSON: %s (at %d:%d)",
+                     je.text, je.line, je.column);
     return o;
 }
 
@@ -587,7 +584,7 @@ int api_message_parse(const char *body, size_t len, enum api_shape shape, struct
                       struct api_req_error *err)
 {
     memset(out, 0, sizeof *out);
-    json_t *o = load(body, len, err);
+    json_t *o = api_json_load(body, len, err);
     if (!o)
         return -1;
     int rc = api_message_from_json(o, shape, out, err);
@@ -598,7 +595,7 @@ int api_message_parse(const char *body, size_t len, enum api_shape shape, struct
 static void addrs_free(struct api_addr *v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        addr_clear(&v[i]);
+        api_addr_clear(&v[i]);
     free(v);
 }
 
@@ -613,7 +610,7 @@ static void pairs_free(struct api_pair *v, size_t n)
 
 void api_message_clear(struct api_message *m)
 {
-    addr_clear(&m->from);
+    api_addr_clear(&m->from);
     addrs_free(m->to, m->n_to);
     addrs_free(m->cc, m->n_cc);
     addrs_free(m->bcc, m->n_bcc);
@@ -649,200 +646,20 @@ size_t api_message_rcpts(const struct api_message *m, const char **out, size_t c
 
 json_t *api_batch_parse(const char *body, size_t len, struct api_req_error *e)
 {
-    json_t *o = load(body, len, e);
+    json_t *o = api_json_load(body, len, e);
     if (!o)
         return NULL;
     json_t *msgs = json_object_get(o, "messages");
     if (!json_is_array(msgs) || json_array_size(msgs) == 0) {
-        fail(e, 422, "missing_field", "messages", "messages: a non-empty array is required");
+        api_req_fail(e, 422, "missing_field", "messages",
+                     "messages: a non-empty array is required");
         msgs = NULL;
     } else if (json_array_size(msgs) > API_BATCH_MAX) {
-        fail(e, 422, "too_many_messages", "messages", "at most %d messages per batch",
-             API_BATCH_MAX);
+        api_req_fail(e, 422, "too_many_messages", "messages", "at most %d messages per batch",
+                     API_BATCH_MAX);
         msgs = NULL;
     }
     json_incref(msgs);
     json_decref(o);
     return msgs;
-}
-
-/* ---- raw ---- */
-
-void api_raw_clear(struct api_raw *r)
-{
-    addr_clear(&r->from);
-    for (size_t i = 0; i < r->n_to; i++)
-        free(r->to[i]);
-    free(r->to);
-    free(r->raw);
-    memset(r, 0, sizeof *r);
-}
-
-static int raw_add_to(struct api_raw *r, const char *s, size_t n, struct api_req_error *e)
-{
-    char *a = trim_dup(s, n);
-    struct api_addr x;
-    if (!a)
-        return fail(e, 500, "internal", "to", "out of memory");
-    if (!*a) {
-        free(a);
-        return 0;
-    }
-    int rc = api_addr_parse(a, &x, &r->smtputf8);
-    free(a);
-    if (rc < 0 || x.name) {
-        addr_clear(&x);
-        return fail(e, 422, "invalid_address", "to", "to: not a valid address");
-    }
-    if (r->n_to >= API_MAX_RECIPIENTS) {
-        addr_clear(&x);
-        return fail(e, 422, "too_many_recipients", "to", "at most %d recipients",
-                    API_MAX_RECIPIENTS);
-    }
-    char **g = realloc(r->to, (r->n_to + 1) * sizeof *g);
-    if (!g) {
-        addr_clear(&x);
-        return fail(e, 500, "internal", "to", "out of memory");
-    }
-    r->to = g;
-    g[r->n_to++] = x.email;
-    return 0;
-}
-
-static int raw_add_list(struct api_raw *r, const char *s, struct api_req_error *e)
-{
-    for (const char *p = s;;) {
-        const char *c = strchr(p, ',');
-        size_t n = c ? (size_t)(c - p) : strlen(p);
-        if (raw_add_to(r, p, n, e) < 0)
-            return -1;
-        if (!c)
-            return 0;
-        p = c + 1;
-    }
-}
-
-static int hexval(int c)
-{
-    return c >= '0' && c <= '9'   ? c - '0'
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                  : -1;
-}
-
-/* Percent-decodes n octets of s ('+' is a space); NULL on a bad escape or
- * a decoded control octet. */
-static char *unescape(const char *s, size_t n)
-{
-    char *o = malloc(n + 1), *w = o;
-    if (!o)
-        return NULL;
-    for (size_t i = 0; i < n; i++) {
-        int c = (unsigned char)s[i];
-        if (c == '+')
-            c = ' ';
-        else if (c == '%') {
-            int a = i + 1 < n ? hexval(s[i + 1]) : -1, b = i + 2 < n ? hexval(s[i + 2]) : -1;
-            if (a < 0 || b < 0) {
-                free(o);
-                return NULL;
-            }
-            c = a * 16 + b;
-            i += 2;
-        }
-        if (c < 0x20 || c == 0x7f) {
-            free(o);
-            return NULL;
-        }
-        *w++ = (char)c;
-    }
-    *w = '\0';
-    return o;
-}
-
-int api_raw_from_query(const char *query, struct api_raw *r, struct api_req_error *e)
-{
-    memset(r, 0, sizeof *r);
-    bool have_from = false;
-    for (const char *p = query ? query : ""; *p;) {
-        const char *amp = strchr(p, '&');
-        size_t n = amp ? (size_t)(amp - p) : strlen(p);
-        const char *eq = memchr(p, '=', n);
-        if (eq) {
-            size_t kl = (size_t)(eq - p);
-            char *v = unescape(eq + 1, n - kl - 1);
-            if (!v) {
-                api_raw_clear(r);
-                return fail(e, 400, "invalid_query", "", "bad escape in the query string");
-            }
-            int rc = 0;
-            if (kl == 4 && memcmp(p, "from", 4) == 0) {
-                addr_clear(&r->from);
-                have_from = true;
-                rc = *v && (api_addr_parse(v, &r->from, &r->smtputf8) < 0 || r->from.name)
-                         ? fail(e, 422, "invalid_address", "from", "from: not a valid address")
-                         : 0;
-            } else if (kl == 2 && memcmp(p, "to", 2) == 0) {
-                rc = raw_add_list(r, v, e);
-            }
-            free(v);
-            if (rc < 0) {
-                api_raw_clear(r);
-                return -1;
-            }
-        }
-        p += n + (amp ? 1 : 0);
-    }
-    if (!have_from) {
-        api_raw_clear(r);
-        return fail(e, 422, "missing_field", "from", "from is required (\"\" for a bounce)");
-    }
-    if (!r->n_to) {
-        api_raw_clear(r);
-        return fail(e, 422, "missing_field", "to", "at least one to is required");
-    }
-    return 0;
-}
-
-int api_raw_from_json(const char *body, size_t len, struct api_raw *r, struct api_req_error *e)
-{
-    memset(r, 0, sizeof *r);
-    json_t *o = load(body, len, e);
-    if (!o)
-        return -1;
-    int rc = 0;
-    const json_t *from = json_object_get(o, "from"), *to = json_object_get(o, "to"),
-                 *raw = json_object_get(o, "raw");
-    if (!json_is_object(o))
-        rc = fail(e, 400, "invalid_json", "", "the body must be a JSON object");
-    else if (!json_is_string(from))
-        rc = fail(e, 422, "missing_field", "from", "from is required (\"\" for a bounce)");
-    else if (*json_string_value(from) &&
-             (api_addr_parse(json_string_value(from), &r->from, &r->smtputf8) < 0 ||
-              r->from.name))
-        rc = fail(e, 422, "invalid_address", "from", "from: not a valid address");
-    else if (!json_is_string(raw) || json_string_length(raw) == 0)
-        rc = fail(e, 422, "missing_field", "raw", "raw (the message text) is required");
-    if (rc == 0) {
-        size_t n = json_is_array(to) ? json_array_size(to) : 1;
-        for (size_t i = 0; i < n && rc == 0; i++) {
-            const json_t *x = json_is_array(to) ? json_array_get(to, i) : to;
-            rc = json_is_string(x) ? raw_add_list(r, json_string_value(x), e)
-                                   : fail(e, 422, "invalid_field", "to", "to: strings expected");
-        }
-        if (rc == 0 && !r->n_to)
-            rc = fail(e, 422, "missing_field", "to", "at least one to is required");
-    }
-    if (rc == 0) {
-        r->raw_len = json_string_length(raw);
-        r->raw = malloc(r->raw_len + 1);
-        if (!r->raw)
-            rc = fail(e, 500, "internal", "raw", "out of memory");
-        else
-            memcpy(r->raw, json_string_value(raw), r->raw_len + 1);
-    }
-    json_decref(o);
-    if (rc < 0)
-        api_raw_clear(r);
-    return rc;
 }

@@ -105,8 +105,7 @@ struct api_raw {
  * list). */
 int api_raw_from_query(const char *query, struct api_raw *out, struct api_req_error *err);
 /* From the JSON form {"from": "...", "to": ["..."], "raw": "..."}. */
-int api_raw_from_json(const char *body, size_t len, struct api_raw *out,
-                      struct api_req_error *err);
+int api_raw_from_json(const char *body, size_t len, struct api_raw *out, struct api_req_error *err);
 void api_raw_clear(struct api_raw *r);
 
 /* One address in any of the accepted forms: "a@b.example",

@@ -44,8 +44,7 @@ static void sub_free(struct api_sub *s)
     free(s);
 }
 
-static void set_result(struct api_call *c, size_t index, int status, json_t *body,
-                       int retry_after)
+static void set_result(struct api_call *c, size_t index, int status, json_t *body, int retry_after)
 {
     json_t *r = json_pack("{s:i, s:o}", "status", status, "body", body ? body : json_object());
     if (r && retry_after)
@@ -123,10 +122,10 @@ static void finish(struct api_call *c)
             char when[32];
             iso_time(time(NULL), when, sizeof when);
             json_t *to = json_object_get(body, "recipients");
-            json_t *pm = json_pack(
-                "{s:s, s:s, s:O, s:i, s:s}", "To",
-                json_string_value(json_object_get(json_array_get(to, 0), "to")), "SubmittedAt",
-                when, "MessageID", json_object_get(body, "id"), "ErrorCode", 0, "Message", "OK");
+            json_t *pm = json_pack("{s:s, s:s, s:O, s:i, s:s}", "To",
+                                   json_string_value(json_object_get(json_array_get(to, 0), "to")),
+                                   "SubmittedAt", when, "MessageID", json_object_get(body, "id"),
+                                   "ErrorCode", 0, "Message", "OK");
             json_decref(body);
             body = pm;
             status = 200; /* Postmark answers 200 */
@@ -189,9 +188,9 @@ static bool parse_path(const char *addr, struct smtp_path *p)
 
 /* Submits one message; the result lands in c->results[index], now (a
  * refusal) or from the spool's callback. */
-static void submit_one(struct api_call *c, size_t index, const char *from,
-                       const char *const *rcpts, size_t n, bool smtputf8, const char *msg,
-                       size_t len, char *tags, char *metadata)
+static void submit_one(struct api_call *c, size_t index, const char *from, const char *const *rcpts,
+                       size_t n, bool smtputf8, const char *msg, size_t len, char *tags,
+                       char *metadata)
 {
     struct relay *r = c->s->r;
     struct api_sub *s = calloc(1, sizeof *s);
@@ -359,8 +358,7 @@ static void submit_message(struct api_call *c, size_t index, struct api_message 
     struct compose_header *hdr = calloc(m->n_headers + 1, sizeof *hdr);
     for (size_t i = 0; att && i < m->n_att; i++)
         att[i] = (struct compose_attachment){m->att[i].filename, m->att[i].content_type,
-                                             m->att[i].data, m->att[i].len,
-                                             m->att[i].content_id};
+                                             m->att[i].data, m->att[i].len, m->att[i].content_id};
     for (size_t i = 0; hdr && i < m->n_headers; i++)
         hdr[i] = (struct compose_header){m->headers[i].name, m->headers[i].value};
     struct compose_msg cm = {.from = from.n ? from.v[0] : NULL,
@@ -416,8 +414,7 @@ static bool content_type_is(const struct api_call *c, const char *type)
 {
     size_t n = strlen(type);
     return strncasecmp(c->content_type, type, n) == 0 &&
-           (c->content_type[n] == '\0' || c->content_type[n] == ';' ||
-            c->content_type[n] == ' ');
+           (c->content_type[n] == '\0' || c->content_type[n] == ';' || c->content_type[n] == ' ');
 }
 
 /* A message/rfc822 body from a Unix file has LF line ends: they become

@@ -87,8 +87,8 @@ static void purge(struct api_store *s, time_t now)
         return;
     s->last_purge = now;
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, "DELETE FROM api_idempotency WHERE created < ?", -1, &st,
-                           NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(s->db, "DELETE FROM api_idempotency WHERE created < ?", -1, &st, NULL) !=
+        SQLITE_OK)
         return;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)(now - s->window));
     sqlite3_step(st);

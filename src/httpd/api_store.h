@@ -2,9 +2,9 @@
  * the answers given under an Idempotency-Key (per credential, for the
  * idempotency window) and, per message submitted through the API with tags
  * or metadata, who sent it with those (GET /v1/messages/{id} shows them;
- * the owner of other mail comes from the spool's meta). A key whose request is still in flight is held in
- * memory only: after a crash it was never answered, so it is free again.
- * Threads: the event loop only. */
+ * the owner of other mail comes from the spool's meta). A key whose request is still in flight is
+ * held in memory only: after a crash it was never answered, so it is free again. Threads: the event
+ * loop only. */
 #ifndef SLUICE_HTTPD_API_STORE_H
 #define SLUICE_HTTPD_API_STORE_H
 

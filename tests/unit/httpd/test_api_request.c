@@ -25,16 +25,15 @@ static void native_message_fields(void **state)
 {
     struct api_message m;
     struct api_req_error e;
-    assert_int_equal(
-        parse("{\"from\": {\"email\": \"a@shop.test\", \"name\": \"Shop\"},"
-              " \"to\": [\"Bob <b@x.test>\", \"c@x.test\"], \"cc\": \"d@x.test\","
-              " \"bcc\": [{\"email\": \"e@x.test\"}], \"reply_to\": \"r@shop.test\","
-              " \"subject\": \"Hi\", \"text\": \"t\", \"html\": \"<p>h</p>\","
-              " \"attachments\": [{\"filename\": \"a.txt\", \"content\": \"aGk=\","
-              " \"content_id\": \"img1\"}], \"headers\": {\"X-A\": \"1\"},"
-              " \"tags\": [\"t1\"], \"metadata\": {\"k\": \"v\", \"n\": 3}}",
-              API_SHAPE_NATIVE, &m, &e),
-        0);
+    assert_int_equal(parse("{\"from\": {\"email\": \"a@shop.test\", \"name\": \"Shop\"},"
+                           " \"to\": [\"Bob <b@x.test>\", \"c@x.test\"], \"cc\": \"d@x.test\","
+                           " \"bcc\": [{\"email\": \"e@x.test\"}], \"reply_to\": \"r@shop.test\","
+                           " \"subject\": \"Hi\", \"text\": \"t\", \"html\": \"<p>h</p>\","
+                           " \"attachments\": [{\"filename\": \"a.txt\", \"content\": \"aGk=\","
+                           " \"content_id\": \"img1\"}], \"headers\": {\"X-A\": \"1\"},"
+                           " \"tags\": [\"t1\"], \"metadata\": {\"k\": \"v\", \"n\": 3}}",
+                           API_SHAPE_NATIVE, &m, &e),
+                     0);
     assert_string_equal(m.from.email, "a@shop.test");
     assert_string_equal(m.from.name, "Shop");
     assert_int_equal(m.n_to, 2);
@@ -156,8 +155,7 @@ static void raw_envelope(void **state)
 {
     struct api_raw r;
     struct api_req_error e;
-    assert_int_equal(api_raw_from_query("from=a%40b.test&to=c@d.test,e@f.test&to=g@h.test", &r,
-                                        &e),
+    assert_int_equal(api_raw_from_query("from=a%40b.test&to=c@d.test,e@f.test&to=g@h.test", &r, &e),
                      0);
     assert_string_equal(r.from.email, "a@b.test");
     assert_int_equal(r.n_to, 3);
@@ -170,7 +168,8 @@ static void raw_envelope(void **state)
     assert_string_equal(e.field, "from");
     assert_int_equal(api_raw_from_query("from=a@b.test&to=c%0d%0a@d.test", &r, &e), -1);
     assert_int_equal(api_raw_from_query("from=a@b.test&to=%zz", &r, &e), -1);
-    const char *j = "{\"from\": \"a@b.test\", \"to\": [\"c@d.test\"], \"raw\": \"X: y\\r\\n\\r\\nb\"}";
+    const char *j =
+        "{\"from\": \"a@b.test\", \"to\": [\"c@d.test\"], \"raw\": \"X: y\\r\\n\\r\\nb\"}";
     assert_int_equal(api_raw_from_json(j, strlen(j), &r, &e), 0);
     assert_int_equal(r.raw_len, 9);
     api_raw_clear(&r);
