@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""HTTPS API submissions per second beside SMTP plaintext submission, on one
+"""HTTPS API submissions per second beside SMTP submission (plaintext, and
+STARTTLS + AUTH with the same API key), on one
 Sluice daemon relaying to one smtp-sink, both on loopback: sluice-loadgen
 (plaintext, no AUTH, 10 KiB, c=50, one message per connection as the matrix
 of bench/run.sh does, and kept-alive sessions) and sluice-api-loadgen (POST
@@ -40,6 +41,14 @@ def wait_port(port, deadline=20.0):
         except OSError:
             time.sleep(0.05)
     return False
+
+
+def cpu_s(pid):
+    """User + system CPU seconds of a process (all its threads) so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        st = f.read()
+    fields = st[st.rfind(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_json(cmd):
@@ -103,16 +112,36 @@ max_connections = 50
         if not (wait_port(smtp_port) and wait_port(api_port)):
             sys.exit("sluice did not start: " + (tmp / "serve.err").read_text())
         d = str(int(a.seconds))
+        daemon = procs[-1].pid
+
+        def measure(cmd):
+            c0 = cpu_s(daemon)
+            r = run_json(cmd)
+            r["daemon_cpu_us_per_msg"] = (cpu_s(daemon) - c0) * 1e6 / max(1, r["accepted"])
+            return r
+
         rows = []
-        smtp = run_json([str(lg), "--port", str(smtp_port), "-c", "50", "-d", d, "--size", "10240",
+        smtp = measure([str(lg), "--port", str(smtp_port), "-c", "50", "-d", d, "--size", "10240",
                          "--per-connection", "1", "--from", "app@bench.test", "--to",
                          "sink@bench.test", "--json"])
         rows.append(("SMTP plaintext, no AUTH, a connection per message", smtp))
-        smtp_ka = run_json([str(lg), "--port", str(smtp_port), "-c", "50", "-d", d, "--size",
+        smtp_ka = measure([str(lg), "--port", str(smtp_port), "-c", "50", "-d", d, "--size",
                             "10240", "--per-connection", "1000", "--from", "app@bench.test",
                             "--to", "sink@bench.test", "--json"])
         rows.append(("SMTP plaintext, no AUTH, 1000 messages per connection", smtp_ka))
-        api = run_json([str(alg), "--port", str(api_port), "--key", key, "-c", "50", "-d", d,
+        tls_key = measure([str(lg), "--port", str(smtp_port), "-c", "50", "-d", d, "--size",
+                            "10240", "--per-connection", "1", "--tls", "starttls", "--insecure",
+                            "--auth", f"bench:{key}", "--from", "app@bench.test", "--to",
+                            "sink@bench.test", "--json"])
+        rows.append(("SMTP STARTTLS + AUTH PLAIN with the API key, a connection per message",
+                     tls_key))
+        tls_key_ka = measure([str(lg), "--port", str(smtp_port), "-c", "50", "-d", d, "--size",
+                               "10240", "--per-connection", "1000", "--tls", "starttls",
+                               "--insecure", "--auth", f"bench:{key}", "--from", "app@bench.test",
+                               "--to", "sink@bench.test", "--json"])
+        rows.append(("SMTP STARTTLS + AUTH PLAIN with the API key, 1000 messages per connection",
+                     tls_key_ka))
+        api = measure([str(alg), "--port", str(api_port), "--key", key, "-c", "50", "-d", d,
                         "--size", "10240", "--json"])
         rows.append(("HTTPS API POST /v1/messages, TLS 1.3, Bearer key, keep-alive", api))
         base = smtp["msg_per_s"]
@@ -126,8 +155,8 @@ max_connections = 50
             "",
             "    /usr/bin/python3 bench/api.py --seconds " + f"{a.seconds:g}",
             "",
-            "| workload | msg/s | p50 ms | p99 ms | vs SMTP plaintext |",
-            "|---|---:|---:|---:|---:|",
+            "| workload | msg/s | p50 ms | p99 ms | vs SMTP plaintext | daemon CPU µs/msg |",
+            "|---|---:|---:|---:|---:|---:|",
         ]
         for name, r in rows:
             p50 = r.get("p50_ms", r.get("latency_ms", {}).get("p50", 0) if isinstance(
@@ -135,7 +164,8 @@ max_connections = 50
             p99 = r.get("p99_ms", r.get("latency_ms", {}).get("p99", 0) if isinstance(
                 r.get("latency_ms"), dict) else 0)
             lines.append(f"| {name} | {r['msg_per_s']:,.0f} | {p50:.1f} | {p99:.1f} | "
-                         f"{r['msg_per_s'] / base * 100:.0f}% |")
+                         f"{r['msg_per_s'] / base * 100:.0f}% | "
+                         f"{r['daemon_cpu_us_per_msg']:,.0f} |")
         lines.append("")
         text = "\n".join(lines)
         print(text)

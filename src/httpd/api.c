@@ -26,6 +26,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -343,7 +344,13 @@ static void handle(struct evhttp_request *req, void *arg)
     ev_uint16_t port = 0;
     evhttp_connection_get_peer(c->conn, &addr, &port);
     snprintf(c->ip, sizeof c->ip, "%s", addr ? addr : "");
-    SSL *ssl = bufferevent_openssl_get_ssl(evhttp_connection_get_bufferevent(c->conn));
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(c->conn);
+    /* the answer leaves as header and body records: without TCP_NODELAY the
+     * second waits for the client's delayed ACK (ARCHITECTURE.md, TCP_NODELAY
+     * on every socket) */
+    int one = 1;
+    setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
     if (ssl)
         tls_describe(ssl, c->tls, sizeof c->tls);
     evhttp_connection_set_closecb(c->conn, on_close, c);
