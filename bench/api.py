@@ -151,7 +151,10 @@ max_connections = 50
             f"One Sluice daemon relaying to one smtp-sink on loopback, {platform.node()} "
             f"({os.cpu_count()} cores), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
             f"10 KiB messages, 50 concurrent clients, {a.seconds:g} s per row; the sink takes "
-            "every message, so delivery runs at the same time on the same cores.",
+            "every message, so delivery runs at the same time on the same cores. Load average "
+            f"{os.getloadavg()[0]:.1f} when the run ended (other work shares the machine: compare "
+            "rows of one run, not runs). Daemon CPU is the user + system time of the sluice "
+            "process during the row, per accepted message.",
             "",
             "    /usr/bin/python3 bench/api.py --seconds " + f"{a.seconds:g}",
             "",

@@ -27,6 +27,7 @@
 #include <event2/keyvalq_struct.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +52,73 @@ json_t *api_error_json(const char *code, const char *message, const char *rule)
     return json_pack("{s:o}", "error", e ? e : json_object());
 }
 
+/* ---- proven keys ---- */
+
+static void key_release(struct api_key_entry *e)
+{
+    if (--e->refs == 0 && e->stale) {
+        creds_free_cred(e->cred);
+        memset(e, 0, sizeof *e);
+    }
+}
+
+static void key_drop(struct api_key_entry *e)
+{
+    if (!e->cred || e->stale)
+        return;
+    if (e->refs) {
+        e->stale = true; /* still borrowed */
+        return;
+    }
+    creds_free_cred(e->cred);
+    memset(e, 0, sizeof *e);
+}
+
+static void key_cache_clear(struct api_server *s)
+{
+    for (size_t i = 0; i < API_KEY_CACHE; i++)
+        key_drop(&s->keys[i]);
+}
+
+/* The entry for this key and address, still valid, or NULL. */
+static struct api_key_entry *key_find(struct api_server *s, const unsigned char sha[32],
+                                      const char *ip, uint64_t gen, time_t now)
+{
+    for (size_t i = 0; i < API_KEY_CACHE; i++) {
+        struct api_key_entry *e = &s->keys[i];
+        if (!e->cred || e->stale)
+            continue;
+        if (e->gen != gen || e->until < now) {
+            key_drop(e);
+            continue;
+        }
+        if (CRYPTO_memcmp(e->sha, sha, 32) == 0 && strcmp(e->ip, ip) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+/* Takes over c->cred into a free slot; the call borrows it from there. */
+static void key_remember(struct api_call *c, uint64_t gen, time_t now)
+{
+    struct api_server *s = c->s;
+    for (size_t n = 0; n < API_KEY_CACHE; n++) {
+        struct api_key_entry *e = &s->keys[s->key_next];
+        s->key_next = (s->key_next + 1) % API_KEY_CACHE;
+        if (e->cred && (e->refs || e->stale))
+            continue;
+        key_drop(e);
+        memcpy(e->sha, c->key_sha, 32);
+        snprintf(e->ip, sizeof e->ip, "%s", c->ip);
+        e->cred = c->cred;
+        e->gen = gen;
+        e->until = now + API_KEY_TTL;
+        e->refs = 1;
+        c->key_entry = e;
+        return;
+    }
+}
+
 static void call_free(struct api_call *c)
 {
     if (c->req)
@@ -58,7 +126,10 @@ static void call_free(struct api_call *c)
     if (c->idem)
         api_idem_finish(c->s->store, c->cred ? c->cred->id : 0, c->key, 500, "", time(NULL));
     c->s->calls--;
-    creds_free_cred(c->cred);
+    if (c->key_entry)
+        key_release(c->key_entry);
+    else
+        creds_free_cred(c->cred);
     free(c->query);
     free(c->body);
     free(c->api_key);
@@ -255,6 +326,8 @@ static void auth_result(struct api_call *c, int rc)
     struct relay *r = c->s->r;
     if (rc == 0 && c->cred) {
         events_auth(r, c->ip, "api-key", c->cred->name, true, NULL);
+        if (!c->cred->revoked)
+            key_remember(c, policy_generation(r), time(NULL));
         authorised(c);
         return;
     }
@@ -309,6 +382,20 @@ static void authenticate(struct api_call *c)
     }
     if (!r->creds) {
         api_fail(c, 503, "temporarily_unavailable", "no credential store", "credential", 30);
+        return;
+    }
+    /* a key proven lately from this address is taken again without the
+     * store; any change to the store (a revocation) ends that */
+    unsigned int mdlen = 0;
+    EVP_Digest(key, strlen(key), c->key_sha, &mdlen, EVP_sha256(), NULL);
+    uint64_t gen = policy_generation(r);
+    time_t now = time(NULL);
+    struct api_key_entry *e = key_find(c->s, c->key_sha, c->ip, gen, now);
+    if (e) {
+        e->refs++;
+        c->key_entry = e;
+        c->cred = e->cred;
+        authorised(c);
         return;
     }
     int rc = creds_verify_api_key_quick(r->creds, key, &c->cred);
@@ -514,6 +601,7 @@ void api_stop(struct relay *r)
     if (!s)
         return;
     api_observe_remove(s);
+    key_cache_clear(s);
     /* frees every connection and its pending requests; calls still waiting
      * for the spool finish without an answer */
     evhttp_free(s->http);

@@ -10,6 +10,8 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <time.h>
 
 struct relay;
 struct cred;
@@ -18,8 +20,27 @@ struct evhttp_request;
 struct evhttp_connection;
 struct api_events;
 
+/* A key proven lately, for the requests that follow on keep-alive
+ * connections: found by the SHA-256 of the key and the client address,
+ * valid while the credential store is unchanged and for API_KEY_TTL. Calls
+ * borrow its credential (refs). */
+#define API_KEY_CACHE 64
+#define API_KEY_TTL 60
+
+struct api_key_entry {
+    unsigned char sha[32];
+    char ip[64];
+    struct cred *cred; /* NULL: free slot */
+    uint64_t gen;
+    time_t until;
+    unsigned refs;
+    bool stale; /* dropped while borrowed: freed by the last call */
+};
+
 struct api_server {
     struct relay *r;
+    struct api_key_entry keys[API_KEY_CACHE];
+    size_t key_next;
     struct evhttp *http;
     int port;
     size_t max_body;
@@ -54,7 +75,9 @@ struct api_call {
     char *body;
     size_t body_len;
     char content_type[128];
-    struct cred *cred; /* allocated */
+    struct cred *cred;               /* allocated, or borrowed from key_entry */
+    struct api_key_entry *key_entry; /* the cache entry cred is borrowed from */
+    unsigned char key_sha[32];
     char ip[64];
     char tls[128];
     char key[API_IDEM_KEY_MAX + 1]; /* Idempotency-Key; "" without */

@@ -454,3 +454,15 @@ def test_tls_below_1_2_is_refused(api):
     assert old.returncode != 0
     assert "Cipher is (NONE)" in old.stdout or "no protocols available" in old.stderr or \
         "alert" in old.stderr
+
+
+def test_a_proven_key_is_remembered_until_the_store_changes(api):
+    for _ in range(3):
+        st, _, _ = api.send(api.key)
+        assert st == 202
+    # one check against the store (and one auth.success) for the three requests
+    oks = [e for e in api.s.events("auth.success") if e.get("method") == "api-key"]
+    assert len(oks) == 1, oks
+    api.s.cli("creds", "revoke", "app")
+    st, h, body = api.send(api.key)
+    assert st == 401 and body["error"]["code"] == "unauthorized"
