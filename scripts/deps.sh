@@ -4,12 +4,12 @@
 # Works on a bare Debian 12 (debootstrap minbase) as root, or with sudo.
 set -euo pipefail
 build=(build-essential pkg-config meson ninja-build libevent-dev libssl-dev libinih-dev
-       libargon2-dev libjansson-dev libsqlite3-dev libunbound-dev nettle-dev libcurl4-openssl-dev
+       libargon2-dev libjansson-dev libsqlite3-dev libpq-dev libunbound-dev nettle-dev libcurl4-openssl-dev
        openssl ca-certificates publicsuffix passwd)
 # swaks needs Net::SSLeay and IO::Socket::SSL for STARTTLS; faketime for clock-step tests
 test=(clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest python3-aiosmtpd python3-dkim
       python3-spf python3-yaml swaks libnet-ssleay-perl libio-socket-ssl-perl postfix procps
-      iproute2 faketime git sasl2-bin libsasl2-modules opendkim opendkim-tools php-cli
+      iproute2 faketime git sasl2-bin libsasl2-modules opendkim opendkim-tools postgresql php-cli
       bsd-mailx)
 want=("${build[@]}")
 [ "${1:-}" = test ] && want+=("${test[@]}")

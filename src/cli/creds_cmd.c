@@ -7,6 +7,7 @@
 #include "core/config.h"
 #include "policy/accounting.h"
 #include "policy/creds.h"
+#include "store/store.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -26,14 +27,22 @@ static const char creds_usage[] =
     "usage: sluice creds add NAME [--password] [--api-key] [--cert FILE|SHA256]\n"
     "                        [--allow-from PATTERN]... [--allow-rcpt PATTERN]...\n"
     "                        [--rate N/PERIOD] [--quota N/day|N/month] [--max-size SIZE]\n"
+    "                        [--scope send,read,admin]\n"
+    "       sluice creds update NAME [--scope LIST] [--rate N/PERIOD] [--quota N/PERIOD]\n"
+    "                        [--max-size SIZE] [--allow-from PATTERN]... [--allow-rcpt "
+    "PATTERN]...\n"
+    "                        (patterns given replace that kind; 'none' for a limit removes it)\n"
     "       sluice creds list\n"
     "       sluice creds show NAME\n"
     "       sluice creds revoke NAME\n"
     "       sluice creds rotate NAME [--password | --api-key]\n"
     "       sluice creds delete NAME\n"
     "       sluice creds import FILE    (an old users file: name:$argon2id$... lines)\n"
-    "All take --json, -c FILE and --init. The store is the configured [auth] creds_db;\n"
-    "where it does not exist yet, only --init creates it ('sluice serve' does too).\n"
+    "All take --json, -c FILE and --init. The store is the configured [store] (default:\n"
+    "the SQLite file [auth] creds_db; where it does not exist yet, only --init creates it,\n"
+    "'sluice serve' does too; a PostgreSQL store gets its tables on first use).\n"
+    "Scopes: send (SMTP submission, the default), read (its own messages and events over\n"
+    "the HTTP API), admin (every credential's data).\n"
     "Passwords are read from stdin (one line).\n"
     "Patterns: 'noreply@shop.example', '*@shop.example', '*@*.shop.example'.\n";
 
@@ -99,18 +108,24 @@ static json_t *limit_json(const struct cred_limit *l)
 
 static json_t *cred_json(const struct cred *c)
 {
-    char created[32], rotated[32];
+    char created[32], rotated[32], scopes[32];
     iso_time(c->created, created);
     iso_time(c->rotated, rotated);
-    return json_pack("{s:s, s:o, s:s?, s:s?, s:o, s:o, s:o, s:o, s:o, s:b, s:s, s:s?}", "name",
-                     c->name, "kinds", kinds_json(c->kinds), "api_key_id",
-                     c->api_key_id[0] ? c->api_key_id : NULL, "cert_sha256",
-                     c->cert_sha256[0] ? c->cert_sha256 : NULL, "allow_from",
-                     strings_json(c->allow_from, c->n_allow_from), "allow_rcpt",
-                     strings_json(c->allow_rcpt, c->n_allow_rcpt), "rate", limit_json(&c->rate),
-                     "quota", limit_json(&c->quota), "max_size",
-                     c->max_size > 0 ? json_integer(c->max_size) : json_null(), "revoked",
-                     c->revoked, "created", created, "rotated", c->rotated ? rotated : NULL);
+    cred_scopes_format(c->scopes, scopes, sizeof scopes);
+    json_t *j = json_pack("{s:s, s:o, s:s?, s:s?, s:o, s:o, s:o, s:o, s:o, s:b, s:s, s:s?}", "name",
+                          c->name, "kinds", kinds_json(c->kinds), "api_key_id",
+                          c->api_key_id[0] ? c->api_key_id : NULL, "cert_sha256",
+                          c->cert_sha256[0] ? c->cert_sha256 : NULL, "allow_from",
+                          strings_json(c->allow_from, c->n_allow_from), "allow_rcpt",
+                          strings_json(c->allow_rcpt, c->n_allow_rcpt), "rate",
+                          limit_json(&c->rate), "quota", limit_json(&c->quota), "max_size",
+                          c->max_size > 0 ? json_integer(c->max_size) : json_null(), "revoked",
+                          c->revoked, "created", created, "rotated", c->rotated ? rotated : NULL);
+    json_t *a = json_array();
+    for (char *p = scopes, *save = NULL, *t; (t = strtok_r(p, ",", &save)); p = NULL)
+        json_array_append_new(a, json_string(t));
+    json_object_set_new(j, "scopes", a);
+    return j;
 }
 
 static void print_patterns(const char *label, char **v, size_t n, const char *none)
@@ -129,6 +144,7 @@ static void print_cred(const struct cred *c)
     printf("%-12s%s\n", "name", c->name);
     printf("%-12s%s\n", "status", c->revoked ? "REVOKED" : "active");
     printf("%-12s%s\n", "kinds", kinds_text(c->kinds, buf, sizeof buf));
+    printf("%-12s%s\n", "scopes", cred_scopes_format(c->scopes, buf, sizeof buf));
     if (c->api_key_id[0])
         printf("%-12ssk_%s_...\n", "api key", c->api_key_id);
     if (c->cert_sha256[0])
@@ -176,7 +192,7 @@ static int read_password(char *buf, size_t size)
 struct opts {
     const struct cli *cli;
     bool json, password, api_key, init;
-    const char *cert, *rate, *quota, *max_size, *cred, *since;
+    const char *cert, *rate, *quota, *max_size, *cred, *since, *scope;
     const char *allow_from[MAX_PATTERNS], *allow_rcpt[MAX_PATTERNS];
     size_t n_from, n_rcpt;
     const char *positional[2];
@@ -187,8 +203,9 @@ struct opts {
  * message. */
 static int parse_opts(int argc, char **argv, int start, struct opts *o, char *why, size_t whylen)
 {
-    static const char *const valued[] = {"--cert", "--rate",  "--quota",      "--max-size",
-                                         "--cred", "--since", "--allow-from", "--allow-rcpt"};
+    static const char *const valued[] = {"--cert",       "--rate",       "--quota",
+                                         "--max-size",   "--cred",       "--since",
+                                         "--allow-from", "--allow-rcpt", "--scope"};
     for (int i = start; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--json") == 0) {
@@ -244,6 +261,8 @@ static int parse_opts(int argc, char **argv, int start, struct opts *o, char *wh
                               &o->cred, &o->since, NULL,      NULL};
         if (k < 6) {
             *dst[k] = val;
+        } else if (k == 8) {
+            o->scope = val;
         } else if (k == 6 || k == 7) {
             size_t *n = k == 6 ? &o->n_from : &o->n_rcpt;
             const char **v = k == 6 ? o->allow_from : o->allow_rcpt;
@@ -280,6 +299,9 @@ static int cmd_add(struct creds *db, struct opts *o)
     if (o->max_size && cred_size_parse(o->max_size, &spec.max_size) < 0)
         return cli_fail(o->cli, CLI_ERR_INVALID, "--max-size '%s': expected bytes or 512k, 10M, 1G",
                         o->max_size);
+    if (o->scope && cred_scopes_parse(o->scope, &spec.scopes) < 0)
+        return cli_fail(o->cli, CLI_ERR_INVALID,
+                        "--scope '%s': expected a comma list of send, read, admin", o->scope);
     spec.allow_from = o->allow_from;
     spec.n_allow_from = o->n_from;
     spec.allow_rcpt = o->allow_rcpt;
@@ -319,6 +341,54 @@ static int cmd_add(struct creds *db, struct opts *o)
     return CLI_EXIT_OK;
 }
 
+static int cmd_update(struct creds *db, struct opts *o)
+{
+    struct cred_update u = {0};
+    char err[512];
+    if (!o->scope && !o->rate && !o->quota && !o->max_size && !o->n_from && !o->n_rcpt)
+        return cli_fail(o->cli, CLI_ERR_INVALID,
+                        "say what changes: --scope, --rate, --quota, --max-size, --allow-from "
+                        "or --allow-rcpt");
+    if (o->scope && cred_scopes_parse(o->scope, &u.scopes) < 0)
+        return cli_fail(o->cli, CLI_ERR_INVALID,
+                        "--scope '%s': expected a comma list of send, read, admin", o->scope);
+    if (o->rate && cred_limit_parse(o->rate, &u.rate) < 0)
+        return cli_fail(o->cli, CLI_ERR_INVALID,
+                        "--rate '%s': expected N/s, N/min, N/hour, N/day or none", o->rate);
+    if (o->quota && cred_limit_parse(o->quota, &u.quota) < 0)
+        return cli_fail(o->cli, CLI_ERR_INVALID, "--quota '%s': expected N/day, N/month or none",
+                        o->quota);
+    if (o->max_size && cred_size_parse(o->max_size, &u.max_size) < 0)
+        return cli_fail(o->cli, CLI_ERR_INVALID, "--max-size '%s': expected bytes or 512k, 10M, 1G",
+                        o->max_size);
+    u.set_scopes = o->scope != NULL;
+    u.set_rate = o->rate != NULL;
+    u.set_quota = o->quota != NULL;
+    u.set_max_size = o->max_size != NULL;
+    u.set_allow_from = o->n_from > 0;
+    u.set_allow_rcpt = o->n_rcpt > 0;
+    u.allow_from = o->allow_from;
+    u.n_allow_from = o->n_from;
+    u.allow_rcpt = o->allow_rcpt;
+    u.n_allow_rcpt = o->n_rcpt;
+    int r = creds_update(db, o->positional[1], &u, err, sizeof err);
+    if (r < 0)
+        return cli_fail(o->cli,
+                        r == CREDS_ENOTFOUND ? CLI_ERR_NOT_FOUND
+                        : r == CREDS_EINVAL  ? CLI_ERR_INVALID
+                                             : CLI_ERR_IO,
+                        "%s", err);
+    struct cred *c = NULL;
+    if (creds_lookup(db, o->positional[1], &c) < 0)
+        return cli_fail(o->cli, CLI_ERR_IO, "credential updated but cannot be read back");
+    if (o->json)
+        print_json(cred_json(c));
+    else
+        printf("credential %s updated\n", c->name);
+    creds_free_cred(c);
+    return CLI_EXIT_OK;
+}
+
 static int cmd_list(struct creds *db, struct opts *o)
 {
     struct cred **v;
@@ -333,13 +403,15 @@ static int cmd_list(struct creds *db, struct opts *o)
     } else if (n == 0) {
         printf("no credentials (add one with 'sluice creds add NAME --password')\n");
     } else {
-        printf("%-24s %-8s %-32s %-12s %-12s %s\n", "NAME", "STATUS", "KINDS", "RATE", "QUOTA",
-               "ALLOW FROM");
+        printf("%-24s %-8s %-32s %-16s %-12s %-12s %s\n", "NAME", "STATUS", "KINDS", "SCOPES",
+               "RATE", "QUOTA", "ALLOW FROM");
         for (size_t i = 0; i < n; i++) {
-            char k[128], r[48], q[48];
+            char k[128], r[48], q[48], sc[32];
             const struct cred *c = v[i];
-            printf("%-24s %-8s %-32s %-12s %-12s ", c->name, c->revoked ? "revoked" : "active",
-                   kinds_text(c->kinds, k, sizeof k), cred_limit_format(&c->rate, r, sizeof r),
+            printf("%-24s %-8s %-32s %-16s %-12s %-12s ", c->name,
+                   c->revoked ? "revoked" : "active", kinds_text(c->kinds, k, sizeof k),
+                   cred_scopes_format(c->scopes, sc, sizeof sc),
+                   cred_limit_format(&c->rate, r, sizeof r),
                    cred_limit_format(&c->quota, q, sizeof q));
             if (c->n_allow_from == 0)
                 printf("any");
@@ -446,10 +518,15 @@ static int cmd_rotate(struct creds *db, struct opts *o)
 static int open_store(const struct config *cfg, const struct opts *o, struct creds **db)
 {
     char err[512];
-    int rc = cli_need_store(o->cli, "credential store", cfg->creds_db, o->init);
+    struct store_config sc;
+    store_config_of(cfg, &sc);
+    int rc = sc.backend == STORE_SQLITE
+                 ? cli_need_store(o->cli, "credential store", cfg->creds_db, o->init)
+                 : CLI_EXIT_OK;
     if (rc != CLI_EXIT_OK)
         return rc;
-    *db = creds_open(cfg->creds_db, err, sizeof err);
+    struct store *st = store_open(&sc, err, sizeof err);
+    *db = st ? creds_open_store(st, true, err, sizeof err) : NULL;
     return *db ? CLI_EXIT_OK : cli_fail(o->cli, CLI_ERR_IO, "%s", err);
 }
 
@@ -466,8 +543,8 @@ int cli_creds(const struct cli *cli, int argc, char **argv)
     o.json = cli->json;
     const char *verb = o.n_positional ? o.positional[0] : "";
     bool needs_arg = strcmp(verb, "list") != 0;
-    static const char *const verbs[] = {"add",    "list",   "show",  "revoke",
-                                        "rotate", "delete", "import"};
+    static const char *const verbs[] = {"add",    "list",   "show",   "revoke",
+                                        "rotate", "delete", "import", "update"};
     bool known = false;
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
         known |= strcmp(verb, verbs[i]) == 0;
@@ -478,10 +555,12 @@ int cli_creds(const struct cli *cli, int argc, char **argv)
             cli, creds_usage,
             o.n_positional < 2 ? "creds %s needs a %s" : "creds %s: unexpected argument '%s'", verb,
             o.n_positional < 2 ? (strcmp(verb, "import") ? "NAME" : "FILE") : o.positional[1]);
-    bool is_add = strcmp(verb, "add") == 0, is_rotate = strcmp(verb, "rotate") == 0;
+    bool is_add = strcmp(verb, "add") == 0, is_rotate = strcmp(verb, "rotate") == 0,
+         is_update = strcmp(verb, "update") == 0;
     if ((!is_add && !is_rotate && (o.password || o.api_key)) ||
-        (!is_add && (o.cert || o.rate || o.quota || o.max_size || o.n_from || o.n_rcpt)) ||
-        o.cred || o.since)
+        (!is_add && !is_update &&
+         (o.rate || o.quota || o.max_size || o.n_from || o.n_rcpt || o.scope)) ||
+        (!is_add && o.cert) || o.cred || o.since)
         return cli_usage_error(cli, creds_usage, "creds %s does not take that option", verb);
     struct config *cfg = cli_load_config(cli);
     if (!cfg)
@@ -497,6 +576,8 @@ int cli_creds(const struct cli *cli, int argc, char **argv)
             rc = cmd_show(db, &o);
         else if (is_rotate)
             rc = cmd_rotate(db, &o);
+        else if (is_update)
+            rc = cmd_update(db, &o);
         else if (strcmp(verb, "import") == 0)
             rc = creds_import_users(cli, db, o.positional[1]);
         else
@@ -599,12 +680,17 @@ int cli_stats(const struct cli *cli, int argc, char **argv)
     if (!cfg)
         return CLI_EXIT_FAILURE;
     char err[512];
-    int rc = cli_need_store(cli, "credential store", cfg->creds_db, o.init);
+    struct store_config sc;
+    store_config_of(cfg, &sc);
+    int rc = sc.backend == STORE_SQLITE
+                 ? cli_need_store(cli, "credential store", cfg->creds_db, o.init)
+                 : CLI_EXIT_OK;
     if (rc != CLI_EXIT_OK) {
         config_free(cfg);
         return rc;
     }
-    struct accounting *a = accounting_open(cfg->creds_db, err, sizeof err);
+    struct store *st = store_open(&sc, err, sizeof err);
+    struct accounting *a = st ? accounting_open_store(st, true, err, sizeof err) : NULL;
     if (!a) {
         config_free(cfg);
         return cli_fail(cli, CLI_ERR_IO, "%s", err);

@@ -78,6 +78,14 @@ enum sm_result sm_submit(const struct sm_submit_conf *c, const struct sm_message
 /* The outbox folder (created 0700 when missing). Returns 0 or -1 with err. */
 int sm_outbox_path(const struct config *cfg, char *out, size_t cap, char *err, size_t errlen);
 
+/* The outbox file of m (malloc'd, *len octets): the format in
+ * sendmail_outbox.c. NULL when an address holds a CR or LF (or no memory). */
+char *sm_outbox_format(const struct sm_message *m, size_t *len);
+
+/* Reads an outbox file's bytes into m (allocates; sm_message_free it).
+ * Returns 0, or -1 when buf is not an outbox file. Pure. */
+int sm_outbox_parse(const char *buf, size_t len, struct sm_message *m);
+
 /* Stores m durably (tmp file, fsync, rename, fsync of the folder). Returns
  * 0, or -1 with err set. */
 int sm_outbox_put(const char *dir, const struct sm_message *m, char *err, size_t errlen);

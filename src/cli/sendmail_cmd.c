@@ -7,6 +7,7 @@
 #include "cli/sendmail.h"
 
 #include "core/config.h"
+#include "mail/address.h"
 #include "mail/addrlist.h"
 #include "mail/header_field.h"
 
@@ -67,23 +68,35 @@ static const char *value(int argc, char **argv, int *i, const char *rest)
     return *i + 1 < argc ? argv[++*i] : NULL;
 }
 
+/* Options may stand before and after the recipients (as getopt lets
+ * them); "--" ends them. o->rcpts is filled in place of argv's slots. */
 static int parse_opts(int argc, char **argv, struct sm_opts *o)
 {
     int i = 1;
+    o->rcpts = argv + 1;
+    o->nrcpts = 0;
     for (; i < argc; i++) {
         const char *a = argv[i];
         if (has_break(a))
             return usage("argument %d holds a CR or LF: refused", i);
         if (strcmp(a, "--") == 0) {
-            i++;
+            for (i++; i < argc; i++) {
+                if (has_break(argv[i]))
+                    return usage("argument %d holds a CR or LF: refused", i);
+                o->rcpts[o->nrcpts++] = argv[i];
+            }
             break;
         }
         if (strcmp(a, "--help") == 0) {
             o->help = true;
             return 0;
         }
-        if (a[0] != '-' || a[1] == '\0')
-            break;
+        if (a[0] != '-' || a[1] == '\0') {
+            /* argv[1 .. i) holds options and recipients; the slot of one
+             * already read as an option is free to take this one */
+            o->rcpts[o->nrcpts++] = argv[i];
+            continue;
+        }
         for (const char *p = a + 1; *p; p++) {
             const char *rest = p + 1, *v;
             switch (*p) {
@@ -157,11 +170,6 @@ static int parse_opts(int argc, char **argv, struct sm_opts *o)
             break; /* the option took the rest of the word */
         }
     }
-    o->rcpts = argv + i;
-    o->nrcpts = argc - i;
-    for (int k = 0; k < o->nrcpts; k++)
-        if (has_break(o->rcpts[k]))
-            return usage("recipient %d holds a CR or LF: refused", k + 1);
     return 0;
 }
 
@@ -297,17 +305,18 @@ static int add_from(struct sm_message *m, const char *fullname)
 /* -f, else LOGIN@[server] hostname. */
 static char *sender(const struct sm_opts *o, const struct config *cfg)
 {
-    if (o->from) {
-        const char *f = o->from;
-        size_t n = strlen(f);
-        if (n >= 2 && f[0] == '<' && f[n - 1] == '>')
-            return strndup(f + 1, n - 2);
-        return strdup(f);
+    const char *user = o->from;
+    size_t n = user ? strlen(user) : 0;
+    if (n >= 2 && user[0] == '<' && user[n - 1] == '>')
+        return strndup(user + 1, n - 2); /* "<>": the null sender */
+    if (!user) {
+        struct passwd *pw = getpwuid(getuid());
+        user = pw ? pw->pw_name : "nobody";
     }
-    struct passwd *pw = getpwuid(getuid());
-    const char *user = pw ? pw->pw_name : "nobody";
     char *s = NULL;
-    if (asprintf(&s, "%s@%s", user, cfg->hostname) < 0)
+    /* a bare login ("-f root") is completed with [server] hostname */
+    if (strchr(user, '@') ? asprintf(&s, "%s", user) < 0
+                          : asprintf(&s, "%s@%s", user, cfg->hostname) < 0)
         return NULL;
     return s;
 }
@@ -375,6 +384,13 @@ static int run(const struct sm_opts *o, const struct config *cfg)
     if (!(m.from = sender(o, cfg))) {
         sm_submit_conf_wipe(&c);
         return SM_EX_OSERR;
+    }
+    struct smtp_path path;
+    if (*m.from && smtp_parse_mailbox(m.from, strlen(m.from), true, &path) != SMTP_ADDR_OK) {
+        fprintf(stderr, "sendmail: sender '%s' is not an address (-f local@domain)\n", m.from);
+        sm_message_free(&m);
+        sm_submit_conf_wipe(&c);
+        return SM_EX_USAGE;
     }
     if (o->smtp) {
         rc = sm_smtp_dialogue(cfg, &c, stdin, stdout);

@@ -5,6 +5,7 @@
  * relay's 250: a kill -9 can repeat at most the one message in flight and
  * never loses one (docs/SENDMAIL.md). File format:
  *   "SLUICE-OUTBOX 1\n" "from ADDR\n" ("rcpt ADDR\n")+ "\n" then the message. */
+#include "cli/cli.h"
 #include "cli/sendmail.h"
 
 #include "core/config.h"
@@ -99,6 +100,90 @@ static int write_all(int fd, const void *p, size_t n)
     return 0;
 }
 
+char *sm_outbox_format(const struct sm_message *m, size_t *len)
+{
+    size_t n = strlen(OUTBOX_MAGIC) + strlen(m->from) + 7 + m->len + 1;
+    if (strpbrk(m->from, "\r\n"))
+        return NULL;
+    for (size_t i = 0; i < m->nrcpts; i++) {
+        if (strpbrk(m->rcpts[i], "\r\n") || !m->rcpts[i][0])
+            return NULL;
+        n += strlen(m->rcpts[i]) + 6;
+    }
+    char *out = malloc(n + 1), *p = out;
+    if (!out)
+        return NULL;
+    p += sprintf(p, "%sfrom %s\n", OUTBOX_MAGIC, m->from);
+    for (size_t i = 0; i < m->nrcpts; i++)
+        p += sprintf(p, "rcpt %s\n", m->rcpts[i]);
+    *p++ = '\n';
+    memcpy(p, m->data, m->len);
+    p += m->len;
+    *p = '\0';
+    *len = (size_t)(p - out);
+    return out;
+}
+
+static int add_line(struct sm_message *m, const char *s, size_t n, bool from)
+{
+    char *v = strndup(s, n);
+    if (!v)
+        return -1;
+    if (from) {
+        m->from = v;
+        return 0;
+    }
+    char **r = realloc(m->rcpts, (m->nrcpts + 1) * sizeof *r);
+    if (!r) {
+        free(v);
+        return -1;
+    }
+    m->rcpts = r;
+    r[m->nrcpts++] = v;
+    return 0;
+}
+
+int sm_outbox_parse(const char *buf, size_t len, struct sm_message *m)
+{
+    memset(m, 0, sizeof *m);
+    size_t ml = strlen(OUTBOX_MAGIC), i = ml;
+    if (len < ml || memcmp(buf, OUTBOX_MAGIC, ml) != 0)
+        return -1;
+    int rc = 0;
+    for (;;) {
+        const char *nl = memchr(buf + i, '\n', len - i);
+        if (!nl) {
+            rc = -1; /* the envelope never ended */
+            break;
+        }
+        size_t n = (size_t)(nl - (buf + i));
+        const char *line = buf + i;
+        i += n + 1;
+        if (n == 0)
+            break;
+        /* one "from" line first, then "rcpt" lines: the formatter's order */
+        bool from = !m->from && n >= 5 && memcmp(line, "from ", 5) == 0;
+        bool rcpt = m->from && n > 5 && memcmp(line, "rcpt ", 5) == 0;
+        if ((!from && !rcpt) || memchr(line, '\0', n) || memchr(line, '\r', n) ||
+            add_line(m, line + 5, n - 5, from) < 0) {
+            rc = -1;
+            break;
+        }
+    }
+    if (rc == 0 && (!m->from || m->nrcpts == 0 || len - i > OUTBOX_MAX))
+        rc = -1;
+    if (rc == 0 && !(m->data = malloc(len - i + 1)))
+        rc = -1;
+    if (rc == 0) {
+        memcpy(m->data, buf + i, len - i);
+        m->data[len - i] = '\0';
+        m->len = len - i;
+    } else {
+        sm_message_free(m);
+    }
+    return rc;
+}
+
 /* Writes m to dir/name crash-safe; name NULL: a new name (time order). */
 static int put_as(const char *dir, const char *name, const struct sm_message *m, char *err,
                   size_t errlen)
@@ -120,16 +205,10 @@ static int put_as(const char *dir, const char *name, const struct sm_message *m,
         snprintf(err, errlen, "outbox %s: %s", tmp, strerror(errno));
         return -1;
     }
-    char line[600];
-    int rc = write_all(fd, OUTBOX_MAGIC, strlen(OUTBOX_MAGIC));
-    snprintf(line, sizeof line, "from %s\n", m->from);
-    rc = rc ? rc : write_all(fd, line, strlen(line));
-    for (size_t i = 0; rc == 0 && i < m->nrcpts; i++) {
-        snprintf(line, sizeof line, "rcpt %s\n", m->rcpts[i]);
-        rc = write_all(fd, line, strlen(line));
-    }
-    rc = rc ? rc : write_all(fd, "\n", 1);
-    rc = rc ? rc : write_all(fd, m->data, m->len);
+    size_t len = 0;
+    char *text = sm_outbox_format(m, &len);
+    int rc = text ? write_all(fd, text, len) : (errno = EINVAL, -1);
+    free(text);
     rc = rc ? rc : fsync(fd);
     int e = errno;
     if (close(fd) < 0 && rc == 0) {
@@ -159,53 +238,13 @@ int sm_outbox_put(const char *dir, const struct sm_message *m, char *err, size_t
 /* Reads one outbox file into m. Returns 0, or -1 when it is not one. */
 static int load(const char *path, struct sm_message *m)
 {
+    size_t len = 0;
+    char *buf = cli_read_all(path, OUTBOX_MAX + 64 * 1024, &len);
     memset(m, 0, sizeof *m);
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    if (!buf)
         return -1;
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t n = getline(&line, &cap, f);
-    int rc = n > 0 && strcmp(line, OUTBOX_MAGIC) == 0 ? 0 : -1;
-    while (rc == 0 && (n = getline(&line, &cap, f)) > 0) {
-        if (strcmp(line, "\n") == 0)
-            break;
-        line[n - 1] = '\0';
-        if (strncmp(line, "from ", 5) == 0 && !m->from) {
-            m->from = strdup(line + 5);
-        } else if (strncmp(line, "rcpt ", 5) == 0) {
-            char **v = realloc(m->rcpts, (m->nrcpts + 1) * sizeof *v);
-            if (!v) {
-                rc = -1;
-                break;
-            }
-            m->rcpts = v;
-            if (!(v[m->nrcpts] = strdup(line + 5)))
-                rc = -1;
-            else
-                m->nrcpts++;
-        } else {
-            rc = -1;
-        }
-    }
-    free(line);
-    if (rc == 0 && (n <= 0 || !m->from || m->nrcpts == 0))
-        rc = -1;
-    long start = ftell(f);
-    if (rc == 0 && (fseek(f, 0, SEEK_END) < 0 || ftell(f) - start > OUTBOX_MAX))
-        rc = -1;
-    if (rc == 0) {
-        long size = ftell(f) - start;
-        m->data = malloc((size_t)size + 1);
-        if (!m->data || fseek(f, start, SEEK_SET) < 0 ||
-            fread(m->data, 1, (size_t)size, f) != (size_t)size)
-            rc = -1;
-        else
-            m->len = (size_t)size;
-    }
-    fclose(f);
-    if (rc != 0)
-        sm_message_free(m);
+    int rc = sm_outbox_parse(buf, len, m);
+    free(buf);
     return rc;
 }
 
@@ -449,15 +488,15 @@ int sm_read_message(FILE *in, bool dot_ends, struct sm_message *m)
             l--;
         if (dot_ends && eol && l == 1 && line[0] == '.')
             break;
+        if (len + l + 3 > (size_t)OUTBOX_MAX) { /* what the outbox could not hold */
+            free(line);
+            free(data);
+            return errno = EFBIG, -1;
+        }
         if (len + l + 3 > size) {
             size_t ns = size ? size * 2 : 65536;
             while (ns < len + l + 3)
                 ns *= 2;
-            if (ns > (size_t)OUTBOX_MAX * 2) {
-                free(line);
-                free(data);
-                return errno = EFBIG, -1;
-            }
             char *nd = realloc(data, ns);
             if (!nd) {
                 free(line);

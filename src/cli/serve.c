@@ -17,6 +17,7 @@
 #include "net/cidr.h"
 #include "net/listener.h"
 #include "net/tls.h"
+#include "net/tls_offload.h"
 #include "policy/policy.h"
 #include "policy/users.h"
 #include "queue/control.h"
@@ -395,6 +396,13 @@ int cli_serve(const struct cli *cli, int argc, char **argv)
     r->hooks.upstream_recovered = on_upstream_recovered;
     r->hooks.message_durable = on_message_durable;
     r->worker = worker_new(r->base, 2);
+    int tls_threads = cfg->server_threads == CONFIG_AUTO ? (int)sysconf(_SC_NPROCESSORS_ONLN)
+                                                         : cfg->server_threads;
+    if (tls_threads > 0 && r->tls) {
+        r->tls_offload = tls_offload_new(r->base, tls_threads, err, sizeof err);
+        if (!r->tls_offload)
+            log_event(LOG_WARN, "tls.offload_failed", "error", "%s", err, NULL);
+    }
     r->deliver = deliver_new(r, err, sizeof err);
     if (!r->deliver) {
         fprintf(stderr, "sluice: %s\n", err);
@@ -439,7 +447,8 @@ int cli_serve(const struct cli *cli, int argc, char **argv)
     log_event(LOG_INFO, "server.ready", "hostname", "%s", cfg->hostname, "submission", "%s",
               cfg->listen_submission, "smtps", "%s", cfg->listen_smtps, "config", "%s",
               sv.config_path ? sv.config_path : "embedded defaults", "pid", "#%d", (int)getpid(),
-              "without_auth", "%s", relay_networks_in_force(cfg), NULL);
+              "without_auth", "%s", relay_networks_in_force(cfg), "tls_threads", "#%d",
+              tls_offload_threads(r->tls_offload), NULL);
     serve_banner(stderr, cfg, sv.config_path, relay_networks_in_force(cfg),
                  program_invocation_name);
     event_base_dispatch(r->base);
@@ -449,6 +458,8 @@ int cli_serve(const struct cli *cli, int argc, char **argv)
 out:
     session_close_all(r);
     api_stop(r);
+    tls_offload_free(r->tls_offload); /* handshakes in flight end, their sessions with them */
+    r->tls_offload = NULL;
     metrics_http_free(r->metrics);
     control_free(r->control);
     worker_free(r->worker);

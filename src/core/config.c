@@ -18,9 +18,9 @@
 #include <strings.h>
 #include <unistd.h>
 
-const char *const section_names[SEC_COUNT] = {
-    "server", "tls",  "auth",  "limits",  "queue", "log",      "policy",
-    "dkim",   "http", "audit", "webhook", "api",   "sendmail", "upstream"};
+const char *const section_names[SEC_COUNT] = {"server",  "tls",    "auth", "limits",   "queue",
+                                              "log",     "policy", "dkim", "http",     "audit",
+                                              "webhook", "store",  "api",  "sendmail", "upstream"};
 
 const char *const type_names[] = {
     "string", "path",   "host name", "host",          "address:port", "CIDR list",
@@ -30,6 +30,7 @@ const char *const type_names[] = {
 
 static const char *const tls_versions[] = {"1.2", "1.3", NULL};
 static const char *const log_formats[] = {"json", "text", NULL};
+static const char *const store_backends[] = {"sqlite", "postgresql", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const kinds[] = {"smtp", "capture", NULL};
 static const char *const tls_modes[] = {"starttls", "implicit", "none", NULL};
@@ -75,6 +76,9 @@ const struct config_key config_keys[] = {
             "a real upstream is configured."},
     {SEC_SERVER, "shutdown_grace", NULL, T_DURATION, S(shutdown_grace), "30s", 0, DAY,
      .doc = "How long a stop waits for sessions and deliveries in flight."},
+    {SEC_SERVER, "threads", NULL, T_INT, S(server_threads), "auto", 0, 256, .auto_ok = true,
+     .doc = "Threads for TLS handshakes beside the event loop; auto: one per core; 0: "
+            "handshakes on the event loop."},
     {SEC_SERVER, "user", NULL, T_STRING, S(server_user), "sluice",
      .doc = "Started as root, 'sluice serve' opens its listeners, stores and keys, then runs as "
             "this user (it must exist); root keeps root (with a warning). Ignored when not "
@@ -150,7 +154,19 @@ const struct config_key config_keys[] = {
      .doc = "Least severe level logged: debug, info, warn or error."},
 
     {SEC_AUTH, "creds_db", NULL, T_PATH, S(creds_db), "${var_dir}/sluice.db",
-     .doc = "SQLite credential and accounting store."},
+     .doc = "SQLite credential and accounting store (with [store] backend = sqlite)."},
+    {SEC_STORE, "backend", NULL, T_CHOICE, S(store_backend), "sqlite", .choices = store_backends,
+     .doc = "Where credentials, accounting and quota counters live: sqlite (the file [auth] "
+            "creds_db) or postgresql (url; one database several nodes share, docs/STORE.md)."},
+    {SEC_STORE, "url", NULL, T_STRING, S(store_url), "", .empty_ok = true,
+     .doc = "PostgreSQL connection: a postgresql://user@host:port/db URL or libpq key=value "
+            "string. Put the password in password_file (or SLUICE_STORE_URL in the environment) "
+            "rather than here."},
+    {SEC_STORE, "password_file", NULL, T_PATH, S(store_password_file), "", .empty_ok = true,
+     .doc = "File holding the PostgreSQL password (first line; owner-only mode, like every "
+            "secret file); overrides a password in url."},
+    {SEC_STORE, "pool_size", NULL, T_INT, S(store_pool_size), "4", 1, 64,
+     .doc = "Connections the daemon keeps to the store; each call takes one for its duration."},
 
     {SEC_LOG, "privacy", NULL, T_BOOL, S(log_privacy), "true",
      .doc = "Pseudonymise recipient addresses in logs with a keyed hash (HMAC-SHA-256)."},

@@ -8,6 +8,9 @@
 #include <stddef.h>
 #include <stdio.h>
 
+/* An integer setting given as "auto". */
+#define CONFIG_AUTO (-1)
+
 enum config_tls_mode { CONFIG_TLS_STARTTLS = 0, CONFIG_TLS_IMPLICIT, CONFIG_TLS_NONE };
 enum config_tls_verify { CONFIG_VERIFY_PEER = 0, CONFIG_VERIFY_NONE };
 enum config_auth_mech {
@@ -55,7 +58,8 @@ struct config {
     char *control_socket;         /* default <var_dir>/control.sock */
     char *relay_networks;         /* comma list of CIDRs allowed to relay without AUTH; "" */
     int shutdown_grace;           /* seconds, default 30 */
-    char *server_user;            /* run as this user when started as root; "sluice" */
+    int server_threads; /* [server] threads: TLS handshake threads, CONFIG_AUTO = one per core */
+    char *server_user;  /* run as this user when started as root; "sluice" */
 
     /* [tls] */
     char *tls_cert;        /* default <var_dir>/tls/cert.pem (self-signed if absent) */
@@ -96,6 +100,10 @@ struct config {
 
     /* [auth] (continued) */
     char *creds_db;                 /* SQLite store, default <var_dir>/sluice.db */
+    char *store_backend;            /* [store] backend: "sqlite" | "postgresql" */
+    char *store_url;                /* [store] url (PostgreSQL), "" = none */
+    char *store_password_file;      /* [store] password_file, "" = none */
+    int store_pool_size;            /* [store] pool_size, default 4 */
     char *scram_secret_file;        /* default <var_dir>/scram.key */
     int auth_failures_before_delay; /* default 3 */
     int auth_failures_before_block; /* default 10 */

@@ -22,6 +22,7 @@ enum section {
     SEC_HTTP,
     SEC_AUDIT,
     SEC_WEBHOOK,
+    SEC_STORE,
     SEC_API,
     SEC_SENDMAIL,
     SEC_UPSTREAM,
@@ -67,6 +68,7 @@ struct config_key {
     const char *const *choices;
     char list_sep; /* lists may continue on indented lines */
     bool empty_ok; /* "" is a meaningful value (not "unset", not an error) */
+    bool auto_ok;  /* T_INT: "auto" is accepted and stored as CONFIG_AUTO */
     const char *doc;
 };
 

@@ -311,7 +311,7 @@ static void read_header(struct loader *ld, const char *s, const char *e)
     }
     report(ld, &o,
            "unknown section [%.*s] (expected server, tls, auth, limits, queue, log, policy, "
-           "dkim, http, audit, webhook, api, sendmail or upstream NAME)",
+           "dkim, http, audit, webhook, store, api, sendmail or upstream NAME)",
            (int)len, in);
 }
 
@@ -485,12 +485,12 @@ static void load_text(struct loader *ld, const char *text)
 static bool env_is_other_use(struct loader *ld, const char *name, size_t len)
 {
     /* Read by other parts directly: the config path, the DNSSEC trust anchor
-     * (mailauth/dns.c), the public suffix list (mailauth/psl.c), and the
-     * test harness. */
+     * (mailauth/dns.c), the public suffix list (mailauth/psl.c), the
+     * sendmail credential (cli/sendmail_submit.c), and the test harness. */
     static const char *const reserved[] = {
         "SLUICE_CONFIG",   "SLUICE_DNS_TRUST_ANCHOR", "SLUICE_PSL_FILE",
         "SLUICE_TESTDATA", "SLUICE_SOURCE_ROOT",      "SLUICE_BIN",
-        "SLUICE_ASAN_BIN",
+        "SLUICE_ASAN_BIN", "SLUICE_SENDMAIL_USER",    "SLUICE_SENDMAIL_PASSWORD",
     };
     for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
         if (strlen(reserved[i]) == len && memcmp(reserved[i], name, len) == 0)
@@ -677,6 +677,12 @@ static void finish(struct loader *ld, char *const *envp, const bool *unknown)
         const struct config_key *k = find_key(SEC_QUEUE, "retry_base", 10);
         report(ld, origin_of(ld, k, -1), "[queue] retry_base (%d s) exceeds retry_cap (%d s)",
                cfg->retry_base, cfg->retry_cap);
+    }
+    if (cfg->store_backend && strcmp(cfg->store_backend, "postgresql") == 0 &&
+        (!cfg->store_url || !*cfg->store_url)) {
+        const struct config_key *k = find_key(SEC_STORE, "backend", 7);
+        report(ld, origin_of(ld, k, -1),
+               "[store] backend = postgresql needs [store] url (postgresql://user@host/db)");
     }
     for (size_t i = 0; i < cfg->n_upstreams; i++)
         check_upstream(ld, i);

@@ -516,8 +516,13 @@ int cfg_set_value(const struct config_key *k, void *base, const char *v, char *w
     case T_INT:
     case T_DURATION:
     case T_SIZE:
+        if (k->type == T_INT && k->auto_ok && strcasecmp(v, "auto") == 0) {
+            *(int *)p = CONFIG_AUTO;
+            return 0;
+        }
         if (k->type == T_INT && parse_int(v, &ll) < 0)
-            return fail(why, n, "expected an integer, got '" VALUE_QUOTE "'", v);
+            return fail(why, n, "expected an integer%s, got '" VALUE_QUOTE "'",
+                        k->auto_ok ? " or auto" : "", v);
         if (k->type == T_DURATION) {
             if (config_parse_duration(v, &idx) < 0)
                 return fail(
@@ -609,6 +614,8 @@ char *cfg_format_value(const struct config_key *k, const void *base)
     case T_BOOL:
         return cfg_xstrdup(*(const bool *)p ? "true" : "false");
     case T_INT:
+        if (k->auto_ok && *(const int *)p == CONFIG_AUTO)
+            return cfg_xstrdup("auto");
         snprintf(buf, sizeof(buf), "%d", *(const int *)p);
         return cfg_xstrdup(buf);
     case T_DURATION:

@@ -21,6 +21,7 @@ struct listener_set;
 struct control;
 struct cidr_list;
 struct signing;
+struct tls_offload;
 struct creds;
 struct accounting;
 struct ratelimit;
@@ -78,6 +79,7 @@ struct relay {
     /* secret_env values, taken out of the environment (core/secrets.h) */
     struct env_secrets *env_secrets;
     SSL_CTX *tls;             /* replaced on SIGHUP; sessions keep their own SSL */
+    struct tls_offload *tls_offload; /* handshake threads ([server] threads); NULL: on the loop */
     bool draining;            /* SIGTERM received */
     unsigned sessions;        /* open sessions */
     long long inflight_bytes; /* message buffers of all sessions (intake/msgbuf.h) */

@@ -161,6 +161,8 @@ size_t secrets_check_files(const struct config *cfg, struct config_errors *errs)
     }
     bad += check(errs, cfg->webhook_secret_file, "[webhook] secret_file");
     bad += check(errs, cfg->scram_secret_file, "[auth] scram_secret_file");
+    if (cfg->store_password_file && *cfg->store_password_file)
+        bad += check(errs, cfg->store_password_file, "[store] password_file");
     bad += check(errs, cfg->tls_key, "[tls] key");
     bad += check(errs, cfg->audit_key_file, "[audit] key_file");
     if (cfg->log_privacy)

@@ -2,8 +2,11 @@
  * DNS resolution through TLS and AUTH to any number of transactions. Every
  * step is a state of enum client_state; replies are dispatched on it in
  * handle_reply(). Failures before a message is accepted are reported with a
- * category so the engine can fail over instead of bouncing. */
+ * category so the engine can fail over instead of bouncing. This file has
+ * the connection's life and I/O; set-up (client_setup.c) and the mail
+ * transaction (client_transaction.c) are the other two parts. */
 #include "deliver/client.h"
+#include "deliver/client_int.h"
 #include "core/log.h"
 
 #include <errno.h>
@@ -14,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -26,7 +28,6 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-#include "core/base64.h"
 #include "net/tls_client.h"
 
 /* RFC 5321 4.5.3.2 minimum timeouts, in milliseconds. */
@@ -39,40 +40,6 @@
 #define TIMEOUT_COMMAND_MS (5 * 60 * 1000)
 #define TIMEOUT_CONNECT_MS (30 * 1000)
 #define TIMEOUT_QUIT_MS (10 * 1000)
-
-/* Body pieces at least this long are referenced from the caller's buffer
- * instead of copied; shorter ones are cheaper to copy than a chain. */
-#define BODY_REFERENCE_MIN 2048
-
-/* RFC 5321 4.5.3.1.3: a path is at most 256 octets. Longer addresses are
- * refused locally rather than sent. */
-#define SMTP_PATH_MAX 256
-
-enum client_state {
-    ST_START,           /* deferred start pending */
-    ST_RESOLVING,       /* DNS */
-    ST_CONNECTING,      /* TCP, one address after the other */
-    ST_TLS_IMPLICIT,    /* handshake on connect (port 465) */
-    ST_GREETING,        /* waiting for 220 */
-    ST_EHLO,            /* EHLO sent (in clear for STARTTLS) */
-    ST_HELO,            /* fallback when EHLO is refused */
-    ST_STARTTLS,        /* STARTTLS sent, waiting for 220 */
-    ST_TLS_STARTTLS,    /* handshake after STARTTLS */
-    ST_EHLO_TLS,        /* EHLO again inside TLS (RFC 3207 4.2) */
-    ST_AUTH,            /* waiting for 235 (or an XOAUTH2 334 error) */
-    ST_AUTH_LOGIN,      /* waiting for the 334 user name prompt */
-    ST_AUTH_LOGIN_USER, /* user name sent, waiting for the password prompt */
-    ST_AUTH_XOAUTH2,    /* answered an XOAUTH2 error challenge, waiting */
-    ST_READY,           /* idle, between transactions */
-    ST_LOCAL_REJECT,    /* message refused here, result being delivered */
-    ST_RSET,
-    ST_MAIL,
-    ST_RCPT,
-    ST_DATA,
-    ST_DOT, /* body and "." sent, waiting for the final reply */
-    ST_QUIT,
-    ST_DEAD,
-};
 
 static const char *const state_names[] = {
     [ST_START] = "start",
@@ -100,67 +67,10 @@ static const char *const state_names[] = {
     [ST_DEAD] = "closed",
 };
 
-struct smtp_client {
-    struct event_base *base;
-    struct evdns_base *dns;
-    struct smtp_client_cb cb;
-    void *cb_arg;
-    enum client_state state;
-
-    /* Options, copied. */
-    char *host;
-    char *server_name;
-    char *helo_name;
-    char *ca_file;
-    char *username;
-    char *secret;
-    char *pin_text;
-    int port;
-    enum config_tls_mode tls;
-    enum config_tls_verify verify;
-    enum config_auth_mech auth;
-    struct smtp_client_timeouts to;
-    struct tls_client_ctx *tls_ctx;
-    struct tls_client_pins pins;
-
-    /* Connection. */
-    struct evdns_getaddrinfo_request *dns_req;
-    struct evutil_addrinfo *addrs;
-    struct evutil_addrinfo *addr_next;
-    char peer[INET6_ADDRSTRLEN + 8];
-    char connect_err[160];
-    evutil_socket_t fd; /* ours until a TLS bufferevent takes it over */
-    struct bufferevent *bev;
-    bool tls_active;
-    char tls_info[96];
-    struct event *timer;
-    struct event *deferred;
-    struct smtp_reply reply;
-    struct smtp_ehlo ehlo;
-
-    /* Transaction. */
-    struct smtp_client_msg msg;
-    bool pipelined;
-    bool needs_rset;
-    bool mail_ok;
-    bool discard_dot;
-    bool smtputf8;
-    size_t rcpt_replied;
-    struct smtp_client_rcpt_result *rcpt_res;
-    size_t rcpt_cap;
-    struct smtp_client_result result;
-    unsigned long sent;
-
-    /* Callback nesting: a free requested inside a callback waits for it. */
-    int depth;
-    bool free_pending;
-    bool quitting;
-};
-
 /* Every change of c->state goes through here (logged as
  * smtp_client.state at debug). The state names the reply awaited; what goes
  * out next follows from it and from whether the server pipelines. */
-static void client_enter_state(struct smtp_client *c, enum client_state st)
+void client_enter_state(struct smtp_client *c, enum client_state st)
 {
     if (c->state != st && log_wants(LOG_DEBUG))
         log_event(LOG_DEBUG, "smtp_client.state", "host", "%s", c->host ? c->host : "", "from",
@@ -169,9 +79,6 @@ static void client_enter_state(struct smtp_client *c, enum client_state st)
 }
 
 static void handle_reply(struct smtp_client *c);
-static void on_read(struct bufferevent *bev, void *arg);
-static void on_event(struct bufferevent *bev, short what, void *arg);
-static void connect_next(struct smtp_client *c);
 static void destroy(struct smtp_client *c);
 
 const char *smtp_client_errcat_name(enum smtp_client_errcat cat)
@@ -198,13 +105,13 @@ static unsigned pick(unsigned v, unsigned dflt)
     return v != 0 ? v : dflt;
 }
 
-static void enter(struct smtp_client *c)
+void client_enter(struct smtp_client *c)
 {
     c->depth++;
 }
 
 /* Returns false when c was freed on the way out. */
-static bool leave(struct smtp_client *c)
+bool client_leave(struct smtp_client *c)
 {
     if (--c->depth == 0 && c->free_pending) {
         destroy(c);
@@ -213,23 +120,23 @@ static bool leave(struct smtp_client *c)
     return true;
 }
 
-static bool alive(const struct smtp_client *c)
+bool client_alive(const struct smtp_client *c)
 {
     return c->state != ST_DEAD && !c->free_pending;
 }
 
-static void arm(struct smtp_client *c, unsigned ms)
+void client_arm(struct smtp_client *c, unsigned ms)
 {
     struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
     evtimer_add(c->timer, &tv);
 }
 
-static void disarm(struct smtp_client *c)
+void client_disarm(struct smtp_client *c)
 {
     evtimer_del(c->timer);
 }
 
-static void wipe_secret(struct smtp_client *c)
+void client_wipe_secret(struct smtp_client *c)
 {
     if (c->secret != NULL) {
         OPENSSL_cleanse(c->secret, strlen(c->secret));
@@ -266,7 +173,7 @@ static void teardown(struct smtp_client *c)
         evutil_closesocket(c->fd);
         c->fd = -1;
     }
-    wipe_secret(c);
+    client_wipe_secret(c);
     client_enter_state(c, ST_DEAD);
 }
 
@@ -307,15 +214,10 @@ static bool in_transaction(enum client_state st)
     return st == ST_RSET || st == ST_MAIL || st == ST_RCPT || st == ST_DATA || st == ST_DOT;
 }
 
-/* Ends the connection and reports why. with_reply: attach the reply just
- * received. */
-static void fail(struct smtp_client *c, enum smtp_client_errcat cat, bool with_reply,
-                 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-
-static void fail(struct smtp_client *c, enum smtp_client_errcat cat, bool with_reply,
+void client_fail(struct smtp_client *c, enum smtp_client_errcat cat, bool with_reply,
                  const char *fmt, ...)
 {
-    if (!alive(c))
+    if (!client_alive(c))
         return;
     if (c->quitting) {
         teardown(c);
@@ -346,60 +248,25 @@ static void fail(struct smtp_client *c, enum smtp_client_errcat cat, bool with_r
 #define REPLY_FMT "%d%s%s %s"
 #define REPLY_ARGS(r) (r)->code, (r)->enhanced[0] ? " " : "", (r)->enhanced, (r)->text
 
-static void fail_reply(struct smtp_client *c, enum smtp_client_errcat cat, const char *what)
+void client_fail_reply(struct smtp_client *c, enum smtp_client_errcat cat, const char *what)
 {
     if (c->reply.code == 421)
         cat = SMTP_CLIENT_ERR_PROTOCOL;
-    fail(c, cat, true, "%s: " REPLY_FMT, what, REPLY_ARGS(&c->reply));
+    client_fail(c, cat, true, "%s: " REPLY_FMT, what, REPLY_ARGS(&c->reply));
 }
 
-static struct evbuffer *out(struct smtp_client *c)
+struct evbuffer *client_out(struct smtp_client *c)
 {
     return bufferevent_get_output(c->bev);
 }
 
-static void send_line(struct smtp_client *c, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void send_line(struct smtp_client *c, const char *fmt, ...)
+void client_send_line(struct smtp_client *c, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    evbuffer_add_vprintf(out(c), fmt, ap);
+    evbuffer_add_vprintf(client_out(c), fmt, ap);
     va_end(ap);
-    evbuffer_add(out(c), "\r\n", 2);
-}
-
-static void cleanse_and_free(const void *data, size_t len, void *arg)
-{
-    OPENSSL_cleanse((void *)data, len);
-    free((void *)data);
-}
-
-/* Queues a line holding credentials; the copy in the buffer is wiped once
- * written. Takes ownership of line (allocated, len bytes incl. CRLF). */
-static int send_secret_line(struct smtp_client *c, char *line, size_t len)
-{
-    if (evbuffer_add_reference(out(c), line, len, cleanse_and_free, NULL) < 0) {
-        cleanse_and_free(line, len, NULL);
-        return -1;
-    }
-    return 0;
-}
-
-/* "prefix" + base64(raw) + CRLF, as a secret line. */
-static int send_b64_secret(struct smtp_client *c, const char *prefix, const char *raw,
-                           size_t raw_len)
-{
-    size_t plen = strlen(prefix);
-    size_t cap = plen + BASE64_ENCODED_SIZE(raw_len) + 2;
-    char *line = malloc(cap);
-    if (line == NULL)
-        return -1;
-    memcpy(line, prefix, plen);
-    size_t n = base64_encode(raw, raw_len, line + plen);
-    memcpy(line + plen + n, "\r\n", 2);
-    return send_secret_line(c, line, plen + n + 2);
+    evbuffer_add(client_out(c), "\r\n", 2);
 }
 
 /* ---- connection ---------------------------------------------------- */
@@ -407,222 +274,22 @@ static int send_b64_secret(struct smtp_client *c, const char *prefix, const char
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct smtp_client *c = arg;
-    enter(c);
+    client_enter(c);
     if (c->state == ST_QUIT) {
         smtp_client_free(c);
     } else {
-        fail(c, SMTP_CLIENT_ERR_TIMEOUT, false, "timeout in %s (%s:%d)", state_names[c->state],
-             c->host, c->port);
+        client_fail(c, SMTP_CLIENT_ERR_TIMEOUT, false, "timeout in %s (%s:%d)",
+                    state_names[c->state], c->host, c->port);
     }
-    leave(c);
+    client_leave(c);
 }
 
-static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
-{
-    /* On cancellation the client may be gone: touch nothing. */
-    if (result == EVUTIL_EAI_CANCEL) {
-        if (res != NULL)
-            evutil_freeaddrinfo(res);
-        return;
-    }
-    struct smtp_client *c = arg;
-    c->dns_req = NULL;
-    enter(c);
-    if (result != 0 || res == NULL) {
-        if (res != NULL)
-            evutil_freeaddrinfo(res);
-        fail(c, SMTP_CLIENT_ERR_CONNECT, false, "cannot resolve %s: %s", c->host,
-             evutil_gai_strerror(result));
-    } else {
-        c->addrs = res;
-        c->addr_next = res;
-        snprintf(c->connect_err, sizeof(c->connect_err), "no usable address");
-        connect_next(c);
-    }
-    leave(c);
-}
-
-static void start(struct smtp_client *c)
-{
-    struct evutil_addrinfo hints;
-    char port[8];
-
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_protocol = IPPROTO_TCP;
-    snprintf(port, sizeof(port), "%d", c->port);
-    client_enter_state(c, ST_RESOLVING);
-    arm(c, c->to.connect_ms);
-    if (c->dns != NULL) {
-        /* May answer before returning (IP literals, hosts file). */
-        struct evdns_getaddrinfo_request *req =
-            evdns_getaddrinfo(c->dns, c->host, port, &hints, on_resolved, c);
-        if (req != NULL && c->state == ST_RESOLVING)
-            c->dns_req = req;
-    } else {
-        struct evutil_addrinfo *res = NULL;
-        int rc = evutil_getaddrinfo(c->host, port, &hints, &res);
-        on_resolved(rc, res, c);
-    }
-}
-
-static void free_connection(struct smtp_client *c)
-{
-    if (c->bev != NULL) {
-        bufferevent_disable(c->bev, EV_READ | EV_WRITE);
-        bufferevent_free(c->bev);
-        c->bev = NULL;
-    }
-    if (c->fd >= 0) {
-        evutil_closesocket(c->fd);
-        c->fd = -1;
-    }
-}
-
-static void set_write_timeout(struct smtp_client *c)
-{
-    /* RFC 5321 4.5.3.2.5: the data block timeout, applied to every write. */
-    unsigned ms = c->to.data_block_ms;
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-    bufferevent_set_timeouts(c->bev, NULL, &tv);
-}
-
-static void connect_next(struct smtp_client *c)
-{
-    while (c->addr_next != NULL) {
-        struct evutil_addrinfo *ai = c->addr_next;
-        c->addr_next = ai->ai_next;
-
-        char ip[INET6_ADDRSTRLEN] = "?";
-        const void *a = ai->ai_family == AF_INET6
-                            ? (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr
-                            : (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr;
-        evutil_inet_ntop(ai->ai_family, a, ip, sizeof(ip));
-        snprintf(c->peer, sizeof(c->peer), "%s", ip);
-
-        c->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
-        if (c->fd < 0) {
-            snprintf(c->connect_err, sizeof(c->connect_err), "%s: %s", ip, strerror(errno));
-            continue;
-        }
-        /* Commands are small and latency-bound; the final "." goes out with
-         * the body tail in one write anyway. */
-        int one = 1;
-        setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        c->bev = bufferevent_socket_new(c->base, c->fd, BEV_OPT_DEFER_CALLBACKS);
-        if (c->bev == NULL) {
-            snprintf(c->connect_err, sizeof(c->connect_err), "%s: out of memory", ip);
-            free_connection(c);
-            continue;
-        }
-        bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
-        if (bufferevent_socket_connect(c->bev, ai->ai_addr, (int)ai->ai_addrlen) < 0) {
-            snprintf(c->connect_err, sizeof(c->connect_err), "%s: %s", ip, strerror(errno));
-            free_connection(c);
-            continue;
-        }
-        client_enter_state(c, ST_CONNECTING);
-        return;
-    }
-    fail(c, SMTP_CLIENT_ERR_CONNECT, false, "cannot connect to %s port %d: %s", c->host, c->port,
-         c->connect_err);
-}
-
-static void start_tls(struct smtp_client *c, enum client_state next)
-{
-    char err[256];
-
-    if (c->tls_ctx == NULL) {
-        c->tls_ctx = tls_client_ctx_new(c->ca_file, err, sizeof(err));
-        if (c->tls_ctx == NULL) {
-            fail(c, SMTP_CLIENT_ERR_TLS, false, "%s", err);
-            return;
-        }
-    }
-    if (c->pin_text != NULL && tls_client_pins_parse(c->pin_text, &c->pins) < 0) {
-        fail(c, SMTP_CLIENT_ERR_TLS, false, "malformed certificate pin (want hex SHA-256)");
-        return;
-    }
-    SSL *ssl = tls_client_ssl_new(c->tls_ctx, c->server_name, c->verify == CONFIG_VERIFY_PEER, err,
-                                  sizeof(err));
-    if (ssl == NULL) {
-        fail(c, SMTP_CLIENT_ERR_TLS, false, "%s", err);
-        return;
-    }
-    /* A pin is judged on the certificates of a full handshake; a resumed
-     * session does not carry the verified chain a CA pin needs. */
-    if (c->pins.n > 0)
-        SSL_set_session(ssl, NULL);
-    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
-    bufferevent_free(c->bev);
-    c->bev = bufferevent_openssl_socket_new(c->base, c->fd, ssl, BUFFEREVENT_SSL_CONNECTING,
-                                            BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-    if (c->bev == NULL) {
-        SSL_free(ssl);
-        fail(c, SMTP_CLIENT_ERR_TLS, false, "cannot start TLS: out of memory");
-        return;
-    }
-    c->fd = -1; /* the TLS bufferevent closes it */
-    /* Servers often close after QUIT without close_notify. */
-    bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
-    bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
-    set_write_timeout(c);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-    client_enter_state(c, next);
-    arm(c, c->to.connect_ms);
-}
-
-static void send_ehlo(struct smtp_client *c, enum client_state next)
-{
-    memset(&c->ehlo, 0, sizeof(c->ehlo));
-    send_line(c, "EHLO %s", c->helo_name);
-    client_enter_state(c, next);
-    arm(c, c->to.command_ms);
-}
-
-static void tls_established(struct smtp_client *c)
-{
-    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
-    char reason[256];
-    bool verify = c->verify == CONFIG_VERIFY_PEER;
-
-    if (verify && SSL_get_verify_result(ssl) != X509_V_OK) {
-        tls_client_describe_failure(ssl, 0, reason, sizeof(reason));
-        fail(c, SMTP_CLIENT_ERR_TLS, false, "%s", reason);
-        return;
-    }
-    if (c->pins.n > 0 && tls_client_check_pins(ssl, verify, &c->pins, reason, sizeof(reason)) < 0) {
-        fail(c, SMTP_CLIENT_ERR_TLS, false, "%s", reason);
-        return;
-    }
-    c->tls_active = true;
-    tls_client_describe(ssl, c->tls_info, sizeof(c->tls_info));
-    if (c->state == ST_TLS_IMPLICIT) {
-        client_enter_state(c, ST_GREETING);
-        arm(c, c->to.initial_ms);
-    } else {
-        send_ehlo(c, ST_EHLO_TLS);
-    }
-}
-
-static void tls_failed(struct smtp_client *c)
-{
-    unsigned long e, first = 0;
-    char reason[256];
-    while ((e = bufferevent_get_openssl_error(c->bev)) != 0)
-        if (first == 0)
-            first = e;
-    tls_client_describe_failure(bufferevent_openssl_get_ssl(c->bev), first, reason, sizeof(reason));
-    fail(c, SMTP_CLIENT_ERR_TLS, false, "%s (%s port %d)", reason, c->host, c->port);
-}
-
-static void on_event(struct bufferevent *bev, short what, void *arg)
+void client_on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct smtp_client *c = arg;
     int err = EVUTIL_SOCKET_ERROR();
 
-    enter(c);
+    client_enter(c);
     if (c->state == ST_QUIT && (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))) {
         if (what & BEV_EVENT_EOF)
             quit_done(c);
@@ -633,65 +300,65 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
             evutil_freeaddrinfo(c->addrs);
             c->addrs = NULL;
             c->addr_next = NULL;
-            set_write_timeout(c);
+            client_set_write_timeout(c);
             if (c->tls == CONFIG_TLS_IMPLICIT) {
-                start_tls(c, ST_TLS_IMPLICIT);
+                client_start_tls(c, ST_TLS_IMPLICIT);
             } else {
                 bufferevent_enable(c->bev, EV_READ);
                 client_enter_state(c, ST_GREETING);
-                arm(c, c->to.initial_ms);
+                client_arm(c, c->to.initial_ms);
             }
         } else if (c->state == ST_TLS_IMPLICIT || c->state == ST_TLS_STARTTLS) {
-            tls_established(c);
+            client_tls_established(c);
         }
     } else if (c->state == ST_CONNECTING) {
         snprintf(c->connect_err, sizeof(c->connect_err), "%s: %s", c->peer,
                  (what & BEV_EVENT_ERROR) && err != 0 ? strerror(err) : "connection failed");
-        free_connection(c);
-        connect_next(c);
+        client_free_connection(c);
+        client_connect_next(c);
     } else if (c->state == ST_TLS_IMPLICIT || c->state == ST_TLS_STARTTLS) {
-        tls_failed(c);
+        client_tls_failed(c);
     } else if (what & BEV_EVENT_TIMEOUT) {
-        fail(c, SMTP_CLIENT_ERR_TIMEOUT, false,
-             "timeout writing to %s port %d in %s (no progress for %u ms)", c->host, c->port,
-             state_names[c->state], c->to.data_block_ms);
+        client_fail(c, SMTP_CLIENT_ERR_TIMEOUT, false,
+                    "timeout writing to %s port %d in %s (no progress for %u ms)", c->host, c->port,
+                    state_names[c->state], c->to.data_block_ms);
     } else if (what & BEV_EVENT_EOF) {
-        fail(c, SMTP_CLIENT_ERR_CLOSED, false, "connection closed by %s port %d in %s", c->host,
-             c->port, state_names[c->state]);
+        client_fail(c, SMTP_CLIENT_ERR_CLOSED, false, "connection closed by %s port %d in %s",
+                    c->host, c->port, state_names[c->state]);
     } else if (what & BEV_EVENT_ERROR) {
         unsigned long e = c->tls_active ? bufferevent_get_openssl_error(bev) : 0;
-        fail(c, SMTP_CLIENT_ERR_CLOSED, false, "connection to %s port %d lost in %s: %s", c->host,
-             c->port, state_names[c->state],
-             e != 0 ? ERR_reason_error_string(e) : (err != 0 ? strerror(err) : "error"));
+        client_fail(c, SMTP_CLIENT_ERR_CLOSED, false, "connection to %s port %d lost in %s: %s",
+                    c->host, c->port, state_names[c->state],
+                    e != 0 ? ERR_reason_error_string(e) : (err != 0 ? strerror(err) : "error"));
     }
-    leave(c);
+    client_leave(c);
 }
 
-static void on_read(struct bufferevent *bev, void *arg)
+void client_on_read(struct bufferevent *bev, void *arg)
 {
     struct smtp_client *c = arg;
 
-    enter(c);
-    while (alive(c) && c->bev == bev) {
+    client_enter(c);
+    while (client_alive(c) && c->bev == bev) {
         struct evbuffer *in = bufferevent_get_input(bev);
         size_t eol_len = 0;
         struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
         if (p.pos < 0) {
             if (evbuffer_get_length(in) > SMTP_REPLY_LINE_TOLERANCE)
-                fail(c, SMTP_CLIENT_ERR_PROTOCOL, false, "reply line too long in %s",
-                     state_names[c->state]);
+                client_fail(c, SMTP_CLIENT_ERR_PROTOCOL, false, "reply line too long in %s",
+                            state_names[c->state]);
             break;
         }
         size_t raw_len = (size_t)p.pos + eol_len;
         size_t len = (size_t)p.pos;
         if (len > SMTP_REPLY_LINE_TOLERANCE) {
-            fail(c, SMTP_CLIENT_ERR_PROTOCOL, false, "reply line too long in %s",
-                 state_names[c->state]);
+            client_fail(c, SMTP_CLIENT_ERR_PROTOCOL, false, "reply line too long in %s",
+                        state_names[c->state]);
             break;
         }
         const char *line = (const char *)evbuffer_pullup(in, (ev_ssize_t)raw_len);
         if (line == NULL) {
-            fail(c, SMTP_CLIENT_ERR_PROTOCOL, false, "out of memory reading reply");
+            client_fail(c, SMTP_CLIENT_ERR_PROTOCOL, false, "out of memory reading reply");
             break;
         }
         if (len > 0 && line[len - 1] == '\r')
@@ -705,8 +372,8 @@ static void on_read(struct bufferevent *bev, void *arg)
         }
         evbuffer_drain(in, raw_len);
         if (rc < 0) {
-            fail(c, SMTP_CLIENT_ERR_PROTOCOL, false, "unparseable reply from %s in %s", c->host,
-                 state_names[c->state]);
+            client_fail(c, SMTP_CLIENT_ERR_PROTOCOL, false, "unparseable reply from %s in %s",
+                        c->host, state_names[c->state]);
             break;
         }
         if (rc == 1) {
@@ -714,414 +381,7 @@ static void on_read(struct bufferevent *bev, void *arg)
             smtp_reply_reset(&c->reply);
         }
     }
-    leave(c);
-}
-
-/* ---- session setup -------------------------------------------------- */
-
-static void become_ready(struct smtp_client *c)
-{
-    wipe_secret(c);
-    disarm(c);
-    client_enter_state(c, ST_READY);
-    if (c->cb.on_ready != NULL)
-        c->cb.on_ready(c, c->cb_arg);
-}
-
-static const char *mech_name(enum config_auth_mech m)
-{
-    switch (m) {
-    case CONFIG_AUTH_PLAIN:
-        return "PLAIN";
-    case CONFIG_AUTH_LOGIN:
-        return "LOGIN";
-    case CONFIG_AUTH_XOAUTH2:
-        return "XOAUTH2";
-    case CONFIG_AUTH_NONE:
-        break;
-    }
-    return "NONE";
-}
-
-static void start_auth(struct smtp_client *c)
-{
-    static const unsigned bits[] = {
-        [CONFIG_AUTH_PLAIN] = SMTP_AUTH_BIT_PLAIN,
-        [CONFIG_AUTH_LOGIN] = SMTP_AUTH_BIT_LOGIN,
-        [CONFIG_AUTH_XOAUTH2] = SMTP_AUTH_BIT_XOAUTH2,
-    };
-    const char *user = c->username != NULL ? c->username : "";
-    const char *secret = c->secret != NULL ? c->secret : "";
-    size_t ulen = strlen(user), slen = strlen(secret);
-    int rc = 0;
-
-    if (!(c->ehlo.auth & bits[c->auth])) {
-        fail(c, SMTP_CLIENT_ERR_AUTH, false, "%s port %d does not offer AUTH %s%s", c->host,
-             c->port, mech_name(c->auth), c->ehlo.auth == 0 ? " (no AUTH at all)" : "");
-        return;
-    }
-    if (c->auth == CONFIG_AUTH_PLAIN) {
-        /* RFC 4616: [authzid] NUL authcid NUL passwd, as initial response. */
-        size_t n = 1 + ulen + 1 + slen;
-        char *raw = malloc(n);
-        if (raw == NULL)
-            goto nomem;
-        raw[0] = '\0';
-        memcpy(raw + 1, user, ulen);
-        raw[1 + ulen] = '\0';
-        memcpy(raw + 2 + ulen, secret, slen);
-        rc = send_b64_secret(c, "AUTH PLAIN ", raw, n);
-        OPENSSL_cleanse(raw, n);
-        free(raw);
-        client_enter_state(c, ST_AUTH);
-    } else if (c->auth == CONFIG_AUTH_XOAUTH2) {
-        /* "user=" user ^A "auth=Bearer " token ^A ^A */
-        size_t n = 5 + ulen + 1 + 12 + slen + 2;
-        char *raw = malloc(n + 1);
-        if (raw == NULL)
-            goto nomem;
-        snprintf(raw, n + 1, "user=%s\001auth=Bearer %s\001\001", user, secret);
-        rc = send_b64_secret(c, "AUTH XOAUTH2 ", raw, n);
-        OPENSSL_cleanse(raw, n);
-        free(raw);
-        client_enter_state(c, ST_AUTH);
-    } else {
-        send_line(c, "AUTH LOGIN");
-        client_enter_state(c, ST_AUTH_LOGIN);
-    }
-    if (rc < 0)
-        goto nomem;
-    arm(c, c->to.command_ms);
-    return;
-nomem:
-    fail(c, SMTP_CLIENT_ERR_AUTH, false, "out of memory preparing AUTH");
-}
-
-/* After each EHLO: decide between STARTTLS, AUTH and ready. */
-static void after_ehlo(struct smtp_client *c)
-{
-    if (c->tls == CONFIG_TLS_STARTTLS && !c->tls_active) {
-        if (!c->ehlo.starttls) {
-            /* Fail closed: nothing but EHLO went out in clear. */
-            fail(c, SMTP_CLIENT_ERR_TLS, false, "%s port %d does not offer STARTTLS", c->host,
-                 c->port);
-            return;
-        }
-        send_line(c, "STARTTLS");
-        client_enter_state(c, ST_STARTTLS);
-        arm(c, c->to.command_ms);
-        return;
-    }
-    if (c->auth != CONFIG_AUTH_NONE) {
-        start_auth(c);
-        return;
-    }
-    become_ready(c);
-}
-
-static void handle_setup_reply(struct smtp_client *c)
-{
-    struct smtp_reply *r = &c->reply;
-    const char *secret = c->secret != NULL ? c->secret : "";
-
-    switch (c->state) {
-    case ST_GREETING:
-        if (r->code != 220) {
-            fail_reply(c, SMTP_CLIENT_ERR_PROTOCOL, "greeting");
-            return;
-        }
-        send_ehlo(c, ST_EHLO);
-        return;
-    case ST_EHLO:
-    case ST_EHLO_TLS:
-        if (r->code == 250) {
-            after_ehlo(c);
-        } else if (c->state == ST_EHLO && r->code >= 500 && c->tls == CONFIG_TLS_NONE &&
-                   c->auth == CONFIG_AUTH_NONE) {
-            /* RFC 5321 3.2: an old server; no extensions then. */
-            memset(&c->ehlo, 0, sizeof(c->ehlo));
-            send_line(c, "HELO %s", c->helo_name);
-            client_enter_state(c, ST_HELO);
-            arm(c, c->to.command_ms);
-        } else {
-            fail_reply(c, SMTP_CLIENT_ERR_PROTOCOL, "EHLO rejected");
-        }
-        return;
-    case ST_HELO:
-        if (r->code != 250) {
-            fail_reply(c, SMTP_CLIENT_ERR_PROTOCOL, "HELO rejected");
-            return;
-        }
-        become_ready(c);
-        return;
-    case ST_STARTTLS:
-        if (r->code != 220) {
-            fail_reply(c, SMTP_CLIENT_ERR_TLS, "STARTTLS rejected");
-            return;
-        }
-        /* RFC 3207 section 5 / CVE-2011-0411: bytes after the 220 would be
-         * read as if they came through TLS. */
-        if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
-            fail(c, SMTP_CLIENT_ERR_TLS, false, "data injected after STARTTLS reply");
-            return;
-        }
-        start_tls(c, ST_TLS_STARTTLS);
-        return;
-    case ST_AUTH:
-        if (r->code == 235) {
-            become_ready(c);
-        } else if (r->code == 334 && c->auth == CONFIG_AUTH_XOAUTH2) {
-            /* The challenge carries a JSON error; an empty line ends the
-             * exchange and brings the final (5xx) reply. */
-            send_line(c, "%s", "");
-            client_enter_state(c, ST_AUTH_XOAUTH2);
-            arm(c, c->to.command_ms);
-        } else {
-            fail_reply(c, SMTP_CLIENT_ERR_AUTH, "AUTH failed");
-        }
-        return;
-    case ST_AUTH_LOGIN:
-        if (r->code != 334) {
-            fail_reply(c, SMTP_CLIENT_ERR_AUTH, "AUTH LOGIN failed");
-            return;
-        }
-        if (send_b64_secret(c, "", c->username != NULL ? c->username : "",
-                            c->username != NULL ? strlen(c->username) : 0) < 0) {
-            fail(c, SMTP_CLIENT_ERR_AUTH, false, "out of memory preparing AUTH");
-            return;
-        }
-        client_enter_state(c, ST_AUTH_LOGIN_USER);
-        arm(c, c->to.command_ms);
-        return;
-    case ST_AUTH_LOGIN_USER:
-        if (r->code != 334) {
-            fail_reply(c, SMTP_CLIENT_ERR_AUTH, "AUTH LOGIN failed");
-            return;
-        }
-        if (send_b64_secret(c, "", secret, strlen(secret)) < 0) {
-            fail(c, SMTP_CLIENT_ERR_AUTH, false, "out of memory preparing AUTH");
-            return;
-        }
-        client_enter_state(c, ST_AUTH);
-        arm(c, c->to.command_ms);
-        return;
-    case ST_AUTH_XOAUTH2:
-        fail_reply(c, SMTP_CLIENT_ERR_AUTH, "AUTH failed");
-        return;
-    default:
-        return;
-    }
-}
-
-/* ---- transactions --------------------------------------------------- */
-
-static void set_status(struct smtp_client_status *s, const struct smtp_reply *r)
-{
-    s->code = r->code;
-    memcpy(s->enhanced, r->enhanced, sizeof(s->enhanced));
-    memcpy(s->text, r->text, sizeof(s->text));
-    s->from_server = true;
-}
-
-static void set_local_status(struct smtp_client_status *s, int code, const char *enhanced,
-                             const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-
-static void set_local_status(struct smtp_client_status *s, int code, const char *enhanced,
-                             const char *fmt, ...)
-{
-    s->code = code;
-    snprintf(s->enhanced, sizeof(s->enhanced), "%s", enhanced);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(s->text, sizeof(s->text), fmt, ap);
-    va_end(ap);
-    s->from_server = false;
-}
-
-/* Ends the transaction and reports it; the connection is idle again.
- * still_open: the server may still hold the transaction (MAIL accepted, no
- * final reply to "."), so the next one starts with RSET. */
-static void finish_message(struct smtp_client *c, enum smtp_client_stage stage, bool still_open)
-{
-    struct smtp_client_result *res = &c->result;
-    res->stage = stage;
-    res->rcpts = c->rcpt_res;
-    res->n_rcpts = c->msg.n_rcpts;
-    for (size_t i = 0; i < c->msg.n_rcpts; i++) {
-        struct smtp_client_rcpt_result *rr = &c->rcpt_res[i];
-        if (stage == SMTP_CLIENT_STAGE_LOCAL || stage == SMTP_CLIENT_STAGE_MAIL) {
-            rr->status = res->status;
-            rr->rcpt_accepted = false;
-        } else if (rr->rcpt_accepted) {
-            rr->status = res->status;
-        }
-    }
-    if (stage != SMTP_CLIENT_STAGE_LOCAL)
-        c->needs_rset = still_open;
-    if (stage == SMTP_CLIENT_STAGE_DOT && res->status.code >= 200 && res->status.code <= 299)
-        c->sent++;
-    disarm(c);
-    client_enter_state(c, ST_READY);
-    if (c->cb.on_sent != NULL)
-        c->cb.on_sent(c, res, c->cb_arg);
-}
-
-static void add_body_piece(struct evbuffer *ob, const char *p, size_t n)
-{
-    if (n >= BODY_REFERENCE_MIN)
-        evbuffer_add_reference(ob, p, n, NULL, NULL);
-    else if (n > 0)
-        evbuffer_add(ob, p, n);
-}
-
-/* Queues the message dot-stuffed (RFC 5321 4.5.2) followed by the final
- * ".": one write for the body tail and the terminator. Lines are stuffed
- * after any LF, so a bare LF cannot turn a "." line into an end of data. */
-static void write_body(struct smtp_client *c)
-{
-    struct evbuffer *ob = out(c);
-    const char *p = c->msg.data;
-    size_t len = c->msg.len;
-    const char *end = p + len;
-    const char *seg = p;
-
-    if (len > 0 && p[0] == '.')
-        evbuffer_add(ob, ".", 1);
-    while (seg < end) {
-        const char *hit = memmem(seg, (size_t)(end - seg), "\n.", 2);
-        if (hit == NULL)
-            break;
-        add_body_piece(ob, seg, (size_t)(hit + 1 - seg));
-        evbuffer_add(ob, ".", 1);
-        seg = hit + 1;
-    }
-    add_body_piece(ob, seg, (size_t)(end - seg));
-    if (len == 0 || (len >= 2 && end[-2] == '\r' && end[-1] == '\n'))
-        evbuffer_add(ob, ".\r\n", 3);
-    else if (end[-1] == '\r')
-        evbuffer_add(ob, "\n.\r\n", 4);
-    else
-        evbuffer_add(ob, "\r\n.\r\n", 5);
-}
-
-static void send_mail(struct smtp_client *c)
-{
-    size_t size = c->msg.size != 0 ? c->msg.size : c->msg.len;
-    bool eight = (c->msg.flags & SMTP_CLIENT_MSG_8BIT) && c->ehlo.eightbitmime;
-    char size_param[32] = "";
-    if (c->ehlo.size)
-        snprintf(size_param, sizeof(size_param), " SIZE=%zu", size);
-    send_line(c, "MAIL FROM:<%s>%s%s%s", c->msg.sender, size_param, eight ? " BODY=8BITMIME" : "",
-              c->smtputf8 ? " SMTPUTF8" : "");
-}
-
-static void send_rcpt(struct smtp_client *c, size_t i)
-{
-    send_line(c, "RCPT TO:<%s>", c->msg.rcpts[i]);
-}
-
-static void handle_transaction_reply(struct smtp_client *c)
-{
-    struct smtp_reply *r = &c->reply;
-    bool ok = r->code >= 200 && r->code <= 299;
-
-    /* RFC 5321 3.8: 421 means the server is closing the channel. */
-    if (r->code == 421) {
-        fail_reply(c, SMTP_CLIENT_ERR_PROTOCOL, "service not available");
-        return;
-    }
-    switch (c->state) {
-    case ST_RSET:
-        if (!ok) {
-            fail_reply(c, SMTP_CLIENT_ERR_PROTOCOL, "RSET rejected");
-            return;
-        }
-        c->needs_rset = false;
-        if (!c->pipelined)
-            send_mail(c);
-        client_enter_state(c, ST_MAIL);
-        arm(c, c->to.mail_ms);
-        return;
-    case ST_MAIL:
-        c->mail_ok = ok;
-        if (!ok)
-            set_status(&c->result.status, r);
-        if (!c->pipelined) {
-            if (!ok) {
-                finish_message(c, SMTP_CLIENT_STAGE_MAIL, false);
-                return;
-            }
-            send_rcpt(c, 0);
-        }
-        client_enter_state(c, ST_RCPT);
-        arm(c, c->to.rcpt_ms);
-        return;
-    case ST_RCPT: {
-        struct smtp_client_rcpt_result *rr = &c->rcpt_res[c->rcpt_replied++];
-        set_status(&rr->status, r);
-        rr->rcpt_accepted = ok && c->mail_ok;
-        if (rr->rcpt_accepted)
-            c->result.n_accepted++;
-        if (c->rcpt_replied < c->msg.n_rcpts) {
-            if (!c->pipelined)
-                send_rcpt(c, c->rcpt_replied);
-            arm(c, c->to.rcpt_ms);
-            return;
-        }
-        if (c->mail_ok && c->result.n_accepted == 0) {
-            /* The last rejection stands for the message. */
-            set_local_status(&c->result.status, r->code, r->enhanced,
-                             "all recipients were rejected (last: %s)", r->text);
-            c->result.status.from_server = true;
-        }
-        if (!c->pipelined) {
-            if (c->result.n_accepted == 0) {
-                /* RSET goes out lazily with the next message, or never when
-                 * QUIT comes first. */
-                finish_message(c, SMTP_CLIENT_STAGE_RCPT, true);
-                return;
-            }
-            send_line(c, "DATA");
-        }
-        client_enter_state(c, ST_DATA);
-        arm(c, c->to.data_init_ms);
-        return;
-    }
-    case ST_DATA:
-        if (r->code == 354) {
-            /* RFC 2920 3.1: a server may accept DATA although every RCPT
-             * failed; an empty body then ends the transaction. */
-            if (c->mail_ok && c->result.n_accepted > 0) {
-                write_body(c);
-                c->discard_dot = false;
-            } else {
-                evbuffer_add(out(c), ".\r\n", 3);
-                c->discard_dot = true;
-            }
-            client_enter_state(c, ST_DOT);
-            arm(c, c->to.data_final_ms);
-            return;
-        }
-        if (!c->mail_ok) {
-            finish_message(c, SMTP_CLIENT_STAGE_MAIL, false);
-        } else if (c->result.n_accepted == 0) {
-            finish_message(c, SMTP_CLIENT_STAGE_RCPT, true);
-        } else {
-            set_status(&c->result.status, r);
-            finish_message(c, SMTP_CLIENT_STAGE_DATA, true);
-        }
-        return;
-    case ST_DOT:
-        if (c->discard_dot) {
-            finish_message(c, c->mail_ok ? SMTP_CLIENT_STAGE_RCPT : SMTP_CLIENT_STAGE_MAIL, false);
-            return;
-        }
-        set_status(&c->result.status, r);
-        finish_message(c, SMTP_CLIENT_STAGE_DOT, false);
-        return;
-    default:
-        return;
-    }
+    client_leave(c);
 }
 
 static void handle_reply(struct smtp_client *c)
@@ -1136,14 +396,14 @@ static void handle_reply(struct smtp_client *c)
     case ST_AUTH_LOGIN:
     case ST_AUTH_LOGIN_USER:
     case ST_AUTH_XOAUTH2:
-        handle_setup_reply(c);
+        client_setup_reply(c);
         return;
     case ST_RSET:
     case ST_MAIL:
     case ST_RCPT:
     case ST_DATA:
     case ST_DOT:
-        handle_transaction_reply(c);
+        client_transaction_reply(c);
         return;
     case ST_QUIT:
         quit_done(c);
@@ -1152,13 +412,13 @@ static void handle_reply(struct smtp_client *c)
     case ST_LOCAL_REJECT:
         /* Servers announce an idle timeout with 421 before closing. */
         if (c->reply.code == 421)
-            fail(c, SMTP_CLIENT_ERR_CLOSED, true, "closed while idle: " REPLY_FMT,
-                 REPLY_ARGS(&c->reply));
+            client_fail(c, SMTP_CLIENT_ERR_CLOSED, true, "closed while idle: " REPLY_FMT,
+                        REPLY_ARGS(&c->reply));
         else
-            fail_reply(c, SMTP_CLIENT_ERR_PROTOCOL, "unexpected reply while idle");
+            client_fail_reply(c, SMTP_CLIENT_ERR_PROTOCOL, "unexpected reply while idle");
         return;
     default:
-        fail_reply(c, SMTP_CLIENT_ERR_PROTOCOL, "unexpected reply");
+        client_fail_reply(c, SMTP_CLIENT_ERR_PROTOCOL, "unexpected reply");
         return;
     }
 }
@@ -1166,12 +426,12 @@ static void handle_reply(struct smtp_client *c)
 static void on_deferred(evutil_socket_t fd, short what, void *arg)
 {
     struct smtp_client *c = arg;
-    enter(c);
+    client_enter(c);
     if (c->state == ST_START)
-        start(c);
+        client_start(c);
     else if (c->state == ST_LOCAL_REJECT)
-        finish_message(c, SMTP_CLIENT_STAGE_LOCAL, false);
-    leave(c);
+        client_finish_message(c, SMTP_CLIENT_STAGE_LOCAL, false);
+    client_leave(c);
 }
 
 /* ---- public interface ----------------------------------------------- */
@@ -1240,94 +500,6 @@ struct smtp_client *smtp_client_new(struct event_base *base, struct evdns_base *
     return c;
 }
 
-/* An address goes between angle brackets on one command line. */
-static int check_address(const char *a, bool *non_ascii)
-{
-    size_t n = 0;
-    for (const unsigned char *p = (const unsigned char *)a; *p != '\0'; p++, n++) {
-        if (*p < 0x20 || *p == 0x7f || *p == '<' || *p == '>')
-            return -1;
-        if (*p >= 0x80)
-            *non_ascii = true;
-    }
-    return n <= SMTP_PATH_MAX ? 0 : -1;
-}
-
-int smtp_client_send(struct smtp_client *c, const struct smtp_client_msg *msg)
-{
-    if (!alive(c) || c->quitting)
-        return -ENOTCONN;
-    if (c->state != ST_READY)
-        return -EBUSY;
-    if (msg == NULL || msg->n_rcpts == 0 || msg->rcpts == NULL ||
-        (msg->data == NULL && msg->len > 0))
-        return -EINVAL;
-    bool non_ascii = false;
-    if (check_address(msg->sender != NULL ? msg->sender : "", &non_ascii) < 0)
-        return -EINVAL;
-    for (size_t i = 0; i < msg->n_rcpts; i++)
-        if (msg->rcpts[i] == NULL || msg->rcpts[i][0] == '\0' ||
-            check_address(msg->rcpts[i], &non_ascii) < 0)
-            return -EINVAL;
-    if (msg->n_rcpts > c->rcpt_cap) {
-        size_t cap = c->rcpt_cap ? c->rcpt_cap : 8;
-        while (cap < msg->n_rcpts)
-            cap *= 2;
-        struct smtp_client_rcpt_result *v = realloc(c->rcpt_res, cap * sizeof(*v));
-        if (v == NULL)
-            return -ENOMEM;
-        c->rcpt_res = v;
-        c->rcpt_cap = cap;
-    }
-    memset(c->rcpt_res, 0, msg->n_rcpts * sizeof(*c->rcpt_res));
-    memset(&c->result, 0, sizeof(c->result));
-    c->msg = *msg;
-    if (c->msg.sender == NULL)
-        c->msg.sender = "";
-    c->rcpt_replied = 0;
-    c->mail_ok = false;
-    c->discard_dot = false;
-    c->smtputf8 = (msg->flags & SMTP_CLIENT_MSG_SMTPUTF8) || non_ascii;
-    size_t size = msg->size != 0 ? msg->size : msg->len;
-
-    /* Refusals decided here are permanent for this upstream: no silent
-     * downgrade of addresses or 8-bit content (RFC 6531 3.4, RFC 6152). */
-    struct smtp_client_status *st = &c->result.status;
-    bool refused = true;
-    if (c->smtputf8 && !c->ehlo.smtputf8)
-        set_local_status(st, 553, "5.6.7",
-                         "upstream %s lacks SMTPUTF8, required by internationalized addresses",
-                         c->host);
-    else if ((msg->flags & SMTP_CLIENT_MSG_8BIT) && !c->ehlo.eightbitmime)
-        set_local_status(st, 554, "5.6.3", "upstream %s lacks 8BITMIME, message has 8-bit data",
-                         c->host);
-    else if (c->ehlo.size && c->ehlo.size_max > 0 && size > c->ehlo.size_max)
-        set_local_status(st, 552, "5.3.4", "message size %zu exceeds upstream %s limit %llu", size,
-                         c->host, c->ehlo.size_max);
-    else
-        refused = false;
-    if (refused) {
-        client_enter_state(c, ST_LOCAL_REJECT);
-        event_active(c->deferred, EV_TIMEOUT, 1);
-        return 0;
-    }
-
-    /* RFC 2920: RSET, MAIL, every RCPT and DATA in one write. */
-    c->pipelined = c->ehlo.pipelining;
-    if (c->needs_rset)
-        send_line(c, "RSET");
-    if (!c->needs_rset || c->pipelined)
-        send_mail(c);
-    if (c->pipelined) {
-        for (size_t i = 0; i < msg->n_rcpts; i++)
-            send_rcpt(c, i);
-        send_line(c, "DATA");
-    }
-    client_enter_state(c, c->needs_rset ? ST_RSET : ST_MAIL);
-    arm(c, c->needs_rset ? c->to.command_ms : c->to.mail_ms);
-    return 0;
-}
-
 void smtp_client_quit(struct smtp_client *c)
 {
     if (c == NULL)
@@ -1338,9 +510,9 @@ void smtp_client_quit(struct smtp_client *c)
     }
     memset(&c->cb, 0, sizeof(c->cb));
     c->quitting = true;
-    send_line(c, "QUIT");
+    client_send_line(c, "QUIT");
     client_enter_state(c, ST_QUIT);
-    arm(c, c->to.quit_ms);
+    client_arm(c, c->to.quit_ms);
 }
 
 void smtp_client_free(struct smtp_client *c)

@@ -2,8 +2,9 @@
  * it keeps StoredKey/ServerKey, checks the client proof against StoredKey and
  * proves itself with ServerKey. Unknown users get a verifier derived from a
  * server secret, so the exchange looks and costs the same as a wrong password.
- * The client half serves delivery to upstreams and the tests. */
+ * The client half (scram_client.c) serves delivery to upstreams and the tests. */
 #include "mail/scram.h"
+#include "mail/scram_int.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -15,13 +16,6 @@
 
 #include "core/base64.h"
 #include "mail/address.h"
-
-/* RFC 5802 section 3: the fixed HMAC inputs. */
-#define SCRAM_CLIENT_KEY_TEXT "Client Key"
-#define SCRAM_SERVER_KEY_TEXT "Server Key"
-/* Default nonce lengths: 24 printable characters is ~157 bits. */
-#define SCRAM_NONCE_DEFAULT 24
-#define SCRAM_NONCE_MAX 128
 /* Salt length shown for unknown users; the credential store uses the same. */
 #define SCRAM_FAKE_SALT_LEN 16
 
@@ -30,7 +24,7 @@
 
 /* ---- primitives ---- */
 
-static const EVP_MD *scram_md(enum scram_mech mech)
+const EVP_MD *scram_md(enum scram_mech mech)
 {
     return mech == SCRAM_SHA_1 ? EVP_sha1() : EVP_sha256();
 }
@@ -45,8 +39,8 @@ const char *scram_mech_name(enum scram_mech mech)
     return mech == SCRAM_SHA_1 ? "SCRAM-SHA-1" : "SCRAM-SHA-256";
 }
 
-static int scram_hmac(enum scram_mech mech, const void *key, size_t key_len, const void *data,
-                      size_t data_len, unsigned char *out)
+int scram_hmac(enum scram_mech mech, const void *key, size_t key_len, const void *data,
+               size_t data_len, unsigned char *out)
 {
     unsigned int n = 0;
     if (HMAC(scram_md(mech), key, (int)key_len, data, data_len, out, &n) == NULL)
@@ -54,7 +48,7 @@ static int scram_hmac(enum scram_mech mech, const void *key, size_t key_len, con
     return n == scram_key_len(mech) ? 0 : -1;
 }
 
-static int scram_hash(enum scram_mech mech, const void *data, size_t len, unsigned char *out)
+int scram_hash(enum scram_mech mech, const void *data, size_t len, unsigned char *out)
 {
     unsigned int n = 0;
     if (EVP_Digest(data, len, out, &n, scram_md(mech), NULL) != 1)
@@ -104,7 +98,7 @@ static char scram_printable_at(unsigned i)
 
 /* Draws len nonce characters. Octets >= 186 are dropped so that every
  * character is equally likely (186 = 2 * 93). */
-static int scram_make_nonce(scram_random_fn random, void *arg, char *out, size_t len)
+int scram_make_nonce(scram_random_fn random, void *arg, char *out, size_t len)
 {
     unsigned char buf[64];
     size_t have = 0;
@@ -151,7 +145,7 @@ static int scram_saslname_decode(const char *in, size_t len, char *out)
 }
 
 /* Encodes name as a saslname; malloc'd. */
-static char *scram_saslname_encode(const char *name)
+char *scram_saslname_encode(const char *name)
 {
     size_t n = 0;
     for (const char *p = name; *p; p++)
@@ -177,8 +171,8 @@ static char *scram_saslname_encode(const char *name)
 /* One "x=value" attribute of a SCRAM message starting at p (< end): sets
  * *name and the value span; returns the position after the value (at ',' or
  * end), or NULL when the attribute is malformed. */
-static const char *scram_attr(const char *p, const char *end, char *name, const char **val,
-                              size_t *val_len)
+const char *scram_attr(const char *p, const char *end, char *name, const char **val,
+                       size_t *val_len)
 {
     if (end - p < 2 || p[1] != '=' ||
         !((p[0] >= 'a' && p[0] <= 'z') || (p[0] >= 'A' && p[0] <= 'Z')))
@@ -193,7 +187,7 @@ static const char *scram_attr(const char *p, const char *end, char *name, const 
     return p;
 }
 
-static bool scram_nonce_valid(const char *v, size_t len)
+bool scram_nonce_valid(const char *v, size_t len)
 {
     if (len == 0)
         return false;
@@ -203,7 +197,7 @@ static bool scram_nonce_valid(const char *v, size_t len)
     return true;
 }
 
-static char *scram_b64(const unsigned char *raw, size_t len)
+char *scram_b64(const unsigned char *raw, size_t len)
 {
     char *out = malloc(BASE64_ENCODED_SIZE(len));
     if (out != NULL)
@@ -212,7 +206,7 @@ static char *scram_b64(const unsigned char *raw, size_t len)
 }
 
 /* Strict base64 into out (capacity cap); returns the decoded length or -1. */
-static long scram_unb64(const char *in, size_t len, unsigned char *out, size_t cap)
+long scram_unb64(const char *in, size_t len, unsigned char *out, size_t cap)
 {
     if (len % 4 != 0 || len / 4 * 3 > cap + 2)
         return -1;
@@ -647,195 +641,5 @@ int scram_credential_parse(enum scram_mech mech, const char *line, size_t len,
     p++;
     if (scram_unb64(p, (size_t)(end - p), out->server_key, SCRAM_KEY_MAX) != (long)klen)
         return -1;
-    return 0;
-}
-
-/* ---- client ---- */
-
-struct scram_client {
-    enum scram_mech mech;
-    scram_random_fn random;
-    void *random_arg;
-    char *authcid; /* saslname-encoded */
-    char *authzid; /* saslname-encoded, may be empty */
-    char *password;
-    size_t nonce_len;
-    char *client_first_bare;
-    char gs2_header[SCRAM_NAME_MAX * 3 + 8];
-    unsigned char server_sig[SCRAM_KEY_MAX];
-    int step; /* 0: nothing sent, 1: first sent, 2: final sent, 3: verified */
-};
-
-struct scram_client *scram_client_new(enum scram_mech mech, const char *authcid,
-                                      const char *authzid, const char *password,
-                                      scram_random_fn random, void *random_arg)
-{
-    if (authcid == NULL || *authcid == '\0' || password == NULL || random == NULL ||
-        strlen(authcid) > SCRAM_NAME_MAX || (authzid && strlen(authzid) > SCRAM_NAME_MAX))
-        return NULL;
-    struct scram_client *c = calloc(1, sizeof(*c));
-    if (c == NULL)
-        return NULL;
-    c->mech = mech;
-    c->random = random;
-    c->random_arg = random_arg;
-    c->nonce_len = SCRAM_NONCE_DEFAULT;
-    c->authcid = scram_saslname_encode(authcid);
-    c->authzid = scram_saslname_encode(authzid ? authzid : "");
-    c->password = strdup(password);
-    if (c->authcid == NULL || c->authzid == NULL || c->password == NULL) {
-        scram_client_free(c);
-        return NULL;
-    }
-    return c;
-}
-
-void scram_client_set_nonce_len(struct scram_client *c, size_t len)
-{
-    if (len > 0 && len <= SCRAM_NONCE_MAX)
-        c->nonce_len = len;
-}
-
-void scram_client_free(struct scram_client *c)
-{
-    if (c == NULL)
-        return;
-    free(c->authcid);
-    free(c->authzid);
-    if (c->password != NULL) {
-        OPENSSL_cleanse(c->password, strlen(c->password));
-        free(c->password);
-    }
-    free(c->client_first_bare);
-    OPENSSL_cleanse(c->server_sig, sizeof(c->server_sig));
-    free(c);
-}
-
-int scram_client_first(struct scram_client *c, char **out)
-{
-    char nonce[SCRAM_NONCE_MAX + 1];
-
-    *out = NULL;
-    if (c->step != 0 || scram_make_nonce(c->random, c->random_arg, nonce, c->nonce_len) < 0)
-        return -1;
-    snprintf(c->gs2_header, sizeof(c->gs2_header), "n,%s%s,", c->authzid[0] ? "a=" : "",
-             c->authzid);
-    if (asprintf(&c->client_first_bare, "n=%s,r=%s", c->authcid, nonce) < 0) {
-        c->client_first_bare = NULL;
-        return -1;
-    }
-    if (asprintf(out, "%s%s", c->gs2_header, c->client_first_bare) < 0) {
-        *out = NULL;
-        return -1;
-    }
-    c->step = 1;
-    return 0;
-}
-
-int scram_client_final(struct scram_client *c, const char *server_first, size_t len, char **out)
-{
-    const char *p = server_first, *end = server_first + len;
-    char name;
-    const char *nonce, *salt_b64, *iter_s;
-    size_t nonce_len, salt_len, iter_len;
-    size_t klen = scram_key_len(c->mech);
-    int rc = -1;
-
-    *out = NULL;
-    if (c->step != 1 || len > SCRAM_MESSAGE_MAX || memchr(server_first, '\0', len) != NULL)
-        return -1;
-    c->step = -1; /* any failure ends the exchange */
-    if ((p = scram_attr(p, end, &name, &nonce, &nonce_len)) == NULL || name != 'r' ||
-        !scram_nonce_valid(nonce, nonce_len))
-        return -1;
-    /* The server nonce must extend the client's. */
-    const char *cn = strstr(c->client_first_bare, ",r=") + 3;
-    size_t cn_len = strlen(cn);
-    if (nonce_len <= cn_len || memcmp(nonce, cn, cn_len) != 0)
-        return -1;
-    if (p == end || (p = scram_attr(p + 1, end, &name, &salt_b64, &salt_len)) == NULL ||
-        name != 's')
-        return -1;
-    if (p == end || (p = scram_attr(p + 1, end, &name, &iter_s, &iter_len)) == NULL || name != 'i')
-        return -1;
-    unsigned long iter = 0;
-    if (iter_len == 0 || iter_len > 9 || iter_s[0] == '0')
-        return -1;
-    for (size_t i = 0; i < iter_len; i++) {
-        if (iter_s[i] < '0' || iter_s[i] > '9')
-            return -1;
-        iter = iter * 10 + (unsigned long)(iter_s[i] - '0');
-    }
-    if (iter < SCRAM_MIN_ITERATIONS || iter > SCRAM_MAX_ITERATIONS)
-        return -1;
-    unsigned char salt[SCRAM_SALT_MAX];
-    long sl = scram_unb64(salt_b64, salt_len, salt, sizeof(salt));
-    if (sl <= 0)
-        return -1;
-
-    unsigned char salted[SCRAM_KEY_MAX], client_key[SCRAM_KEY_MAX], stored[SCRAM_KEY_MAX];
-    unsigned char server_key[SCRAM_KEY_MAX], client_sig[SCRAM_KEY_MAX];
-    char *auth_msg = NULL, *without_proof = NULL, *proof_b64 = NULL;
-    char *cbind = scram_b64((const unsigned char *)c->gs2_header, strlen(c->gs2_header));
-    if (cbind == NULL)
-        return -1;
-    if (asprintf(&without_proof, "c=%s,r=%.*s", cbind, (int)nonce_len, nonce) < 0) {
-        without_proof = NULL;
-        goto out;
-    }
-    int am = asprintf(&auth_msg, "%s,%.*s,%s", c->client_first_bare, (int)len, server_first,
-                      without_proof);
-    if (am < 0) {
-        auth_msg = NULL;
-        goto out;
-    }
-    if (PKCS5_PBKDF2_HMAC(c->password, (int)strlen(c->password), salt, (int)sl, (int)iter,
-                          scram_md(c->mech), (int)klen, salted) != 1 ||
-        scram_hmac(c->mech, salted, klen, SCRAM_CLIENT_KEY_TEXT, strlen(SCRAM_CLIENT_KEY_TEXT),
-                   client_key) < 0 ||
-        scram_hash(c->mech, client_key, klen, stored) < 0 ||
-        scram_hmac(c->mech, stored, klen, auth_msg, (size_t)am, client_sig) < 0 ||
-        scram_hmac(c->mech, salted, klen, SCRAM_SERVER_KEY_TEXT, strlen(SCRAM_SERVER_KEY_TEXT),
-                   server_key) < 0 ||
-        scram_hmac(c->mech, server_key, klen, auth_msg, (size_t)am, c->server_sig) < 0)
-        goto out;
-    for (size_t i = 0; i < klen; i++)
-        client_key[i] ^= client_sig[i]; /* now ClientProof */
-    proof_b64 = scram_b64(client_key, klen);
-    if (proof_b64 == NULL || asprintf(out, "%s,p=%s", without_proof, proof_b64) < 0) {
-        *out = NULL;
-        goto out;
-    }
-    c->step = 2;
-    rc = 0;
-out:
-    OPENSSL_cleanse(salted, sizeof(salted));
-    OPENSSL_cleanse(client_key, sizeof(client_key));
-    OPENSSL_cleanse(server_key, sizeof(server_key));
-    free(cbind);
-    free(without_proof);
-    free(auth_msg);
-    free(proof_b64);
-    return rc;
-}
-
-int scram_client_verify(struct scram_client *c, const char *server_final, size_t len)
-{
-    size_t klen = scram_key_len(c->mech);
-    unsigned char sig[SCRAM_KEY_MAX];
-
-    if (c->step != 2)
-        return -1;
-    c->step = -1;
-    if (len < 2 || server_final[0] != 'v' || server_final[1] != '=')
-        return -1;
-    /* verifier = "v=" base64 ["," extensions] */
-    const char *v = server_final + 2;
-    const char *comma = memchr(v, ',', len - 2);
-    size_t vlen = comma ? (size_t)(comma - v) : len - 2;
-    if (scram_unb64(v, vlen, sig, sizeof(sig)) != (long)klen ||
-        CRYPTO_memcmp(sig, c->server_sig, klen) != 0)
-        return -1;
-    c->step = 3;
     return 0;
 }

@@ -1,11 +1,11 @@
 /* SPF check_host() (RFC 7208 §4-§7): fetches and parses records through the
  * DNS module, evaluates mechanisms left to right under the lookup limits of
- * §4.6.4, follows include/redirect, expands macros and builds the
- * explanation for a fail. Record syntax lives in spf_record.c. */
+ * §4.6.4, follows include/redirect and builds the explanation for a fail.
+ * Record syntax lives in spf_record.c, macro expansion in spf_macro.c. */
 #include "mailauth/spf.h"
+#include "mailauth/spf_int.h"
 
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -29,18 +29,6 @@
 #define SPF_MAX_DEPTH 12
 
 #define SPF_DEFAULT_EXPLANATION "%{o} does not designate %{c} as a permitted sender"
-
-struct spf_eval {
-    struct dns_resolver *dns;
-    const struct spf_request *req;
-    int family;
-    unsigned char addr[16];
-    unsigned lookups;
-    unsigned voids;
-    char *problem;
-    char *mechanism;
-    char *p_value; /* %{p}, computed once */
-};
 
 const char *spf_result_name(enum spf_result r)
 {
@@ -87,40 +75,6 @@ static void set_problem(struct spf_eval *ev, const char *fmt, ...)
     va_end(ap);
 }
 
-/* ---------------------------------------------------------------- strings */
-
-struct sbuf {
-    char *s;
-    size_t len, cap;
-    bool oom;
-};
-
-static void sb_put(struct sbuf *b, const char *p, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *ns = realloc(b->s, cap);
-        if (!ns) {
-            b->oom = true;
-            return;
-        }
-        b->s = ns;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, p, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-static void sb_putc(struct sbuf *b, char c)
-{
-    sb_put(b, &c, 1);
-}
-
 /* RFC 7208 §4.3: a usable domain has labels of 1..63 octets, is at most 253
  * long and has at least two labels. A trailing dot is allowed. */
 static bool domain_ok(const char *d)
@@ -143,233 +97,7 @@ static bool domain_ok(const char *d)
     return label > 0;
 }
 
-/* ----------------------------------------------------------------- macros */
-
-static void format_ip_dotted(const struct spf_eval *ev, struct sbuf *b, bool nibbles)
-{
-    char buf[INET6_ADDRSTRLEN];
-    if (ev->family == AF_INET) {
-        snprintf(buf, sizeof buf, "%u.%u.%u.%u", ev->addr[0], ev->addr[1], ev->addr[2],
-                 ev->addr[3]);
-        sb_put(b, buf, strlen(buf));
-    } else if (nibbles) {
-        /* §7.3: IPv6 %{i} is the dot-separated nibbles in forward order.
-         * Upper-case hex as the openspf suite expects (exp texts show it;
-         * DNS does not care). */
-        static const char hex[] = "0123456789ABCDEF";
-        for (int i = 0; i < 16; i++) {
-            if (i)
-                sb_putc(b, '.');
-            sb_putc(b, hex[ev->addr[i] >> 4]);
-            sb_putc(b, '.');
-            sb_putc(b, hex[ev->addr[i] & 0xf]);
-        }
-    } else {
-        inet_ntop(AF_INET6, ev->addr, buf, sizeof buf);
-        sb_put(b, buf, strlen(buf));
-    }
-}
-
 static bool addr_in_rr(const struct spf_eval *ev, const struct dns_rr *rr, int prefix);
-static const char *compute_p(struct spf_eval *ev, const char *domain);
-
-/* §7.3 transformers and delimiters applied to one macro value. */
-static void transform(struct sbuf *out, const char *val, size_t vlen, unsigned keep, bool reverse,
-                      const char *delims, size_t ndelims, bool url_escape)
-{
-    const char *dl = ndelims ? delims : ".";
-    size_t ndl = ndelims ? ndelims : 1;
-    size_t nparts = 1;
-    for (size_t i = 0; i < vlen; i++)
-        if (memchr(dl, val[i], ndl))
-            nparts++;
-    const char **parts = malloc(nparts * sizeof *parts);
-    size_t *plen = malloc(nparts * sizeof *plen);
-    if (!parts || !plen) {
-        free(parts);
-        free(plen);
-        out->oom = true;
-        return;
-    }
-    size_t n = 0;
-    size_t start = 0;
-    for (size_t i = 0; i <= vlen && n < nparts; i++) {
-        if (i == vlen || memchr(dl, val[i], ndl)) {
-            parts[n] = val + start;
-            plen[n] = i - start;
-            n++;
-            start = i + 1;
-        }
-    }
-    size_t first = 0;
-    if (reverse) {
-        for (size_t i = 0; i < n / 2; i++) {
-            const char *tp = parts[i];
-            size_t tl = plen[i];
-            parts[i] = parts[n - 1 - i];
-            plen[i] = plen[n - 1 - i];
-            parts[n - 1 - i] = tp;
-            plen[n - 1 - i] = tl;
-        }
-    }
-    if (keep > 0 && keep < n)
-        first = n - keep;
-    for (size_t i = first; i < n; i++) {
-        if (i > first)
-            sb_putc(out, '.');
-        for (size_t j = 0; j < plen[i]; j++) {
-            unsigned char c = (unsigned char)parts[i][j];
-            /* §7.3: uppercase macros are URL-escaped (RFC 3986 unreserved kept). */
-            if (url_escape && !(isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~')) {
-                char esc[4];
-                snprintf(esc, sizeof esc, "%%%02X", c);
-                sb_put(out, esc, 3);
-            } else {
-                sb_putc(out, (char)c);
-            }
-        }
-    }
-    free(parts);
-    free(plen);
-}
-
-static int expand(struct spf_eval *ev, const char *sender, const char *domain, const char *s,
-                  size_t len, bool exp_context, char **out)
-{
-    struct sbuf b = {0};
-    sb_put(&b, "", 0);
-    const char *at = strrchr(sender, '@');
-    for (size_t i = 0; i < len;) {
-        if (s[i] != '%') {
-            if (!((s[i] >= 0x21 && s[i] <= 0x7e) || (exp_context && s[i] == ' ')))
-                goto bad;
-            sb_putc(&b, s[i++]);
-            continue;
-        }
-        if (i + 1 >= len)
-            goto bad;
-        char n = s[i + 1];
-        if (n == '%' || n == '_' || n == '-') {
-            sb_put(&b, n == '%' ? "%" : n == '_' ? " " : "%20", n == '-' ? 3 : 1);
-            i += 2;
-            continue;
-        }
-        if (n != '{' || i + 2 >= len)
-            goto bad;
-        i += 2;
-        char letter = s[i++];
-        bool upper = isupper((unsigned char)letter);
-        unsigned keep = 0;
-        bool digits = false;
-        while (i < len && isdigit((unsigned char)s[i])) {
-            digits = true;
-            keep = keep * 10 + (unsigned)(s[i] - '0');
-            if (keep > 1000)
-                keep = 1000;
-            i++;
-        }
-        /* §7.1: a DIGIT transformer of 0 selects nothing; treated as invalid. */
-        if (digits && keep == 0)
-            goto bad;
-        bool reverse = false;
-        if (i < len && (s[i] == 'r' || s[i] == 'R')) {
-            reverse = true;
-            i++;
-        }
-        size_t dstart = i;
-        while (i < len && s[i] && strchr(".-+,/_=", s[i]))
-            i++;
-        size_t dlen = i - dstart;
-        if (i >= len || s[i] != '}')
-            goto bad;
-        i++;
-
-        struct sbuf v = {0};
-        sb_put(&v, "", 0);
-        switch (tolower((unsigned char)letter)) {
-        case 's':
-            sb_put(&v, sender, strlen(sender));
-            break;
-        case 'l':
-            if (at)
-                sb_put(&v, sender, (size_t)(at - sender));
-            else
-                sb_put(&v, "postmaster", 10);
-            break;
-        case 'o':
-            sb_put(&v, at ? at + 1 : sender, strlen(at ? at + 1 : sender));
-            break;
-        case 'd':
-            sb_put(&v, domain, strlen(domain));
-            break;
-        case 'i':
-            format_ip_dotted(ev, &v, true);
-            break;
-        case 'p': {
-            const char *p = compute_p(ev, domain);
-            sb_put(&v, p, strlen(p));
-            break;
-        }
-        case 'v':
-            sb_put(&v, ev->family == AF_INET ? "in-addr" : "ip6", ev->family == AF_INET ? 7 : 3);
-            break;
-        case 'h': {
-            const char *h = ev->req->helo ? ev->req->helo : "";
-            sb_put(&v, h, strlen(h));
-            break;
-        }
-        case 'c':
-        case 'r':
-        case 't':
-            if (!exp_context) {
-                free(v.s);
-                goto bad;
-            }
-            if (tolower((unsigned char)letter) == 'c') {
-                format_ip_dotted(ev, &v, false);
-            } else if (tolower((unsigned char)letter) == 'r') {
-                const char *r = ev->req->receiver ? ev->req->receiver : "unknown";
-                sb_put(&v, r, strlen(r));
-            } else {
-                char t[32];
-                snprintf(t, sizeof t, "%lld",
-                         (long long)(ev->req->now ? ev->req->now : time(NULL)));
-                sb_put(&v, t, strlen(t));
-            }
-            break;
-        default:
-            free(v.s);
-            goto bad;
-        }
-        if (v.oom) {
-            free(v.s);
-            free(b.s);
-            return -ENOMEM;
-        }
-        transform(&b, v.s, v.len, keep, reverse, s + dstart, dlen, upper);
-        free(v.s);
-    }
-    if (b.oom) {
-        free(b.s);
-        return -ENOMEM;
-    }
-    *out = b.s;
-    return 0;
-bad:
-    free(b.s);
-    return -EINVAL;
-}
-
-int spf_macro_expand(struct dns_resolver *dns, const struct spf_request *req, const char *sender,
-                     const char *domain, const char *s, size_t len, int exp_context, char **out)
-{
-    struct spf_eval ev = {.dns = dns, .req = req, .family = req->family};
-    memcpy(ev.addr, req->addr, sizeof ev.addr);
-    int rc = expand(&ev, sender ? sender : "", domain ? domain : "", s, len, exp_context != 0, out);
-    free(ev.p_value);
-    free(ev.problem);
-    return rc;
-}
 
 /* §7.3: names longer than 253 lose labels from the left. */
 static void truncate_domain(char *d)
@@ -398,7 +126,7 @@ static int target_name(struct spf_eval *ev, const char *sender, const char *doma
         *out = strdup(domain);
         return *out ? 0 : -ENOMEM;
     }
-    int rc = expand(ev, sender, domain, spec->ptr, spec->len, false, out);
+    int rc = spf_expand(ev, sender, domain, spec->ptr, spec->len, false, out);
     if (rc == 0)
         truncate_domain(*out);
     return rc;
@@ -520,7 +248,7 @@ static bool p_visit(void *arg, const char *name)
 }
 
 /* §7.3 %{p}: a validated name of the client, preferring one in <domain>. */
-static const char *compute_p(struct spf_eval *ev, const char *domain)
+const char *spf_compute_p(struct spf_eval *ev, const char *domain)
 {
     if (ev->p_value)
         return ev->p_value;
@@ -707,7 +435,7 @@ static char *explain(struct spf_eval *ev, const struct spf_record *rec, const ch
             if ((unsigned char)txt.rr[0].text[i] > 0x7e || (unsigned char)txt.rr[0].text[i] < 0x20)
                 ascii = false;
         if (ascii &&
-            expand(ev, sender, domain, txt.rr[0].text, txt.rr[0].text_len, true, &text) < 0)
+            spf_expand(ev, sender, domain, txt.rr[0].text, txt.rr[0].text_len, true, &text) < 0)
             text = NULL;
     }
     dns_result_clear(&txt);
@@ -720,7 +448,7 @@ static char *default_explanation(struct spf_eval *ev, const char *domain, const 
     const char *fmt =
         ev->req->default_explanation ? ev->req->default_explanation : SPF_DEFAULT_EXPLANATION;
     char *text = NULL;
-    if (expand(ev, sender, domain, fmt, strlen(fmt), true, &text) < 0)
+    if (spf_expand(ev, sender, domain, fmt, strlen(fmt), true, &text) < 0)
         return NULL;
     return text;
 }

@@ -1,12 +1,14 @@
 /* Accounting counters: events are summed in memory under a mutex (never a
  * disk wait on the event loop) and a background thread writes the sums to
- * SQLite with one upsert transaction per flush. Quota checks read a per
- * credential cache of accepted counts for recent days. */
+ * the store with one upsert transaction per flush. Counts read a per
+ * credential cache of accepted counts for recent days; quotas reserve in
+ * the store's shared counters (accounting_quota_take). */
 #include "policy/accounting.h"
+
+#include "store/store.h"
 
 #include <errno.h>
 #include <pthread.h>
-#include <sqlite3.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,7 +45,8 @@ struct cache_entry {
 };
 
 struct accounting {
-    sqlite3 *db;
+    struct store *st;
+    bool own_store;
     /* db_mu orders store access: a flush and a cache load never interleave,
      * so a count is never seen twice or missed. Take db_mu before mu. */
     pthread_mutex_t db_mu;
@@ -167,35 +170,20 @@ static int pending_add(struct accounting *a, const char *cred, long day, enum ac
 
 static int write_batch(struct accounting *a, const struct pending *v, size_t n)
 {
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_exec(a->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
-        return -1;
-    int r = 0;
-    if (sqlite3_prepare_v2(a->db,
-                           "INSERT INTO accounting (cred, day, event, reason, count, bytes)"
-                           " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (cred, day, event, reason)"
-                           " DO UPDATE SET count = count + excluded.count,"
-                           " bytes = bytes + excluded.bytes",
-                           -1, &st, NULL) != SQLITE_OK)
-        r = -1;
-    for (size_t i = 0; i < n && r == 0; i++) {
-        char day[11];
-        day_string(v[i].day, day);
-        sqlite3_bind_text(st, 1, v[i].cred, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, day, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 3, event_names[v[i].ev], -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 4, v[i].reason, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 5, v[i].count);
-        sqlite3_bind_int64(st, 6, v[i].bytes);
-        if (sqlite3_step(st) != SQLITE_DONE)
-            r = -1;
-        sqlite3_reset(st);
+    struct store_acct_add *rows = calloc(n, sizeof *rows);
+    char(*days)[11] = calloc(n, sizeof *days);
+    int r = -1;
+    if (rows && days) {
+        for (size_t i = 0; i < n; i++) {
+            day_string(v[i].day, days[i]);
+            rows[i] = (struct store_acct_add){v[i].cred,   days[i],    event_names[v[i].ev],
+                                              v[i].reason, v[i].count, v[i].bytes};
+        }
+        r = a->st->ops->acct_add(a->st->h, rows, n) == 0 ? 0 : -1;
     }
-    sqlite3_finalize(st);
-    if (r == 0 && sqlite3_exec(a->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK)
-        return 0;
-    sqlite3_exec(a->db, "ROLLBACK", NULL, NULL, NULL);
-    return -1;
+    free(rows);
+    free(days);
+    return r;
 }
 
 /* db_mu held. */
@@ -260,18 +248,17 @@ static void *flusher_main(void *arg)
 
 /* --- public --- */
 
-struct accounting *accounting_open(const char *db_path, char *err, size_t errlen)
+struct accounting *accounting_open_store(struct store *st, bool own, char *err, size_t errlen)
 {
     struct accounting *a = calloc(1, sizeof *a);
     if (!a) {
         snprintf(err, errlen, "out of memory");
+        if (own)
+            store_close(st);
         return NULL;
     }
-    a->db = creds_connect(db_path, err, errlen);
-    if (!a->db) {
-        free(a);
-        return NULL;
-    }
+    a->st = st;
+    a->own_store = own;
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -281,7 +268,8 @@ struct accounting *accounting_open(const char *db_path, char *err, size_t errlen
     pthread_mutex_init(&a->db_mu, NULL);
     if (pthread_create(&a->flusher, NULL, flusher_main, a) != 0) {
         snprintf(err, errlen, "cannot start the accounting flusher");
-        sqlite3_close(a->db);
+        if (own)
+            store_close(st);
         pthread_cond_destroy(&a->cond);
         pthread_mutex_destroy(&a->mu);
         pthread_mutex_destroy(&a->db_mu);
@@ -289,6 +277,13 @@ struct accounting *accounting_open(const char *db_path, char *err, size_t errlen
         return NULL;
     }
     return a;
+}
+
+struct accounting *accounting_open(const char *db_path, char *err, size_t errlen)
+{
+    struct store_config sc = {.backend = STORE_SQLITE, .path = db_path};
+    struct store *st = store_open(&sc, err, errlen);
+    return st ? accounting_open_store(st, true, err, errlen) : NULL;
 }
 
 void accounting_close(struct accounting *a)
@@ -301,7 +296,8 @@ void accounting_close(struct accounting *a)
     pthread_mutex_unlock(&a->mu);
     pthread_join(a->flusher, NULL);
     accounting_flush(a);
-    sqlite3_close(a->db);
+    if (a->own_store)
+        store_close(a->st);
     for (size_t b = 0; b < CACHE_BUCKETS; b++)
         while (a->cache[b]) {
             struct cache_entry *e = a->cache[b];
@@ -345,38 +341,44 @@ int accounting_add(struct accounting *a, const char *cred, enum acct_event ev, c
     return accounting_add_at(a, cred, ev, reason, bytes, time(NULL));
 }
 
+static long day_parse(const char *d)
+{
+    struct tm tm = {0};
+    if (!d || sscanf(d, "%4d-%2d-%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday) != 3)
+        return -1;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    return day_of(timegm(&tm));
+}
+
+struct load_ctx {
+    struct cache_entry *e;
+    long long *total;
+};
+
+static int load_row(const struct store_acct_row *row, void *arg)
+{
+    struct load_ctx *l = arg;
+    long day = day_parse(row->day);
+    if (day < 0)
+        return 0;
+    if (l->e)
+        slot_add(l->e, day, row->count);
+    else
+        *l->total += row->count;
+    return 0;
+}
+
 /* Accepted counts per day from the store, from first_day on, plus pending
  * ones; into e (fresh slots) or, if e is NULL, summed into *total. db_mu and
  * mu held. */
 static int load_accepted(struct accounting *a, const char *cred, long first_day,
                          struct cache_entry *e, long long *total)
 {
-    sqlite3_stmt *st;
     char day[11];
     day_string(first_day, day);
-    if (sqlite3_prepare_v2(a->db,
-                           "SELECT day, SUM(count) FROM accounting WHERE cred = ? AND"
-                           " event = 'accepted' AND day >= ? GROUP BY day",
-                           -1, &st, NULL) != SQLITE_OK)
-        return -1;
-    sqlite3_bind_text(st, 1, cred, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, day, -1, SQLITE_TRANSIENT);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *d = (const char *)sqlite3_column_text(st, 0);
-        struct tm tm = {0};
-        if (!d || sscanf(d, "%4d-%2d-%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday) != 3)
-            continue;
-        tm.tm_year -= 1900;
-        tm.tm_mon -= 1;
-        long long n = sqlite3_column_int64(st, 1);
-        if (e)
-            slot_add(e, day_of(timegm(&tm)), n);
-        else
-            *total += n;
-    }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE)
+    struct load_ctx l = {e, total};
+    if (a->st->ops->acct_query(a->st->h, cred, day, true, load_row, &l) < 0)
         return -1;
     for (size_t i = 0; i < a->n_pending; i++) {
         const struct pending *p = &a->pending[i];
@@ -459,46 +461,49 @@ int accounting_over_quota(struct accounting *a, const struct cred *c, time_t now
     return used + 1 > c->quota.count ? 1 : 0;
 }
 
+int accounting_quota_take(struct accounting *a, const struct cred *c, time_t now)
+{
+    if (!c || c->quota.count <= 0 || c->quota.per == CRED_PER_NONE)
+        return 1;
+    time_t start = accounting_period_start(c->quota.per, now);
+    /* the first reservation of a period starts from what accounting already
+     * counted (a store that counted before reservations existed) */
+    long long seed = accounting_count(a, c->name, start);
+    if (seed < 0)
+        return -1;
+    char key[CRED_NAME_MAX + 16], period[16];
+    snprintf(key, sizeof key, "quota:%s", c->name);
+    day_string(day_of(start), period);
+    if (c->quota.per == CRED_PER_MONTH)
+        period[7] = 0; /* "YYYY-MM" */
+    long long used = 0;
+    int r = a->st->ops->counter_take(a->st->h, key, period, c->quota.count, seed, &used);
+    return r < 0 ? -1 : r;
+}
+
+struct query_ctx {
+    int (*fn)(const struct accounting_row *row, void *arg);
+    void *arg;
+};
+
+static int query_row(const struct store_acct_row *r, void *arg)
+{
+    struct query_ctx *q = arg;
+    struct accounting_row row = {r->cred, r->day, ACCT_ACCEPTED, r->reason, r->count, r->bytes};
+    if (accounting_event_parse(r->event, &row.event) < 0)
+        return 0;
+    return q->fn(&row, q->arg);
+}
+
 int accounting_query(struct accounting *a, const char *cred, time_t since,
                      int (*fn)(const struct accounting_row *row, void *arg), void *arg)
 {
     pthread_mutex_lock(&a->db_mu);
     flush_locked(a);
-    sqlite3_stmt *st;
     char day[11];
     day_string(day_of(since), day);
-    int r = -1;
-    if (sqlite3_prepare_v2(a->db,
-                           "SELECT cred, day, event, reason, SUM(count), SUM(bytes)"
-                           " FROM accounting WHERE day >= ?1 AND (?2 IS NULL OR cred = ?2)"
-                           " GROUP BY cred, day, event, reason ORDER BY cred, day, event, reason",
-                           -1, &st, NULL) == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, day, -1, SQLITE_TRANSIENT);
-        if (cred)
-            sqlite3_bind_text(st, 2, cred, -1, SQLITE_TRANSIENT);
-        int rc;
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-            struct accounting_row row;
-            const char *ev = (const char *)sqlite3_column_text(st, 2);
-            if (accounting_event_parse(ev, &row.event) < 0)
-                continue;
-            row.cred = (const char *)sqlite3_column_text(st, 0);
-            row.day = (const char *)sqlite3_column_text(st, 1);
-            row.reason = (const char *)sqlite3_column_text(st, 3);
-            row.count = sqlite3_column_int64(st, 4);
-            row.bytes = sqlite3_column_int64(st, 5);
-            if (!row.cred || !row.day)
-                continue;
-            if (!row.reason)
-                row.reason = "";
-            if (fn(&row, arg) != 0) {
-                rc = SQLITE_DONE;
-                break;
-            }
-        }
-        r = rc == SQLITE_DONE ? 0 : -1;
-        sqlite3_finalize(st);
-    }
+    struct query_ctx q = {fn, arg};
+    int r = a->st->ops->acct_query(a->st->h, cred, day, false, query_row, &q) < 0 ? -1 : 0;
     pthread_mutex_unlock(&a->db_mu);
     return r;
 }

@@ -7,6 +7,7 @@
 #ifndef SLUICE_POLICY_ACCOUNTING_H
 #define SLUICE_POLICY_ACCOUNTING_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <time.h>
 
@@ -28,9 +29,12 @@ enum acct_event {
 };
 
 struct accounting;
+struct store;
 
-/* Opens the counters in the store at db_path (migrating its schema) and
- * starts the background flusher. Returns NULL with err set. */
+/* Counters in an open store (with own, closed with them; a failure here
+ * closes it at once); starts the background flusher. NULL with err set. */
+struct accounting *accounting_open_store(struct store *st, bool own, char *err, size_t errlen);
+/* The same over the SQLite file at db_path (migrating its schema). */
 struct accounting *accounting_open(const char *db_path, char *err, size_t errlen);
 /* Flushes what is pending and stops the flusher. */
 void accounting_close(struct accounting *a);
@@ -59,8 +63,15 @@ long long accounting_count(struct accounting *a, const char *cred, time_t since)
 time_t accounting_period_start(enum cred_period per, time_t now);
 
 /* 1 if one more accepted message would exceed the credential's quota, 0 if
- * not (or it has none), -1 on a database error. */
+ * not (or it has none), -1 on a database error. A read: nothing reserved. */
 int accounting_over_quota(struct accounting *a, const struct cred *c, time_t now);
+
+/* Reserves one message of the credential's quota in the store's shared
+ * counter for the period holding now, in one atomic conditional increment,
+ * so nodes sharing a store never together pass the quota. 1 reserved (or no
+ * quota), 0 the quota is used up, -1 the store did not answer. A
+ * reservation stays counted even if its transaction ends without 250. */
+int accounting_quota_take(struct accounting *a, const struct cred *c, time_t now);
 
 /* One summed row for the CLI. */
 struct accounting_row {

@@ -292,8 +292,16 @@ int authz_quota(struct accounting *a, const struct cred *c, time_t now, struct a
 {
     if (!a || !c || c->quota.count <= 0)
         return 0;
-    if (accounting_over_quota(a, c, now) != 1)
+    int taken = accounting_quota_take(a, c, now);
+    if (taken == 1)
         return 0;
+    if (taken < 0)
+        /* RFC 3463 X.4.3 (system not available): never accept without the
+         * quota check; the client retries and the mail waits with it */
+        return refuse(out, REJECT_QUOTA,
+                      "451 4.3.0 Quota check for credential '%s' unavailable (credential store "
+                      "not answering); try again later",
+                      c->name);
     char when[32];
     time_t reset = next_period(c->quota.per, now);
     struct tm tm;

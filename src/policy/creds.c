@@ -1,6 +1,6 @@
-/* Credential store on SQLite (file and schema: creds_schema.c): the lookups
- * the daemon makes when a client authenticates, and the administration verbs
- * of the CLI.
+/* Credentials over the store (store/store.h: SQLite or PostgreSQL): the
+ * lookups the daemon makes when a client authenticates, and the
+ * administration verbs of the CLI.
  * Secrets never reach the file in clear: passwords as argon2id, API keys as
  * HMAC-SHA-256 under a per-key salt (policy/secret.c; older stores hold
  * argon2id, upgraded on first use), SCRAM as StoredKey/ServerKey,
@@ -11,6 +11,7 @@
 #include "policy/pattern.h"
 #include "policy/secret.h"
 #include "policy/users.h"
+#include "store/store.h"
 
 #include <ctype.h>
 #include <openssl/crypto.h>
@@ -20,7 +21,6 @@
 #include <openssl/sha.h>
 #include <pthread.h>
 #include <stdarg.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,16 +31,13 @@
 #define STORED_SECRET_MAX 256
 
 struct creds {
-    sqlite3 *db;
-    char *path;           /* for a second connection that writes (api_key_upgrade) */
-    pthread_mutex_t mu;   /* one connection, one statement sequence at a time */
+    struct store *st;
+    bool own_store;
+    pthread_mutex_t mu;   /* the dummy hash below, made once */
     char dummy_hash[160]; /* argon2id of nothing real, made on first need */
     bool have_dummy;
     char dummy_key_hash[SECRET_KEY_STORED_LEN]; /* checked for unknown key ids */
     unsigned char mock_key[32];
-    int64_t data_version; /* PRAGMA data_version seen with generation below */
-    uint64_t generation;
-    bool generation_valid;
 };
 
 static const char *const period_names[] = {NULL, "second", "minute", "hour", "day", "month"};
@@ -57,94 +54,67 @@ __attribute__((format(printf, 3, 4))) static int seterr(char *err, size_t errlen
     return -1;
 }
 
-struct creds *creds_open(const char *path, char *err, size_t errlen)
+struct creds *creds_open_store(struct store *st, bool own, char *err, size_t errlen)
 {
     struct creds *c = calloc(1, sizeof *c);
-    if (!c) {
-        seterr(err, errlen, "out of memory");
-        return NULL;
-    }
-    c->db = creds_connect(path, err, errlen);
-    c->path = c->db ? strdup(path) : NULL;
-    if (!c->db || !c->path || RAND_bytes(c->mock_key, sizeof c->mock_key) != 1 ||
+    if (!c || RAND_bytes(c->mock_key, sizeof c->mock_key) != 1 ||
         secret_key_hash("sk_no key has this value", c->dummy_key_hash, sizeof c->dummy_key_hash) <
             0) {
-        if (c->db) {
-            sqlite3_close(c->db);
-            seterr(err, errlen, c->path ? "no random bytes" : "out of memory");
-        }
-        free(c->path);
+        seterr(err, errlen, c ? "no random bytes" : "out of memory");
         free(c);
+        if (own)
+            store_close(st);
         return NULL;
     }
+    c->st = st;
+    c->own_store = own;
     pthread_mutex_init(&c->mu, NULL);
     return c;
+}
+
+struct creds *creds_open(const char *path, char *err, size_t errlen)
+{
+    struct store_config sc = {.backend = STORE_SQLITE, .path = path};
+    struct store *st = store_open(&sc, err, errlen);
+    return st ? creds_open_store(st, true, err, errlen) : NULL;
 }
 
 void creds_close(struct creds *db)
 {
     if (!db)
         return;
-    sqlite3_close(db->db);
-    free(db->path);
+    if (db->own_store)
+        store_close(db->st);
     pthread_mutex_destroy(&db->mu);
     OPENSSL_cleanse(db, sizeof *db);
     free(db);
 }
 
-static int exec(sqlite3 *db, const char *sql)
+int creds_schema_version(void)
 {
-    return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+    return store_schema_version();
 }
 
-/* --- generation --- */
-
-static uint64_t generation_locked(struct creds *db)
+static int from_store(int r)
 {
-    sqlite3_stmt *st;
-    int64_t dv = -1;
-    /* data_version moves when another connection commits; cheap, no I/O
-     * beyond the WAL index. Our own writes clear generation_valid. */
-    if (sqlite3_prepare_v2(db->db, "PRAGMA data_version", -1, &st, NULL) == SQLITE_OK) {
-        if (sqlite3_step(st) == SQLITE_ROW)
-            dv = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
-    }
-    if (db->generation_valid && dv == db->data_version)
-        return db->generation;
-    uint64_t g = 0;
-    if (sqlite3_prepare_v2(db->db, "SELECT value FROM generation WHERE id = 1", -1, &st, NULL) ==
-        SQLITE_OK) {
-        if (sqlite3_step(st) == SQLITE_ROW)
-            g = (uint64_t)sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
-    }
-    db->data_version = dv;
-    db->generation = g;
-    db->generation_valid = g != 0 && dv >= 0;
-    return g;
+    return r == STORE_ENOTFOUND ? CREDS_ENOTFOUND
+           : r == STORE_EEXIST  ? CREDS_EEXIST
+           : r < 0              ? CREDS_EDB
+                                : r;
 }
 
 uint64_t creds_generation(struct creds *db)
 {
-    pthread_mutex_lock(&db->mu);
-    uint64_t g = generation_locked(db);
-    pthread_mutex_unlock(&db->mu);
-    return g;
+    uint64_t g = 0;
+    return db->st->ops->generation(db->st->h, &g) == 0 ? g : 0;
 }
 
 /* --- reading credentials --- */
 
-static char *dup_col(sqlite3_stmt *st, int i)
-{
-    const unsigned char *s = sqlite3_column_text(st, i);
-    return s ? strdup((const char *)s) : NULL;
-}
-
-static enum cred_period period_from_name(const unsigned char *s)
+static enum cred_period period_from_name(const char *s)
 {
     for (int p = CRED_PER_SECOND; p <= CRED_PER_MONTH; p++)
-        if (s && strcmp((const char *)s, period_names[p]) == 0)
+        if (s && strcmp(s, period_names[p]) == 0)
             return (enum cred_period)p;
     return CRED_PER_NONE;
 }
@@ -163,104 +133,57 @@ void creds_free_cred(struct cred *c)
     free(c);
 }
 
-#define CRED_COLUMNS                                                                               \
-    "id, name, password_hash IS NOT NULL, scram_stored_key IS NOT NULL, api_key_id, cert_sha256, " \
-    "rate_count, rate_per, quota_count, quota_per, max_size, revoked, created, rotated"
-
-static int push_pattern(char ***v, size_t *n, const unsigned char *p)
-{
-    char **nv = realloc(*v, (*n + 1) * sizeof *nv);
-    if (!nv)
-        return -1;
-    *v = nv;
-    if (!(nv[*n] = strdup((const char *)p)))
-        return -1;
-    (*n)++;
-    return 0;
-}
-
-/* Builds a cred from a row of CRED_COLUMNS and its patterns. Lock held. */
-static int cred_from_row(struct creds *db, sqlite3_stmt *row, struct cred **out)
+/* The daemon's view of a store row; takes the row's strings. NULL without
+ * memory (the row is released either way). */
+static struct cred *cred_of_row(struct store_cred *row)
 {
     struct cred *c = calloc(1, sizeof *c);
-    if (!c)
-        return CREDS_EDB;
-    c->id = sqlite3_column_int64(row, 0);
-    c->name = dup_col(row, 1);
-    c->kinds = (sqlite3_column_int(row, 2) ? CRED_KIND_PASSWORD : 0) |
-               (sqlite3_column_int(row, 3) ? CRED_KIND_SCRAM : 0);
-    const unsigned char *s = sqlite3_column_text(row, 4);
-    if (s) {
-        c->kinds |= CRED_KIND_API_KEY;
-        snprintf(c->api_key_id, sizeof c->api_key_id, "%s", (const char *)s);
+    if (!c) {
+        store_cred_free(row);
+        return NULL;
     }
-    if ((s = sqlite3_column_text(row, 5))) {
-        c->kinds |= CRED_KIND_CERT;
-        snprintf(c->cert_sha256, sizeof c->cert_sha256, "%s", (const char *)s);
-    }
-    c->rate.count = sqlite3_column_int64(row, 6);
-    c->rate.per = period_from_name(sqlite3_column_text(row, 7));
-    c->quota.count = sqlite3_column_int64(row, 8);
-    c->quota.per = period_from_name(sqlite3_column_text(row, 9));
+    c->id = row->id;
+    c->name = row->name;
+    c->kinds =
+        (row->has_password ? CRED_KIND_PASSWORD : 0) | (row->has_scram ? CRED_KIND_SCRAM : 0) |
+        (row->api_key_id[0] ? CRED_KIND_API_KEY : 0) | (row->cert_sha256[0] ? CRED_KIND_CERT : 0);
+    memcpy(c->api_key_id, row->api_key_id, sizeof c->api_key_id - 1);
+    c->api_key_id[sizeof c->api_key_id - 1] = 0;
+    snprintf(c->cert_sha256, sizeof c->cert_sha256, "%s", row->cert_sha256);
+    c->allow_from = row->allow_from;
+    c->n_allow_from = row->n_allow_from;
+    c->allow_rcpt = row->allow_rcpt;
+    c->n_allow_rcpt = row->n_allow_rcpt;
+    c->rate.count = row->rate_count;
+    c->rate.per = period_from_name(row->rate_per);
+    c->quota.count = row->quota_count;
+    c->quota.per = period_from_name(row->quota_per);
     if (c->rate.per == CRED_PER_NONE)
         c->rate.count = 0;
     if (c->quota.per == CRED_PER_NONE)
         c->quota.count = 0;
-    c->max_size = sqlite3_column_int64(row, 10);
-    c->revoked = sqlite3_column_int(row, 11) != 0;
-    c->scopes = CRED_SCOPE_SEND;
-    c->created = sqlite3_column_int64(row, 12);
-    c->rotated = sqlite3_column_int64(row, 13);
-    if (!c->name) {
-        creds_free_cred(c);
-        return CREDS_EDB;
-    }
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db->db,
-                           "SELECT kind, pattern FROM cred_patterns WHERE cred_id = ?"
-                           " ORDER BY kind, pattern",
-                           -1, &st, NULL) != SQLITE_OK) {
-        creds_free_cred(c);
-        return CREDS_EDB;
-    }
-    sqlite3_bind_int64(st, 1, c->id);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const unsigned char *kind = sqlite3_column_text(st, 0);
-        const unsigned char *pat = sqlite3_column_text(st, 1);
-        if (!kind || !pat)
-            continue;
-        int r = strcmp((const char *)kind, "from") == 0
-                    ? push_pattern(&c->allow_from, &c->n_allow_from, pat)
-                    : push_pattern(&c->allow_rcpt, &c->n_allow_rcpt, pat);
-        if (r < 0) {
-            rc = SQLITE_NOMEM;
-            break;
-        }
-    }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) {
-        creds_free_cred(c);
-        return CREDS_EDB;
-    }
-    *out = c;
-    return 0;
+    c->max_size = row->max_size;
+    c->scopes = row->scopes & CRED_SCOPE_ALL;
+    c->revoked = row->revoked;
+    c->created = row->created;
+    c->rotated = row->rotated;
+    row->name = NULL;
+    row->allow_from = row->allow_rcpt = NULL;
+    row->n_allow_from = row->n_allow_rcpt = 0;
+    store_cred_free(row);
+    return c;
 }
 
-/* Runs a one-row query of CRED_COLUMNS bound to one text value. Lock held. */
-static int lookup_where(struct creds *db, const char *where, const char *value, struct cred **out)
+/* One credential by a unique column, and its password hash if pw. */
+static int get_cred(struct creds *db, enum store_key by, const char *value, struct cred **out,
+                    struct store_secret *pw)
 {
-    char sql[256];
-    snprintf(sql, sizeof sql, "SELECT " CRED_COLUMNS " FROM creds WHERE %s = ?", where);
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db->db, sql, -1, &st, NULL) != SQLITE_OK)
-        return CREDS_EDB;
-    sqlite3_bind_text(st, 1, value, -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(st);
-    int r = rc == SQLITE_ROW ? cred_from_row(db, st, out)
-                             : (rc == SQLITE_DONE ? CREDS_ENOTFOUND : CREDS_EDB);
-    sqlite3_finalize(st);
-    return r;
+    struct store_cred *row = NULL;
+    *out = NULL;
+    int r = db->st->ops->cred_get(db->st->h, by, value, &row, pw);
+    if (r < 0)
+        return from_store(r);
+    return (*out = cred_of_row(row)) ? 0 : CREDS_EDB;
 }
 
 int creds_lookup(struct creds *db, const char *name, struct cred **out)
@@ -268,23 +191,22 @@ int creds_lookup(struct creds *db, const char *name, struct cred **out)
     *out = NULL;
     if (!name)
         return CREDS_ENOTFOUND;
-    pthread_mutex_lock(&db->mu);
-    int r = lookup_where(db, "name", name, out);
-    pthread_mutex_unlock(&db->mu);
-    return r;
+    return get_cred(db, STORE_BY_NAME, name, out, NULL);
 }
 
 /* --- verification --- */
 
-static int ensure_dummy(struct creds *db)
+/* Copies the dummy hash into out, making it on first use. */
+static int dummy_hash(struct creds *db, char *out, size_t size)
 {
+    pthread_mutex_lock(&db->mu);
+    if (!db->have_dummy && users_hash_password("no credential has this password", db->dummy_hash,
+                                               sizeof db->dummy_hash) == 0)
+        db->have_dummy = true;
     if (db->have_dummy)
-        return 0;
-    if (users_hash_password("no credential has this password", db->dummy_hash,
-                            sizeof db->dummy_hash) < 0)
-        return -1;
-    db->have_dummy = true;
-    return 0;
+        snprintf(out, size, "%s", db->dummy_hash);
+    pthread_mutex_unlock(&db->mu);
+    return db->have_dummy ? 0 : -1;
 }
 
 /* What names the stored secret of one credential: a change of the secret
@@ -304,40 +226,6 @@ static void stamp_of(long long id, const char *hash, unsigned char stamp[CREDS_S
     EVP_MD_CTX_free(md);
 }
 
-/* One credential's stored secret: the hash (copied, so the check can run
- * without the lock), its row id and the revoked flag. */
-struct stored_secret {
-    char hash[STORED_SECRET_MAX];
-    long long id;
-    bool revoked;
-};
-
-/* Reads one secret column by a key column. Lock held. */
-static int fetch_secret(struct creds *db, const char *col, const char *key_col, const char *key,
-                        struct stored_secret *out)
-{
-    char sql[160];
-    snprintf(sql, sizeof sql, "SELECT %s, revoked, id FROM creds WHERE %s = ?", col, key_col);
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db->db, sql, -1, &st, NULL) != SQLITE_OK)
-        return CREDS_EDB;
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(st), r = CREDS_ENOTFOUND;
-    if (rc == SQLITE_ROW) {
-        const unsigned char *h = sqlite3_column_text(st, 0);
-        out->revoked = sqlite3_column_int(st, 1) != 0;
-        out->id = sqlite3_column_int64(st, 2);
-        if (h && strlen((const char *)h) < sizeof out->hash) {
-            snprintf(out->hash, sizeof out->hash, "%s", (const char *)h);
-            r = 0;
-        }
-    } else if (rc != SQLITE_DONE) {
-        r = CREDS_EDB;
-    }
-    sqlite3_finalize(st);
-    return r;
-}
-
 int creds_verify_password(struct creds *db, const char *name, const char *password,
                           struct cred **out, unsigned char stamp[CREDS_STAMP_LEN])
 {
@@ -345,14 +233,10 @@ int creds_verify_password(struct creds *db, const char *name, const char *passwo
         *out = NULL;
     if (!name || !password)
         return CREDS_EDENIED;
-    struct stored_secret s = {0};
-    pthread_mutex_lock(&db->mu);
-    int r = fetch_secret(db, "password_hash", "name", name, &s);
-    if (r == CREDS_ENOTFOUND && ensure_dummy(db) == 0)
-        snprintf(s.hash, sizeof s.hash, "%s", db->dummy_hash);
-    else if (r == CREDS_ENOTFOUND)
+    struct store_secret s = {0};
+    int r = from_store(db->st->ops->secret_get(db->st->h, STORE_BY_NAME, name, &s));
+    if (r == CREDS_ENOTFOUND && dummy_hash(db, s.hash, sizeof s.hash) < 0)
         r = CREDS_EDB;
-    pthread_mutex_unlock(&db->mu);
     if (r == CREDS_EDB)
         return r;
     /* unknown names cost the same argon2id run */
@@ -374,26 +258,19 @@ int creds_password_stamp(struct creds *db, const char *name, struct cred **out,
     *out = NULL;
     if (!name)
         return CREDS_ENOTFOUND;
-    /* one statement, so the secret and the rules come from one snapshot */
-    sqlite3_stmt *st;
-    pthread_mutex_lock(&db->mu);
-    int r = CREDS_EDB;
-    if (sqlite3_prepare_v2(db->db,
-                           "SELECT " CRED_COLUMNS ", password_hash FROM creds WHERE name = ?", -1,
-                           &st, NULL) == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
-        int rc = sqlite3_step(st);
-        r = rc == SQLITE_DONE ? CREDS_ENOTFOUND : CREDS_EDB;
-        const unsigned char *h = rc == SQLITE_ROW ? sqlite3_column_text(st, 14) : NULL;
-        if (rc == SQLITE_ROW && !h)
-            r = CREDS_ENOTFOUND;
-        else if (h && sqlite3_column_int(st, 11) != 0)
-            r = CREDS_EDENIED;
-        else if (h && (r = cred_from_row(db, st, out)) == 0)
-            stamp_of((*out)->id, (const char *)h, stamp);
-        sqlite3_finalize(st);
+    struct store_secret pw = {0};
+    int r = get_cred(db, STORE_BY_NAME, name, out, &pw);
+    if (r == 0 && !pw.hash[0])
+        r = CREDS_ENOTFOUND;
+    else if (r == 0 && (*out)->revoked)
+        r = CREDS_EDENIED;
+    if (r == 0)
+        stamp_of((*out)->id, pw.hash, stamp);
+    else if (*out) {
+        creds_free_cred(*out);
+        *out = NULL;
     }
-    pthread_mutex_unlock(&db->mu);
+    OPENSSL_cleanse(&pw, sizeof pw);
     return r;
 }
 
@@ -422,27 +299,14 @@ static int api_key_split(const char *key, char id[CRED_API_KEY_ID_LEN + 1])
 /* A key that still has its argon2id hash from an older release gets the
  * HMAC form once it proved right. Only if the row still holds the hash just
  * checked: a rotation meanwhile wins. A failure leaves the old hash, which
- * keeps working (and is tried again next time). The write goes through a
- * connection of its own, outside the store's lock: it may wait for the CLI's
- * write lock and for the disk, and the event loop must not wait with it. */
+ * keeps working (and is tried again next time). This runs on a worker: the
+ * write may wait for another writer. */
 static void api_key_upgrade(struct creds *db, const char *id, const char *old, const char *key)
 {
     char fresh[SECRET_KEY_STORED_LEN];
     if (secret_key_hash(key, fresh, sizeof fresh) < 0)
         return;
-    sqlite3 *w = creds_connect(db->path, NULL, 0);
-    sqlite3_stmt *st;
-    if (w && sqlite3_prepare_v2(w,
-                                "UPDATE creds SET api_key_hash = ?1 WHERE api_key_id = ?2"
-                                " AND api_key_hash = ?3",
-                                -1, &st, NULL) == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, fresh, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, old, -1, SQLITE_STATIC);
-        sqlite3_step(st);
-        sqlite3_finalize(st);
-    }
-    sqlite3_close(w);
+    db->st->ops->api_key_rehash(db->st->h, id, old, fresh);
 }
 
 /* The API key check; with quick, a legacy argon2id hash is not checked but
@@ -454,12 +318,10 @@ static int verify_api_key(struct creds *db, const char *key, bool quick, struct 
     char id[CRED_API_KEY_ID_LEN + 1];
     if (!key || api_key_split(key, id) < 0)
         return CREDS_EDENIED;
-    struct stored_secret s = {0};
-    pthread_mutex_lock(&db->mu);
-    int r = fetch_secret(db, "api_key_hash", "api_key_id", id, &s);
+    struct store_secret s = {0};
+    int r = from_store(db->st->ops->secret_get(db->st->h, STORE_BY_API_KEY_ID, id, &s));
     if (r == CREDS_ENOTFOUND)
         snprintf(s.hash, sizeof s.hash, "%s", db->dummy_key_hash);
-    pthread_mutex_unlock(&db->mu);
     if (r == CREDS_EDB)
         return r;
     bool ok;
@@ -479,9 +341,7 @@ static int verify_api_key(struct creds *db, const char *key, bool quick, struct 
     if (!ok)
         return CREDS_EDENIED;
     struct cred *c = NULL;
-    pthread_mutex_lock(&db->mu);
-    r = lookup_where(db, "api_key_id", id, &c);
-    pthread_mutex_unlock(&db->mu);
+    r = get_cred(db, STORE_BY_API_KEY_ID, id, &c, NULL);
     if (r < 0)
         return r == CREDS_ENOTFOUND ? CREDS_EDENIED : r;
     if (c->revoked) {
@@ -511,9 +371,7 @@ int creds_by_cert_fingerprint(struct creds *db, const char *sha256_hex, struct c
     char fp[CRED_SHA256_HEX];
     if (!sha256_hex || cred_fingerprint_normalise(sha256_hex, fp) < 0)
         return CREDS_ENOTFOUND;
-    pthread_mutex_lock(&db->mu);
-    int r = lookup_where(db, "cert_sha256", fp, out);
-    pthread_mutex_unlock(&db->mu);
+    int r = get_cred(db, STORE_BY_CERT, fp, out, NULL);
     if (r == 0 && (*out)->revoked) {
         creds_free_cred(*out);
         *out = NULL;
@@ -526,39 +384,19 @@ int creds_scram_lookup(struct creds *db, const char *name, unsigned char *salt, 
                        int *iterations, unsigned char stored_key[CRED_SCRAM_KEY_LEN],
                        unsigned char server_key[CRED_SCRAM_KEY_LEN])
 {
-    sqlite3_stmt *st;
-    int r = CREDS_ENOTFOUND;
-    pthread_mutex_lock(&db->mu);
-    if (sqlite3_prepare_v2(db->db,
-                           "SELECT scram_salt, scram_iterations, scram_stored_key,"
-                           " scram_server_key, revoked FROM creds WHERE name = ?",
-                           -1, &st, NULL) != SQLITE_OK) {
-        pthread_mutex_unlock(&db->mu);
-        return CREDS_EDB;
+    struct store_scram sc;
+    int r = from_store(db->st->ops->scram_get(db->st->h, name ? name : "", &sc));
+    if (r == 0 && sc.salt_len > *salt_len)
+        r = CREDS_ENOTFOUND;
+    if (r == 0) {
+        memcpy(salt, sc.salt, sc.salt_len);
+        *salt_len = sc.salt_len;
+        *iterations = sc.iterations;
+        memcpy(stored_key, sc.stored_key, CRED_SCRAM_KEY_LEN);
+        memcpy(server_key, sc.server_key, CRED_SCRAM_KEY_LEN);
+        r = sc.revoked ? CREDS_EDENIED : 0;
     }
-    sqlite3_bind_text(st, 1, name ? name : "", -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        int sl = sqlite3_column_bytes(st, 0);
-        const void *s = sqlite3_column_blob(st, 0);
-        const void *sk = sqlite3_column_blob(st, 2);
-        int skl = sqlite3_column_bytes(st, 2);
-        const void *vk = sqlite3_column_blob(st, 3);
-        int vkl = sqlite3_column_bytes(st, 3);
-        if (s && sk && vk && sl > 0 && (size_t)sl <= *salt_len && skl == CRED_SCRAM_KEY_LEN &&
-            vkl == CRED_SCRAM_KEY_LEN) {
-            memcpy(salt, s, (size_t)sl);
-            *salt_len = (size_t)sl;
-            *iterations = sqlite3_column_int(st, 1);
-            memcpy(stored_key, sk, CRED_SCRAM_KEY_LEN);
-            memcpy(server_key, vk, CRED_SCRAM_KEY_LEN);
-            r = sqlite3_column_int(st, 4) ? CREDS_EDENIED : 0;
-        }
-    } else if (rc != SQLITE_DONE) {
-        r = CREDS_EDB;
-    }
-    sqlite3_finalize(st);
-    pthread_mutex_unlock(&db->mu);
+    OPENSSL_cleanse(&sc, sizeof sc);
     return r;
 }
 
@@ -670,51 +508,20 @@ static int check_patterns(const char *const *v, size_t n, char *err, size_t errl
     return 0;
 }
 
-static void bind_limit(sqlite3_stmt *st, int idx, const struct cred_limit *l)
+static const char *limit_period(const struct cred_limit *l)
 {
-    sqlite3_bind_int64(st, idx, l->count > 0 ? l->count : 0);
-    if (l->count > 0)
-        sqlite3_bind_text(st, idx + 1, period_names[l->per], -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(st, idx + 1);
+    return l->count > 0 && l->per > CRED_PER_NONE && l->per <= CRED_PER_MONTH ? period_names[l->per]
+                                                                              : NULL;
 }
 
-static int insert_patterns(sqlite3 *db, long long id, const char *kind, const char *const *v,
-                           size_t n)
+static void scram_of(const struct password_secret *ps, struct store_password *pw)
 {
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, "INSERT OR IGNORE INTO cred_patterns VALUES (?, ?, ?)", -1, &st,
-                           NULL) != SQLITE_OK)
-        return -1;
-    int r = 0;
-    for (size_t i = 0; i < n && r == 0; i++) {
-        sqlite3_bind_int64(st, 1, id);
-        sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, v[i], -1, SQLITE_TRANSIENT);
-        if (sqlite3_step(st) != SQLITE_DONE)
-            r = -1;
-        sqlite3_reset(st);
-    }
-    sqlite3_finalize(st);
-    return r;
-}
-
-/* Maps a failed write to a result, naming a taken unique value. */
-static int write_error(struct creds *db, char *err, size_t errlen)
-{
-    int ext = sqlite3_extended_errcode(db->db);
-    const char *msg = sqlite3_errmsg(db->db);
-    if (ext == SQLITE_CONSTRAINT_UNIQUE || ext == SQLITE_CONSTRAINT_PRIMARYKEY) {
-        if (strstr(msg, "creds.name"))
-            seterr(err, errlen, "a credential with that name exists");
-        else if (strstr(msg, "cert_sha256"))
-            seterr(err, errlen, "that certificate belongs to another credential");
-        else
-            seterr(err, errlen, "already exists: %s", msg);
-        return CREDS_EEXIST;
-    }
-    seterr(err, errlen, "database error: %s", msg);
-    return CREDS_EDB;
+    pw->hash = ps->hash;
+    memcpy(pw->scram.salt, ps->salt, sizeof ps->salt);
+    pw->scram.salt_len = sizeof ps->salt;
+    pw->scram.iterations = CRED_SCRAM_ITERATIONS;
+    memcpy(pw->scram.stored_key, ps->stored, sizeof ps->stored);
+    memcpy(pw->scram.server_key, ps->server, sizeof ps->server);
 }
 
 int creds_add(struct creds *db, const struct cred_spec *spec, char *api_key, size_t api_key_size,
@@ -744,112 +551,124 @@ int creds_add(struct creds *db, const struct cred_spec *spec, char *api_key, siz
         seterr(err, errlen, "rate is per second|minute|hour|day, quota per day|month");
         return CREDS_EINVAL;
     }
+    if (spec->scopes & ~CRED_SCOPE_ALL) {
+        seterr(err, errlen, "unknown scope bits");
+        return CREDS_EINVAL;
+    }
     if (spec->max_size < 0 || check_patterns(spec->allow_from, spec->n_allow_from, err, errlen) ||
         check_patterns(spec->allow_rcpt, spec->n_allow_rcpt, err, errlen))
         return CREDS_EINVAL;
 
     struct password_secret ps;
+    struct store_password pw = {0};
     char key_id[CRED_API_KEY_ID_LEN + 1] = "", key_hash[160] = "";
     int r;
     if (spec->password && (r = password_prepare(spec->password, &ps, err, errlen)) < 0)
         return r;
+    if (spec->password)
+        scram_of(&ps, &pw);
+    else if (spec->password_hash)
+        pw.hash = spec->password_hash;
     if (spec->api_key &&
         api_key_prepare(api_key, api_key_size, key_id, key_hash, sizeof key_hash) < 0) {
         seterr(err, errlen, "cannot make an API key");
+        OPENSSL_cleanse(&ps, sizeof ps);
         return CREDS_EDB;
     }
-
-    pthread_mutex_lock(&db->mu);
-    db->generation_valid = false;
-    sqlite3_stmt *st = NULL;
-    r = CREDS_EDB;
-    if (exec(db->db, "BEGIN IMMEDIATE") < 0) {
-        r = write_error(db, err, errlen);
-        goto out;
-    }
-    if (sqlite3_prepare_v2(db->db,
-                           "INSERT INTO creds (name, password_hash, api_key_id, api_key_hash,"
-                           " cert_sha256, rate_count, rate_per, quota_count, quota_per, max_size,"
-                           " created, scram_salt, scram_iterations, scram_stored_key,"
-                           " scram_server_key)"
-                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           -1, &st, NULL) != SQLITE_OK)
-        goto fail;
-    sqlite3_bind_text(st, 1, spec->name, -1, SQLITE_STATIC);
-    if (spec->password) {
-        sqlite3_bind_text(st, 2, ps.hash, -1, SQLITE_STATIC);
-        sqlite3_bind_blob(st, 12, ps.salt, sizeof ps.salt, SQLITE_STATIC);
-        sqlite3_bind_int(st, 13, CRED_SCRAM_ITERATIONS);
-        sqlite3_bind_blob(st, 14, ps.stored, sizeof ps.stored, SQLITE_STATIC);
-        sqlite3_bind_blob(st, 15, ps.server, sizeof ps.server, SQLITE_STATIC);
-    } else if (spec->password_hash) {
-        sqlite3_bind_text(st, 2, spec->password_hash, -1, SQLITE_STATIC);
-    }
-    if (spec->api_key) {
-        sqlite3_bind_text(st, 3, key_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 4, key_hash, -1, SQLITE_STATIC);
-    }
-    if (fp[0])
-        sqlite3_bind_text(st, 5, fp, -1, SQLITE_STATIC);
-    bind_limit(st, 6, &spec->rate);
-    bind_limit(st, 8, &spec->quota);
-    sqlite3_bind_int64(st, 10, spec->max_size);
-    sqlite3_bind_int64(st, 11, (long long)time(NULL));
-    if (sqlite3_step(st) != SQLITE_DONE)
-        goto fail;
-    long long id = sqlite3_last_insert_rowid(db->db);
-    if (insert_patterns(db->db, id, "from", spec->allow_from, spec->n_allow_from) < 0 ||
-        insert_patterns(db->db, id, "rcpt", spec->allow_rcpt, spec->n_allow_rcpt) < 0 ||
-        exec(db->db, "COMMIT") < 0)
-        goto fail;
-    r = 0;
-    goto out;
-fail:
-    r = write_error(db, err, errlen);
-    exec(db->db, "ROLLBACK");
-out:
-    sqlite3_finalize(st);
-    pthread_mutex_unlock(&db->mu);
+    struct store_cred_new n = {
+        .name = spec->name,
+        .password = pw.hash ? &pw : NULL,
+        .api_key_id = spec->api_key ? key_id : NULL,
+        .api_key_hash = spec->api_key ? key_hash : NULL,
+        .cert_sha256 = fp[0] ? fp : NULL,
+        .rate_count = spec->rate.count,
+        .rate_per = limit_period(&spec->rate),
+        .quota_count = spec->quota.count,
+        .quota_per = limit_period(&spec->quota),
+        .max_size = spec->max_size,
+        .scopes = spec->scopes ? spec->scopes : CRED_SCOPE_SEND,
+        .allow_from = spec->allow_from,
+        .n_allow_from = spec->n_allow_from,
+        .allow_rcpt = spec->allow_rcpt,
+        .n_allow_rcpt = spec->n_allow_rcpt,
+        .created = (long long)time(NULL),
+    };
+    r = from_store(db->st->ops->cred_put(db->st->h, &n, err, errlen));
     OPENSSL_cleanse(&ps, sizeof ps);
+    OPENSSL_cleanse(&pw, sizeof pw);
+    OPENSSL_cleanse(key_hash, sizeof key_hash);
     if (r < 0 && spec->api_key && api_key)
         OPENSSL_cleanse(api_key, api_key_size);
     return r;
 }
 
+int creds_update(struct creds *db, const char *name, const struct cred_update *u, char *err,
+                 size_t errlen)
+{
+    if ((u->set_rate && !limit_valid(&u->rate, false)) ||
+        (u->set_quota && !limit_valid(&u->quota, true))) {
+        seterr(err, errlen, "rate is per second|minute|hour|day, quota per day|month");
+        return CREDS_EINVAL;
+    }
+    if (u->set_scopes && (u->scopes == 0 || (u->scopes & ~CRED_SCOPE_ALL))) {
+        seterr(err, errlen, "scopes: one or more of send, read, admin");
+        return CREDS_EINVAL;
+    }
+    if ((u->set_max_size && u->max_size < 0) ||
+        (u->set_allow_from && check_patterns(u->allow_from, u->n_allow_from, err, errlen)) ||
+        (u->set_allow_rcpt && check_patterns(u->allow_rcpt, u->n_allow_rcpt, err, errlen)))
+        return CREDS_EINVAL;
+    struct store_cred_change ch = {
+        .set_rate = u->set_rate,
+        .set_quota = u->set_quota,
+        .set_max_size = u->set_max_size,
+        .set_scopes = u->set_scopes,
+        .set_allow_from = u->set_allow_from,
+        .set_allow_rcpt = u->set_allow_rcpt,
+        .rate_count = u->rate.count,
+        .rate_per = limit_period(&u->rate),
+        .quota_count = u->quota.count,
+        .quota_per = limit_period(&u->quota),
+        .max_size = u->max_size,
+        .scopes = u->scopes,
+        .allow_from = u->allow_from,
+        .n_allow_from = u->n_allow_from,
+        .allow_rcpt = u->allow_rcpt,
+        .n_allow_rcpt = u->n_allow_rcpt,
+    };
+    int r = from_store(db->st->ops->cred_update(db->st->h, name ? name : "", &ch));
+    if (r == CREDS_ENOTFOUND)
+        seterr(err, errlen, "no credential named '%s'", name ? name : "");
+    else if (r < 0)
+        seterr(err, errlen, "database error");
+    return r;
+}
+
 int creds_list(struct creds *db, struct cred ***out, size_t *n)
 {
+    struct store_cred **rows;
+    size_t nrows;
     *out = NULL;
     *n = 0;
-    sqlite3_stmt *st;
-    pthread_mutex_lock(&db->mu);
-    if (sqlite3_prepare_v2(db->db, "SELECT " CRED_COLUMNS " FROM creds ORDER BY name", -1, &st,
-                           NULL) != SQLITE_OK) {
-        pthread_mutex_unlock(&db->mu);
+    int r = db->st->ops->cred_list(db->st->h, &rows, &nrows);
+    if (r < 0)
+        return CREDS_EDB;
+    struct cred **v = calloc(nrows ? nrows : 1, sizeof *v);
+    size_t k = 0;
+    for (size_t i = 0; i < nrows; i++) {
+        if (v && (v[k] = cred_of_row(rows[i])))
+            k++;
+        else if (!v)
+            store_cred_free(rows[i]);
+    }
+    free(rows);
+    if (!v || k != nrows) {
+        creds_free_list(v, k);
         return CREDS_EDB;
     }
-    int rc, r = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct cred *c;
-        struct cred **nv = realloc(*out, (*n + 1) * sizeof *nv);
-        if (!nv || cred_from_row(db, st, &c) < 0) {
-            if (nv)
-                *out = nv;
-            r = CREDS_EDB;
-            break;
-        }
-        *out = nv;
-        nv[(*n)++] = c;
-    }
-    if (r == 0 && rc != SQLITE_DONE)
-        r = CREDS_EDB;
-    sqlite3_finalize(st);
-    pthread_mutex_unlock(&db->mu);
-    if (r < 0) {
-        creds_free_list(*out, *n);
-        *out = NULL;
-        *n = 0;
-    }
-    return r;
+    *out = v;
+    *n = k;
+    return 0;
 }
 
 void creds_free_list(struct cred **v, size_t n)
@@ -859,47 +678,14 @@ void creds_free_list(struct cred **v, size_t n)
     free(v);
 }
 
-/* One UPDATE/DELETE on a credential by name: 0, CREDS_ENOTFOUND (no such
- * name, or the extra condition in sql did not hold) or CREDS_EDB. */
-static int update_by_name(struct creds *db, const char *sql, const char *name,
-                          void (*bind)(sqlite3_stmt *, const void *), const void *arg)
-{
-    sqlite3_stmt *st;
-    pthread_mutex_lock(&db->mu);
-    db->generation_valid = false;
-    if (sqlite3_prepare_v2(db->db, sql, -1, &st, NULL) != SQLITE_OK) {
-        pthread_mutex_unlock(&db->mu);
-        return CREDS_EDB;
-    }
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
-    if (bind)
-        bind(st, arg);
-    int rc = sqlite3_step(st);
-    int r = rc != SQLITE_DONE ? CREDS_EDB : (sqlite3_changes(db->db) ? 0 : CREDS_ENOTFOUND);
-    sqlite3_finalize(st);
-    pthread_mutex_unlock(&db->mu);
-    return r;
-}
-
 int creds_revoke(struct creds *db, const char *name)
 {
-    return update_by_name(db, "UPDATE creds SET revoked = 1 WHERE name = ?", name, NULL, NULL);
+    return from_store(db->st->ops->cred_revoke(db->st->h, name));
 }
 
 int creds_delete(struct creds *db, const char *name)
 {
-    return update_by_name(db, "DELETE FROM creds WHERE name = ?", name, NULL, NULL);
-}
-
-static void bind_password(sqlite3_stmt *st, const void *arg)
-{
-    const struct password_secret *ps = arg;
-    sqlite3_bind_text(st, 2, ps->hash, -1, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 3, ps->salt, sizeof ps->salt, SQLITE_STATIC);
-    sqlite3_bind_int(st, 4, CRED_SCRAM_ITERATIONS);
-    sqlite3_bind_blob(st, 5, ps->stored, sizeof ps->stored, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 6, ps->server, sizeof ps->server, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 7, (long long)time(NULL));
+    return from_store(db->st->ops->cred_delete(db->st->h, name));
 }
 
 /* Revoked credentials stay revoked: a rotation would otherwise quietly bring
@@ -919,41 +705,68 @@ static int rotate_result(struct creds *db, const char *name, int r)
 int creds_rotate_password(struct creds *db, const char *name, const char *password)
 {
     struct password_secret ps;
+    struct store_password pw;
     int r = password_prepare(password, &ps, NULL, 0);
     if (r < 0)
         return r;
-    r = update_by_name(db,
-                       "UPDATE creds SET password_hash = ?2, scram_salt = ?3,"
-                       " scram_iterations = ?4, scram_stored_key = ?5, scram_server_key = ?6,"
-                       " rotated = ?7 WHERE name = ?1 AND revoked = 0",
-                       name, bind_password, &ps);
+    scram_of(&ps, &pw);
+    r = from_store(db->st->ops->cred_set_password(db->st->h, name, &pw, (long long)time(NULL)));
     OPENSSL_cleanse(&ps, sizeof ps);
+    OPENSSL_cleanse(&pw, sizeof pw);
     return rotate_result(db, name, r);
-}
-
-struct key_secret {
-    char id[CRED_API_KEY_ID_LEN + 1];
-    char hash[160];
-};
-
-static void bind_key(sqlite3_stmt *st, const void *arg)
-{
-    const struct key_secret *ks = arg;
-    sqlite3_bind_text(st, 2, ks->id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, ks->hash, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, (long long)time(NULL));
 }
 
 int creds_rotate_api_key(struct creds *db, const char *name, char *api_key, size_t api_key_size)
 {
-    struct key_secret ks;
-    if (api_key_prepare(api_key, api_key_size, ks.id, ks.hash, sizeof ks.hash) < 0)
+    char id[CRED_API_KEY_ID_LEN + 1], hash[160];
+    if (api_key_prepare(api_key, api_key_size, id, hash, sizeof hash) < 0)
         return CREDS_EDB;
-    int r = update_by_name(db,
-                           "UPDATE creds SET api_key_id = ?2, api_key_hash = ?3, rotated = ?4"
-                           " WHERE name = ?1 AND revoked = 0",
-                           name, bind_key, &ks);
+    int r =
+        from_store(db->st->ops->cred_set_api_key(db->st->h, name, id, hash, (long long)time(NULL)));
     if (r < 0)
         OPENSSL_cleanse(api_key, api_key_size);
     return rotate_result(db, name, r);
+}
+
+/* --- scopes --- */
+
+static const struct {
+    const char *name;
+    unsigned bit;
+} scope_names[] = {
+    {"send", CRED_SCOPE_SEND}, {"read", CRED_SCOPE_READ}, {"admin", CRED_SCOPE_ADMIN}};
+
+int cred_scopes_parse(const char *s, unsigned *out)
+{
+    unsigned v = 0;
+    const char *p = s ? s : "";
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        bool known = false;
+        for (size_t i = 0; i < sizeof scope_names / sizeof scope_names[0]; i++)
+            if (strlen(scope_names[i].name) == len && strncmp(p, scope_names[i].name, len) == 0) {
+                v |= scope_names[i].bit;
+                known = true;
+            }
+        if (!known)
+            return -1;
+        p += len;
+        if (*p == ',' && *++p == 0)
+            return -1; /* a trailing comma */
+    }
+    if (v == 0)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+const char *cred_scopes_format(unsigned scopes, char *buf, size_t size)
+{
+    size_t n = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < sizeof scope_names / sizeof scope_names[0]; i++)
+        if (scopes & scope_names[i].bit)
+            n += (size_t)snprintf(buf + n, n < size ? size - n : 0, "%s%s", n ? "," : "",
+                                  scope_names[i].name);
+    return buf;
 }

@@ -1,6 +1,6 @@
 /* The credential store: one credential per sending application, kept in
- * SQLite (<var_dir>/sluice.db). AUTH (PLAIN/LOGIN, SCRAM-SHA-256), API keys
- * and client certificates resolve to a struct cred, whose rules (allowed
+ * the store (store/store.h: SQLite <var_dir>/sluice.db, or PostgreSQL). AUTH (PLAIN/LOGIN,
+ * SCRAM-SHA-256), API keys and client certificates resolve to a struct cred, whose rules (allowed
  * senders and recipients, rate, quota, size) the policy checks then apply.
  * All functions are thread-safe; password checks (and API keys still stored
  * as argon2id by an older release) run argon2id outside the store's lock, so
@@ -12,8 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct sqlite3;
 struct creds;
+struct store;
 
 /* Return codes (0 is success). */
 #define CREDS_EDB (-1)       /* database or system error */
@@ -34,6 +34,7 @@ struct creds;
 #define CRED_SCOPE_SEND 0x1u  /* submit mail */
 #define CRED_SCOPE_READ 0x2u  /* read its own messages, events, captured mail */
 #define CRED_SCOPE_ADMIN 0x4u /* every credential's data; re-drive, suppressions */
+#define CRED_SCOPE_ALL (CRED_SCOPE_SEND | CRED_SCOPE_READ | CRED_SCOPE_ADMIN)
 
 #define CRED_NAME_MAX 64
 #define CRED_SHA256_HEX 65     /* 64 hex digits and the NUL */
@@ -74,7 +75,7 @@ struct cred {
     struct cred_limit rate;  /* per second..day; count 0 = none */
     struct cred_limit quota; /* per day or month; count 0 = none */
     long long max_size;      /* bytes; 0 = the relay's limit */
-    unsigned scopes; /* CRED_SCOPE_*; CRED_SCOPE_SEND unless the store says otherwise */
+    unsigned scopes;         /* CRED_SCOPE_*; CRED_SCOPE_SEND unless the store says otherwise */
     bool revoked;
     long long created; /* unix seconds */
     long long rotated; /* unix seconds; 0 = never */
@@ -95,17 +96,29 @@ struct cred_spec {
     struct cred_limit rate;
     struct cred_limit quota;
     long long max_size;
+    unsigned scopes; /* CRED_SCOPE_*; 0 = CRED_SCOPE_SEND */
 };
 
-/* Opens (creating if needed) the store at path: WAL mode, a busy timeout,
- * schema migrated to the latest version. Returns NULL with err set. */
+/* What `creds update` changes: only the fields whose set_ flag is true. */
+struct cred_update {
+    bool set_rate, set_quota, set_max_size, set_scopes, set_allow_from, set_allow_rcpt;
+    struct cred_limit rate;
+    struct cred_limit quota;
+    long long max_size;
+    unsigned scopes;
+    const char *const *allow_from; /* replaces all sender patterns */
+    size_t n_allow_from;
+    const char *const *allow_rcpt;
+    size_t n_allow_rcpt;
+};
+
+/* Credentials over an open store; with own, creds_close closes it too (and
+ * a failure here closes it at once). Returns NULL with err set. */
+struct creds *creds_open_store(struct store *st, bool own, char *err, size_t errlen);
+/* The same over a SQLite file at path (created if needed: WAL mode, a busy
+ * timeout, schema migrated to the latest version). */
 struct creds *creds_open(const char *path, char *err, size_t errlen);
 void creds_close(struct creds *db);
-
-/* Opens one more connection to the store file with the same settings and
- * migrations, for modules that keep their tables there (accounting). The
- * caller closes it with sqlite3_close. Returns NULL with err set. */
-struct sqlite3 *creds_connect(const char *path, char *err, size_t errlen);
 
 /* The schema version this build migrates to. */
 int creds_schema_version(void);
@@ -185,6 +198,11 @@ int creds_add(struct creds *db, const struct cred_spec *spec, char *api_key, siz
 int creds_list(struct creds *db, struct cred ***out, size_t *n);
 void creds_free_list(struct cred **v, size_t n);
 
+/* Changes a credential's rules and scopes. CREDS_EINVAL / CREDS_ENOTFOUND
+ * with err set. */
+int creds_update(struct creds *db, const char *name, const struct cred_update *u, char *err,
+                 size_t errlen);
+
 int creds_revoke(struct creds *db, const char *name);
 int creds_delete(struct creds *db, const char *name);
 /* Replaces the password (and SCRAM keys) or the API key; sets rotated. */
@@ -208,6 +226,10 @@ int cred_fingerprint_normalise(const char *in, char out[CRED_SHA256_HEX]);
 /* SHA-256 fingerprint of the first certificate in a PEM file. */
 int cred_fingerprint_pem_file(const char *path, char out[CRED_SHA256_HEX], char *err,
                               size_t errlen);
+/* "send,read,admin" (any non-empty subset) -> CRED_SCOPE_* bits. 0 or -1. */
+int cred_scopes_parse(const char *s, unsigned *out);
+/* Scope bits as "send,read"; "" for none. */
+const char *cred_scopes_format(unsigned scopes, char *buf, size_t size);
 /* Names: 1..64 of [A-Za-z0-9._-], starting with a letter or digit. */
 bool cred_name_valid(const char *name);
 

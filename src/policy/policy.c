@@ -14,6 +14,7 @@
 #include "policy/secret.h"
 #include "policy/users.h"
 #include "mail/scram.h"
+#include "store/store.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -46,6 +47,7 @@ static struct {
     unsigned char scram_secret[POLICY_SCRAM_SECRET_LEN];
     struct authfail_config af;
     struct authcache_stats cache_before; /* counts of login caches a reload replaced */
+    struct store *store;                 /* shared by r->creds and r->accounting */
 } policy_state;
 
 uint64_t policy_now_ms(void)
@@ -145,10 +147,15 @@ int policy_open(struct relay *r, char *err, size_t errlen)
 {
     const struct config *cfg = r->cfg;
     unsigned char seed[16];
-    r->creds = creds_open(cfg->creds_db, err, errlen);
-    if (!r->creds)
+    struct store_config sc;
+    store_config_of(cfg, &sc);
+    policy_state.store = store_open(&sc, err, errlen);
+    if (!policy_state.store)
         return -1;
-    r->accounting = accounting_open(cfg->creds_db, err, errlen);
+    r->creds = creds_open_store(policy_state.store, false, err, errlen);
+    if (!r->creds)
+        goto fail;
+    r->accounting = accounting_open_store(policy_state.store, false, err, errlen);
     if (!r->accounting)
         goto fail;
     if (load_scram_secret(cfg->scram_secret_file, policy_state.scram_secret, err, errlen) < 0)
@@ -203,6 +210,8 @@ void policy_close(struct relay *r)
     if (r->creds)
         creds_close(r->creds);
     r->creds = NULL;
+    store_close(policy_state.store);
+    policy_state.store = NULL;
     ratelimit_free(r->ratelimit);
     r->ratelimit = NULL;
     authfail_free(r->authfail);

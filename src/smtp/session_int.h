@@ -1,6 +1,6 @@
 /* Inside the SMTP server session: the state, the per-connection struct and
- * the verbs its parts share. session.c owns the state machine, the input
- * loop and the connection's life; session_auth.c the SASL exchanges;
+ * the verbs its parts share. session.c owns the state machine and the input
+ * loop; session_conn.c the connection's life and I/O; session_auth.c the SASL exchanges;
  * session_content.c DATA/BDAT content up to the spool. Nothing outside
  * src/smtp/session*.c includes this. */
 #ifndef SLUICE_SMTP_SESSION_INT_H
@@ -24,6 +24,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
+
+#include <event2/util.h>
 
 struct relay;
 struct bufferevent;
@@ -64,6 +66,8 @@ struct session {
     struct sockaddr_storage peer;
     char ip[INET6_ADDRSTRLEN];
     bool loopback, relay_net, tls, esmtp, authed;
+    bool greet_after_tls; /* implicit TLS on a handshake thread: 220 once it is done */
+    int offload_fd;       /* the socket while a handshake thread has it, else -1 */
     char tls_desc[128];
     char helo[256];
     char auth_user[SASL_FIELD_MAX + 1]; /* the credential name once authed */
@@ -146,5 +150,12 @@ void session_cmd_bdat(struct session *s, const struct smtp_command *c);
 /* Consumes DATA or BDAT content; true when the content ended and was
  * handled, false when more input is needed. */
 bool session_consume_content(struct session *s, struct evbuffer *in);
+
+/* Ends the current transaction (MAIL..DATA) and frees its state. */
+void session_transaction_reset(struct session *s);
+/* The deadline timer's callback (struct session *s as arg). */
+void session_on_deadline(evutil_socket_t fd, short what, void *arg);
+/* Switches the connection to TLS after the 220 to STARTTLS. */
+void session_start_tls(struct session *s);
 
 #endif

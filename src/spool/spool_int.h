@@ -159,6 +159,16 @@ uint64_t sp_append_state(struct spool *s, uint64_t id, int op, int32_t rcpt, int
                          uint8_t extra, const char *reply, spool_done_fn cb, void *arg);
 /* Hands a record to the writer. Takes ownership of p. */
 void sp_enqueue(struct spool *s, struct pending *p);
+
+/* spool_writer.c: the record header, the writer thread and its
+ * completions on the loop thread (finished records, retries). */
+void sp_rec_header(unsigned char *h, uint8_t type, uint32_t len, uint64_t id);
+void sp_pending_free(struct pending *p);
+void *sp_writer_main(void *arg);
+void sp_run_completions(struct spool *s);
+bool sp_retry_unrecorded(struct spool *s);
+void sp_on_retry(evutil_socket_t fd, short what, void *arg);
+void sp_on_wake(evutil_socket_t fd, short what, void *arg);
 int sp_seg_open(struct spool *s, uint32_t seq, bool create, int *fd_out);
 int sp_seg_add(struct spool *s, uint32_t seq, int fd, uint64_t size);
 int sp_seg_fd(struct spool *s, uint32_t i);

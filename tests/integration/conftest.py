@@ -15,10 +15,20 @@ BIN = os.environ.get("SLUICE_BIN", str(ROOT / "build" / "sluice"))
 PASSWORD = "correct horse battery"
 
 
+_given_ports = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, never one this process handed out before:
+    the kernel may offer a just-closed port again, and a daemon given the
+    same port for two listeners fails to start."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _given_ports:
+            _given_ports.add(port)
+            return port
 
 
 def wait_for(cond, timeout=10.0, what="condition"):

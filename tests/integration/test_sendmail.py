@@ -430,3 +430,28 @@ def test_recipients_deferred_alone_are_kept_alone(make_sluice, tmp_path, sendmai
     r = run([BIN, "outbox", "flush"], env_for(s, tmp_path))
     assert r.returncode == 0 and b"1 sent" in r.stdout
     assert s.wait_captured(1)[0]["envelope"]["rcpt_to"] == ["later@dest.test"]
+
+
+def test_options_after_recipients_and_after_double_dash(make_sluice, tmp_path, sendmail_link):
+    s = make_sluice(config_text=RELAY).start()
+    env = env_for(s, tmp_path)
+    r = run([str(sendmail_link), "a@dest.test", "-f", "app@shop.test", "-oi", "--", "-b@dest.test"],
+            env, b"Subject: order\n\n.\nstill text\n")
+    assert r.returncode == 0, r.stderr
+    m = s.wait_captured(1)[0]
+    assert m["envelope"]["mail_from"] == "app@shop.test"
+    assert m["envelope"]["rcpt_to"] == ["a@dest.test", "-b@dest.test"]
+    assert b"still text" in m["data"]
+
+
+def test_sender_forms(make_sluice, tmp_path, sendmail_link):
+    s = make_sluice(config_text=RELAY).start()
+    env = env_for(s, tmp_path)
+    r = run([str(sendmail_link), "-f", "root", "a@dest.test"], env, b"Subject: 1\n\nx\n")
+    assert r.returncode == 0, r.stderr
+    r = run([str(sendmail_link), "-f", "<>", "a@dest.test"], env, b"Subject: 2\n\nx\n")
+    assert r.returncode == 0, r.stderr
+    r = run([str(sendmail_link), "-f", "a b@x", "a@dest.test"], env, b"Subject: 3\n\nx\n")
+    assert r.returncode == 64 and b"not an address" in r.stderr
+    got = s.wait_captured(2)
+    assert [g["envelope"]["mail_from"] for g in got] == ["root@relay.test", ""]

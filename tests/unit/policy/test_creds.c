@@ -183,6 +183,7 @@ static void test_migrate_from_version_1(void **state)
     assert_int_equal(c->n_allow_from, 1);
     assert_string_equal(c->allow_from[0], "*@shop.example");
     assert_int_equal(c->created, 1700000000);
+    assert_int_equal(c->scopes, CRED_SCOPE_SEND); /* what every credential could before 5 */
     creds_free_cred(c);
     assert_int_equal(creds_verify_password(f->db, "legacy", PASSWORD, NULL, NULL), 0);
     unsigned char salt[64], sk[32], vk[32];

@@ -1,8 +1,8 @@
-/* The credential store's file: opening a connection with the settings every
+/* The SQLite store's file: opening a connection with the settings every
  * user of the file shares (WAL, busy timeout, foreign keys) and bringing its
  * schema to the version this build knows, one migration step at a time.
- * The credentials (creds.c) and the accounting counters use it. */
-#include "policy/creds.h"
+ * store_pg.c keeps the same versions in PostgreSQL's dialect. */
+#include "store/store_sqlite_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -16,7 +16,7 @@
 
 /* Writers (CLI, accounting flushes) hold the lock briefly; readers wait this
  * long before SQLITE_BUSY. */
-#define CREDS_BUSY_TIMEOUT_MS 5000
+#define STORE_BUSY_TIMEOUT_MS 5000
 
 /* Schema migrations, oldest first. Step i brings the schema from version i
  * to i + 1 and runs in its own transaction; released steps never change,
@@ -74,10 +74,20 @@ static const char *const migrations[] = {
     " bytes INTEGER NOT NULL DEFAULT 0,"
     " PRIMARY KEY (cred, day, event, reason)) WITHOUT ROWID;"
     "CREATE INDEX accounting_day ON accounting(day);",
+
+    /* 5: what a credential may do (CRED_SCOPE_*; 1 = send, what every
+     * credential could before), and counters shared by every node (quota
+     * reservations) */
+    "ALTER TABLE creds ADD COLUMN scopes INTEGER NOT NULL DEFAULT 1;"
+    "CREATE TABLE counters ("
+    " key TEXT NOT NULL,"
+    " period TEXT NOT NULL,"
+    " value INTEGER NOT NULL,"
+    " PRIMARY KEY (key, period)) WITHOUT ROWID;",
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
-int creds_schema_version(void)
+int store_schema_version(void)
 {
     return N_MIGRATIONS;
 }
@@ -101,7 +111,7 @@ static int exec(sqlite3 *db, const char *sql)
     return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
 }
 
-static int read_version(sqlite3 *db, int *version)
+int store_sqlite_read_version(sqlite3 *db, int *version)
 {
     sqlite3_stmt *st;
     *version = 0;
@@ -124,7 +134,7 @@ static int migrate(sqlite3 *db, char *err, size_t errlen)
         if (exec(db, "BEGIN IMMEDIATE") < 0)
             return seterr(err, errlen, "cannot lock the store: %s", sqlite3_errmsg(db));
         int v;
-        if (read_version(db, &v) < 0)
+        if (store_sqlite_read_version(db, &v) < 0)
             goto fail;
         if (v > N_MIGRATIONS) {
             exec(db, "ROLLBACK");
@@ -192,7 +202,7 @@ static int make_private(const char *path, char *err, size_t errlen)
     return rc;
 }
 
-struct sqlite3 *creds_connect(const char *path, char *err, size_t errlen)
+sqlite3 *store_sqlite_connect(const char *path, char *err, size_t errlen)
 {
     sqlite3 *db = NULL;
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
@@ -208,7 +218,7 @@ struct sqlite3 *creds_connect(const char *path, char *err, size_t errlen)
         sqlite3_close(db);
         return NULL;
     }
-    sqlite3_busy_timeout(db, CREDS_BUSY_TIMEOUT_MS);
+    sqlite3_busy_timeout(db, STORE_BUSY_TIMEOUT_MS);
     sqlite3_stmt *st;
     bool wal = false;
     if (sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &st, NULL) == SQLITE_OK) {
@@ -216,7 +226,13 @@ struct sqlite3 *creds_connect(const char *path, char *err, size_t errlen)
             wal = strcmp((const char *)sqlite3_column_text(st, 0), "wal") == 0;
         sqlite3_finalize(st);
     }
-    if (!wal || exec(db, "PRAGMA foreign_keys=ON") < 0) {
+    /* NORMAL in WAL mode: a commit does not wait for fsync (the WAL is
+     * synced at checkpoints). A crashed process loses nothing; a power loss
+     * may roll back the last commits, which the quota counters and the
+     * accounting tolerate (docs/STORE.md), and it keeps a reservation at
+     * MAIL from costing the event loop an fsync. */
+    if (!wal || exec(db, "PRAGMA foreign_keys=ON") < 0 ||
+        exec(db, "PRAGMA synchronous=NORMAL") < 0) {
         if (err && errlen)
             snprintf(err, errlen, "%s: cannot set WAL mode: %s", path, sqlite3_errmsg(db));
         sqlite3_close(db);
