@@ -322,6 +322,12 @@ http_section() {
         printf '\n[http]\nlisten = 127.0.0.1:%s\n' "$(free_port)"
     fi
 }
+# The same for the HTTPS API (default 127.0.0.1:8443).
+api_section() {
+    if "$SLUICE_BIN" config dump 2>/dev/null | grep '^\[api\]' >/dev/null; then
+        printf '\n[api]\nlisten = 127.0.0.1:%s\n' "$(free_port)"
+    fi
+}
 write_sluice_conf() { # DIR PORT
     cat >"$1/sluice.conf" <<EOF
 [server]
@@ -339,6 +345,7 @@ max_connections_per_ip = 2000
 [log]
 file = $1/sluice.log
 $(http_section)
+$(api_section)
 
 [tls]
 cert = $TMP/tls/cert.pem

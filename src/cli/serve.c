@@ -7,6 +7,7 @@
 #include "core/config.h"
 #include "core/events.h"
 #include "http/metrics.h"
+#include "httpd/api.h"
 #include "core/log.h"
 #include "core/privdrop.h"
 #include "core/relay.h"
@@ -421,6 +422,10 @@ int cli_serve(const struct cli *cli, int argc, char **argv)
             goto out;
         }
     }
+    if (api_start(r, err, sizeof err) < 0) {
+        fprintf(stderr, "sluice: %s\n", err);
+        goto out;
+    }
     r->control = control_open(r, err, sizeof err);
     if (!r->control) {
         fprintf(stderr, "sluice: %s\n", err);
@@ -452,6 +457,7 @@ int cli_serve(const struct cli *cli, int argc, char **argv)
               NULL);
 out:
     session_close_all(r);
+    api_stop(r);
     tls_offload_free(r->tls_offload); /* handshakes in flight end, their sessions with them */
     r->tls_offload = NULL;
     metrics_http_free(r->metrics);

@@ -18,9 +18,9 @@
 #include <strings.h>
 #include <unistd.h>
 
-const char *const section_names[SEC_COUNT] = {"server",  "tls",    "auth",     "limits",  "queue",
-                                              "log",     "policy", "dkim",     "http",    "audit",
-                                              "webhook", "store",  "sendmail", "upstream"};
+const char *const section_names[SEC_COUNT] = {"server",  "tls",    "auth", "limits",   "queue",
+                                              "log",     "policy", "dkim", "http",     "audit",
+                                              "webhook", "store",  "api",  "sendmail", "upstream"};
 
 const char *const type_names[] = {
     "string", "path",   "host name", "host",          "address:port", "CIDR list",
@@ -245,6 +245,18 @@ const struct config_key config_keys[] = {
     {SEC_WEBHOOK, "secret_file", NULL, T_PATH, S(webhook_secret_file), "", .empty_ok = true,
      .doc = "HMAC-SHA-256 key for the X-Sluice-Signature header."},
 
+    {SEC_API, "listen", NULL, T_LISTEN, S(api_listen), "127.0.0.1:8443", .empty_ok = true,
+     .doc = "HTTPS submission API (docs/API.md), TLS with the [tls] certificate; empty "
+            "disables."},
+    {SEC_API, "request_timeout", NULL, T_DURATION, S(api_request_timeout), "60s", 1, 3600,
+     .doc = "Longest time to read a request or write an answer; an idle keep-alive "
+            "connection is closed after it too."},
+    {SEC_API, "idempotency_window", NULL, T_DURATION, S(api_idempotency_window), "24h", 60,
+     30 * DAY,
+     .doc = "How long an Idempotency-Key is remembered per credential (the first answer is "
+            "replayed)."},
+    {SEC_API, "event_buffer", NULL, T_INT, S(api_event_buffer), "10000", 16, 10000000,
+     .doc = "Recent delivery events kept in memory for GET /v1/events and message state."},
     {SEC_SENDMAIL, "server", NULL, T_LISTEN, S(sendmail_server), "", .empty_ok = true,
      .doc = "Where 'sluice sendmail' and 'sluice send' submit (STARTTLS when offered; plaintext "
             "only to loopback); empty: [server] listen_submission."},

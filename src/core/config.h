@@ -146,6 +146,12 @@ struct config {
     char *webhook_urls; /* comma list; "" disables */
     char *webhook_secret_file;
 
+    /* [api] */
+    char *api_listen;           /* "127.0.0.1:8443"; "" disables */
+    int api_request_timeout;    /* seconds */
+    int api_idempotency_window; /* seconds */
+    int api_event_buffer;       /* delivery events kept in memory */
+
     /* [sendmail]: the sendmail(1) entry and `sluice send` (docs/SENDMAIL.md) */
     char *sendmail_server;          /* "host:port"; "" = [server] listen_submission */
     char *sendmail_credential_file; /* "user = ..."/"password = ..." file, mode 0600; "" none */

@@ -23,6 +23,7 @@ enum section {
     SEC_AUDIT,
     SEC_WEBHOOK,
     SEC_STORE,
+    SEC_API,
     SEC_SENDMAIL,
     SEC_UPSTREAM,
     SEC_COUNT

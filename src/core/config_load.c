@@ -313,7 +313,7 @@ static void read_header(struct loader *ld, const char *s, const char *e)
     }
     report(ld, &o,
            "unknown section [%.*s] (expected server, tls, auth, limits, queue, log, policy, "
-           "dkim, http, audit, webhook, sendmail or upstream NAME)",
+           "dkim, http, audit, webhook, store, api, sendmail or upstream NAME)",
            (int)len, in);
 }
 

@@ -30,6 +30,7 @@ struct authcache;
 struct events;
 struct events_observer;
 struct metrics_http;
+struct api_server;
 struct env_secrets;
 
 struct relay_counters {
@@ -51,6 +52,7 @@ struct relay {
     struct listener_set *listeners;
     struct control *control;
     void *session_list; /* owned by smtp/session.c */
+    struct api_server *api; /* the HTTPS submission API (httpd/api.c); NULL when off */
     /* how lower levels reach higher ones: wired by the daemon (cli/serve.c) */
     struct relay_hooks {
         /* an accepted connection becomes a session (smtp/session.c) */

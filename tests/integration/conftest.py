@@ -15,10 +15,20 @@ BIN = os.environ.get("SLUICE_BIN", str(ROOT / "build" / "sluice"))
 PASSWORD = "correct horse battery"
 
 
+_given_ports = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, never one this process handed out before:
+    the kernel may offer a just-closed port again, and a daemon given the
+    same port for two listeners fails to start."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _given_ports:
+            _given_ports.add(port)
+            return port
 
 
 def wait_for(cond, timeout=10.0, what="condition"):
@@ -40,6 +50,7 @@ class Sluice:
         self.port = free_port()
         self.tls_port = free_port()
         self.http_port = free_port()
+        self.api_port = free_port()
         self.log_path = self.dir / "sluice.log"
         self.env = dict(os.environ)
         for k in list(self.env):
@@ -52,6 +63,7 @@ class Sluice:
             "SLUICE_SERVER_HOSTNAME": "relay.test",
             "SLUICE_SERVER_SHUTDOWN_GRACE": "10s",
             "SLUICE_HTTP_LISTEN": f"127.0.0.1:{self.http_port}",
+            "SLUICE_API_LISTEN": f"127.0.0.1:{self.api_port}",
             # the tests run as root; test_privileges.py covers the drop to [server] user
             "SLUICE_SERVER_USER": "root",
         })
