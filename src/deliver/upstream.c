@@ -53,6 +53,21 @@ struct upstream {
     struct event *pump_timer, *probe_timer, *idle_timer;
 };
 
+static const struct upstream_transport smtp_transport = {
+    .open = smtp_client_new,
+    .send = smtp_client_send,
+    .quit = smtp_client_quit,
+    .free = smtp_client_free,
+    .is_idle = smtp_client_is_idle,
+    .messages_sent = smtp_client_messages_sent,
+};
+static const struct upstream_transport *tr = &smtp_transport;
+
+void upstream_set_transport(const struct upstream_transport *t)
+{
+    tr = t ? t : &smtp_transport;
+}
+
 static int64_t now_ms(void)
 {
     struct timespec ts;
@@ -216,7 +231,7 @@ static void on_ready(struct smtp_client *c, void *arg)
     u->n_connecting--;
     mark_healthy(u);
     if (k->probe && !u->q_head && !k->job) {
-        smtp_client_quit(k->c);
+        tr->quit(k->c);
         conn_remove(k);
         maybe_free(u);
         return;
@@ -227,8 +242,8 @@ static void on_ready(struct smtp_client *c, void *arg)
 static void conn_done_with(struct conn *k)
 {
     struct upstream *u = k->u;
-    if (u->retired || smtp_client_messages_sent(k->c) >= (unsigned long)u->msgs_per_conn) {
-        smtp_client_quit(k->c);
+    if (u->retired || tr->messages_sent(k->c) >= (unsigned long)u->msgs_per_conn) {
+        tr->quit(k->c);
         conn_remove(k);
         if (u->retired)
             maybe_free(u);
@@ -273,7 +288,7 @@ static void on_error(struct smtp_client *c, const struct smtp_client_error *err,
     else
         snprintf(reason, sizeof reason, "%s: %s", smtp_client_errcat_name(err->category),
                  err->reason);
-    smtp_client_free(c);
+    tr->free(c);
     k->c = NULL;
     conn_remove(k);
     if (ambiguous)
@@ -309,7 +324,7 @@ static struct conn *conn_open(struct upstream *u, bool probe)
         return NULL;
     k->u = u;
     k->probe = probe;
-    k->c = smtp_client_new(u->r->base, u->r->dns, &u->opts, &client_cb, k);
+    k->c = tr->open(u->r->base, u->r->dns, &u->opts, &client_cb, k);
     if (!k->c) {
         free(k);
         return NULL;
@@ -355,7 +370,7 @@ static void pump(struct upstream *u)
         }
         struct conn *idle = NULL;
         for (struct conn *k = u->conns; k; k = k->next)
-            if (k->ready && !k->job && k->c && smtp_client_is_idle(k->c)) {
+            if (k->ready && !k->job && k->c && tr->is_idle(k->c)) {
                 idle = k;
                 break;
             }
@@ -365,12 +380,12 @@ static void pump(struct upstream *u)
             idle->ready = false;
             if (u->rate > 0)
                 u->tokens -= 1;
-            int rc = smtp_client_send(idle->c, &j->msg);
+            int rc = tr->send(idle->c, &j->msg);
             if (rc < 0) {
                 idle->job = NULL;
                 char why[96];
                 snprintf(why, sizeof why, "cannot start transaction: %s", strerror(-rc));
-                smtp_client_free(idle->c);
+                tr->free(idle->c);
                 idle->c = NULL;
                 conn_remove(idle);
                 fail_job(j, SMTP_CLIENT_ERR_PROTOCOL, why);
@@ -417,7 +432,7 @@ static void on_idle_timer(evutil_socket_t fd, short what, void *arg)
     while (k) {
         struct conn *next = k->next;
         if (k->ready && !k->job && k->c) {
-            smtp_client_quit(k->c);
+            tr->quit(k->c);
             conn_remove(k);
         }
         k = next;
@@ -581,7 +596,7 @@ void upstream_free(struct upstream *u)
     struct conn *k = u->conns;
     while (k) {
         struct conn *next = k->next;
-        smtp_client_free(k->c); /* idle or not: the loop that would finish a QUIT is gone */
+        tr->free(k->c); /* idle or not: the loop that would finish a QUIT is gone */
         free(k);
         k = next;
     }
@@ -603,9 +618,9 @@ void upstream_retire(struct upstream *u)
         if (!k->job) {
             if (k->c) {
                 if (k->ready)
-                    smtp_client_quit(k->c);
+                    tr->quit(k->c);
                 else
-                    smtp_client_free(k->c);
+                    tr->free(k->c);
             }
             conn_remove(k);
         }

@@ -16,6 +16,22 @@ struct config_upstream;
 struct upstream;
 struct upstream_job;
 
+/* What a pool opens its connections with: the SMTP client of
+ * deliver/client.h, unless a test installs a fake with
+ * upstream_set_transport (NULL restores the client). Same contracts as the
+ * smtp_client_* functions they stand for. */
+struct upstream_transport {
+    struct smtp_client *(*open)(struct event_base *base, struct evdns_base *dns,
+                                const struct smtp_client_opts *opts,
+                                const struct smtp_client_cb *cb, void *cb_arg);
+    int (*send)(struct smtp_client *c, const struct smtp_client_msg *msg);
+    void (*quit)(struct smtp_client *c);
+    void (*free)(struct smtp_client *c);
+    bool (*is_idle)(const struct smtp_client *c);
+    unsigned long (*messages_sent)(const struct smtp_client *c);
+};
+void upstream_set_transport(const struct upstream_transport *t);
+
 /* How a job ended on this upstream. */
 struct upstream_outcome {
     /* The connection failed before the message's fate was known: the
