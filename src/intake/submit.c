@@ -181,6 +181,7 @@ int submit_mail(struct submit_tx *tx, const struct smtp_path *from,
     if (authz_mail(tx->cred, cfg, from, mp->size, ref) < 0 ||
         authz_rate(tx->r->ratelimit, tx->cred, tx->ip, cfg->rate_per_ip, policy_now_ms(), ref) <
             0 ||
+        authz_shared_rate(tx->r->accounting, tx->cred, time(NULL), ref) < 0 ||
         authz_quota_reserve(tx->r->accounting, tx->cred, time(NULL), &tx->quota, ref) < 0)
         return refused(tx, ref);
     tx->from = *from;

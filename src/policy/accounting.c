@@ -467,6 +467,26 @@ int accounting_quota_take(struct accounting *a, const struct cred *c, time_t now
     return accounting_quota_reserve(a, c, now, NULL);
 }
 
+int accounting_rate_take(struct accounting *a, const struct cred *c, time_t now,
+                         unsigned *retry_s)
+{
+    *retry_s = 0;
+    if (!a || !c || c->rate.count <= 0 || c->rate.per == CRED_PER_NONE ||
+        strcmp(a->st->ops->name, "sqlite") == 0)
+        return 1;
+    long long period = cred_period_seconds(c->rate.per);
+    if (period <= 0)
+        return 1;
+    char key[CRED_NAME_MAX + 16], window[24];
+    snprintf(key, sizeof key, "rate:%s", c->name);
+    snprintf(window, sizeof window, "%lld", (long long)now / period);
+    long long used = 0;
+    int r = a->st->ops->counter_take(a->st->h, key, window, c->rate.count, 0, &used);
+    if (r == 0)
+        *retry_s = (unsigned)(period - (long long)now % period);
+    return r < 0 ? -1 : r;
+}
+
 void accounting_quota_give_back(struct accounting *a, struct quota_ticket *t)
 {
     if (!a || !t || !t->held)

@@ -86,6 +86,15 @@ struct quota_ticket {
 int accounting_quota_reserve(struct accounting *a, const struct cred *c, time_t now,
                              struct quota_ticket *t);
 
+/* The credential's rate across every relay sharing the store: one unit of
+ * the fixed window (now / period) of a shared counter. Only a store
+ * several nodes share (PostgreSQL) has such a counter; with SQLite, or a
+ * credential without a rate, this takes nothing and returns 1. 1 taken, 0
+ * the window is full (*retry_s: seconds until the next one), -1 the store
+ * did not answer. */
+int accounting_rate_take(struct accounting *a, const struct cred *c, time_t now,
+                         unsigned *retry_s);
+
 /* The transaction the reservation was for ended without acceptance: the
  * unit goes back (to the window it came from, even after midnight). */
 void accounting_quota_give_back(struct accounting *a, struct quota_ticket *t);

@@ -288,6 +288,19 @@ static time_t next_period(enum cred_period per, time_t now)
     return timegm(&tm); /* normalises December + 1 */
 }
 
+int authz_shared_rate(struct accounting *a, const struct cred *c, time_t now,
+                      struct authz_refusal *out)
+{
+    unsigned retry = 0;
+    if (accounting_rate_take(a, c, now, &retry) != 0)
+        return 0;
+    char lim[48];
+    return refuse(out, REJECT_RATE,
+                  "450 4.7.1 Rate limit of %s for credential '%s' reached across all relays; try "
+                  "again in %u s",
+                  cred_limit_format(&c->rate, lim, sizeof lim), c->name, retry);
+}
+
 int authz_quota(struct accounting *a, const struct cred *c, time_t now, struct authz_refusal *out)
 {
     return authz_quota_reserve(a, c, now, NULL, out);

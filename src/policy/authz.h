@@ -63,6 +63,13 @@ int authz_rate(struct ratelimit *rl, const struct cred *c, const char *client_ip
  * messages). 452 4.7.1 with the time the quota resets. A store error lets
  * the message through (the quota is a budget, not a security boundary). */
 int authz_quota(struct accounting *a, const struct cred *c, time_t now, struct authz_refusal *out);
+/* The credential's rate across every relay sharing a PostgreSQL store
+ * (accounting_rate_take; nothing with SQLite): 450 4.7.1 when this
+ * window is full. A store that does not answer limits nothing here: each
+ * relay's own limiter (authz_rate) still applies. */
+int authz_shared_rate(struct accounting *a, const struct cred *c, time_t now,
+                      struct authz_refusal *out);
+
 /* The same, keeping the reservation in *t so that a transaction that ends
  * without acceptance gives it back (accounting_quota_give_back). */
 struct quota_ticket;

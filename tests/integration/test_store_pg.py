@@ -163,6 +163,26 @@ def test_credentials_made_once_are_seen_by_both_nodes(make_sluice, pg):
         assert code == 530, text
 
 
+def test_rate_holds_across_two_nodes(make_sluice, pg):
+    """A credential's rate counts in the shared store: 5/hour is 5 across
+    both relays, where each relay's own limiter alone would let 5 through
+    each."""
+    a, b = node(make_sluice, pg, "ra"), node(make_sluice, pg, "rb")
+    a.cli("creds", "add", "paced", "--password", "--rate", "5/hour", input=PASSWORD + "\n")
+    a.start()
+    b.start()
+    codes = []
+    with login(a, "paced") as ca, login(b, "paced") as cb:
+        for k in range(4):
+            codes.append(send(ca, f"ra-{k}"))
+            codes.append(send(cb, f"rb-{k}"))
+    accepted = [c for c, _ in codes if c == 250]
+    refused = [t for c, t in codes if c == 450]
+    assert len(accepted) == 5, codes
+    assert len(refused) == 3, codes
+    assert all("across all relays" in t for t in refused), refused
+
+
 def test_quota_holds_across_two_nodes_under_concurrent_load(make_sluice, pg):
     quota, threads, per_thread = 15, 6, 8
     a, b = node(make_sluice, pg, "qa"), node(make_sluice, pg, "qb")
