@@ -22,9 +22,12 @@ count_meson() { # dir label
     log=$(mktemp)
     meson test -C "$dir" --suite unit --print-errorlogs >"$log" 2>&1
     local ok fail cases_ok cases_fail testlog=$dir/meson-logs/testlog.txt
+    local f t
     ok=$(grep -E '^Ok:' "$log" | awk '{print $2}')
-    fail=$(( $(grep -E '^Fail:' "$log" | awk '{print $2}') + $(grep -E '^Timeout:' "$log" | awk '{print $2}') ))
+    f=$(grep -E '^Fail:' "$log" | awk '{print $2}')
+    t=$(grep -E '^Timeout:' "$log" | awk '{print $2}')
     ok=${ok:-0}
+    fail=$(( ${f:-0} + ${t:-0} ))
     # count test cases (cmocka prints "[  PASSED  ] N test(s)." per program);
     # a failing program counts at least once even if it died before printing
     cases_ok=$(grep -hoE '^\[  PASSED  \] [0-9]+ test' "$testlog" | awk '{s+=$4} END {print s+0}')
@@ -44,10 +47,12 @@ count_meson() { # dir label
 build() { # dir meson-args...  (quiet when it works; the tool's own output when it fails)
     local dir=$1 log; shift
     log=$(mktemp)
-    if [ ! -f "$dir/build.ninja" ]; then
-        if ! meson setup "$dir" "$@" >"$log" 2>&1; then
-            echo "meson setup $dir failed:"; cat "$log"; rm -f "$log"; return 1
-        fi
+    # a folder the run command set up before the test packages (cmocka) were
+    # installed has no unit tests: set it up again so they are found
+    local setup=(setup "$dir" "$@")
+    [ -f "$dir/build.ninja" ] && setup=(setup --reconfigure "$dir" "$@")
+    if ! meson "${setup[@]}" >"$log" 2>&1; then
+        echo "meson ${setup[*]} failed:"; cat "$log"; rm -f "$log"; return 1
     fi
     if ! ninja -C "$dir" >"$log" 2>&1; then
         echo "ninja -C $dir failed:"; tail -60 "$log"; rm -f "$log"; return 1
