@@ -208,6 +208,13 @@ static enum api_route route_of(const char *path, enum evhttp_cmd_type cmd, char 
         {"/v1/openapi.json", ROUTE_OPENAPI, EVHTTP_REQ_GET},
     };
     *allowed = NULL;
+    if (strcmp(path, "/v1/messages") == 0) {
+        /* POST submits, GET lists the queue */
+        *allowed = "GET, HEAD, POST";
+        return cmd == EVHTTP_REQ_POST                            ? ROUTE_SEND
+               : cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD ? ROUTE_LIST
+                                                                 : ROUTE_NONE;
+    }
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         if (strcmp(path, fixed[i].path) == 0) {
             *allowed = fixed[i].cmd == EVHTTP_REQ_POST ? "POST" : "GET, HEAD";
@@ -239,6 +246,7 @@ static unsigned scope_of(enum api_route r)
 {
     switch (r) {
     case ROUTE_MESSAGE:
+    case ROUTE_LIST:
     case ROUTE_EVENTS:
         return CRED_SCOPE_READ;
     case ROUTE_RETRY:
@@ -315,7 +323,8 @@ static void authorised(struct api_call *c)
             return;
         }
     }
-    if (c->route == ROUTE_MESSAGE || c->route == ROUTE_EVENTS || c->route == ROUTE_RETRY)
+    if (c->route == ROUTE_MESSAGE || c->route == ROUTE_LIST || c->route == ROUTE_EVENTS ||
+        c->route == ROUTE_RETRY)
         api_read_route(c);
     else
         api_send_route(c);

@@ -60,6 +60,7 @@ enum api_route {
     ROUTE_SENDGRID, /* POST /v3/mail/send */
     ROUTE_POSTMARK, /* POST /email */
     ROUTE_MESSAGE,  /* GET /v1/messages/{id} */
+    ROUTE_LIST,     /* GET /v1/messages?state= (the queue: queued, held, dead letters) */
     ROUTE_RETRY,    /* POST /v1/messages/{id}/retry */
     ROUTE_EVENTS,   /* GET /v1/events */
     ROUTE_OPENAPI,  /* GET /v1/openapi.json */

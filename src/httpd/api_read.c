@@ -166,6 +166,69 @@ static void events_route(struct api_call *c)
     api_answer(c, 200, o, 0);
 }
 
+/* ---- the queue, for one credential or (admin) all ---- */
+
+struct list_ctx {
+    struct api_call *c;
+    const char *state; /* "queued", "held", "dead" or NULL for all */
+    json_t *out;
+    size_t limit, total;
+};
+
+static void list_one(void *arg, const struct spool_msg *m)
+{
+    struct list_ctx *l = arg;
+    const char *st = msg_state(m);
+    if (l->state && strcmp(st, l->state) != 0)
+        return;
+    char ids[17], owner[CRED_NAME_MAX + 1] = "";
+    spool_id_str(m->id, ids);
+    if (m->meta)
+        spool_meta_get(m->meta, "auth", owner, sizeof owner);
+    if (!is_admin(l->c) && strcmp(owner, l->c->cred->name) != 0)
+        return;
+    l->total++;
+    if (json_array_size(l->out) >= l->limit)
+        return;
+    json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "id", ids, "state", st, "sender",
+                          m->sender ? m->sender : "", "recipients", (json_int_t)m->n_rcpts,
+                          "received", (json_int_t)m->received, "attempts", (json_int_t)m->attempts,
+                          "next_attempt", (json_int_t)m->next_attempt);
+    if (owner[0])
+        json_object_set_new(o, "credential", json_string(owner));
+    json_object_set_new(o, "last_reply", m->last_reply ? json_string(m->last_reply) : json_null());
+    json_array_append_new(l->out, o);
+}
+
+static void list_route(struct api_call *c)
+{
+    uint64_t limit = API_EVENTS_PAGE;
+    char state[16] = "";
+    const char *q = c->query ? strstr(c->query, "state=") : NULL;
+    if (q && (q == c->query || q[-1] == '&')) {
+        size_t n = strcspn(q + 6, "&");
+        if (n < sizeof state) {
+            memcpy(state, q + 6, n);
+            state[n] = '\0';
+        }
+        if (strcmp(state, "queued") != 0 && strcmp(state, "held") != 0 &&
+            strcmp(state, "dead") != 0) {
+            api_fail(c, 400, "invalid_query", "state is queued, held or dead", NULL, 0);
+            return;
+        }
+    }
+    if (!query_u64(c->query, "limit", &limit) || limit == 0 || limit > API_EVENTS_PAGE_MAX) {
+        api_fail(c, 400, "invalid_query", "limit is an integer from 1 to 1000", NULL, 0);
+        return;
+    }
+    struct list_ctx l = {c, state[0] ? state : NULL, json_array(), (size_t)limit, 0};
+    if (c->s->r->spool)
+        spool_foreach(c->s->r->spool, list_one, &l);
+    json_t *o = json_pack("{s:o, s:I, s:b}", "messages", l.out, "total", (json_int_t)l.total,
+                          "truncated", l.total > json_array_size(l.out));
+    api_answer(c, 200, o, 0);
+}
+
 static void retry_route(struct api_call *c)
 {
     struct relay *r = c->s->r;
@@ -195,6 +258,8 @@ void api_read_route(struct api_call *c)
 {
     if (c->route == ROUTE_MESSAGE)
         message_route(c);
+    else if (c->route == ROUTE_LIST)
+        list_route(c);
     else if (c->route == ROUTE_EVENTS)
         events_route(c);
     else

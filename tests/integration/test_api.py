@@ -249,7 +249,9 @@ def test_errors_each_have_their_status_code_and_rule(make_sluice):
     assert st == 415
     st, _, body = a.call("GET", "/v1/nothing", key=key)
     assert st == 404 and body["error"]["code"] == "not_found"
-    st, h, body = a.call("GET", "/v1/messages", key=key)
+    st, h, body = a.call("DELETE", "/v1/messages", key=key)
+    assert st == 405 and h["Allow"] == "GET, HEAD, POST"
+    st, h, body = a.call("GET", "/v1/messages/raw", key=key)
     assert st == 405 and h["Allow"] == "POST"
     st, _, body = a.call("POST", "/v1/messages", {}, key=key,
                          headers={"Idempotency-Key": "x" * 300})
@@ -431,6 +433,40 @@ def test_message_state_events_and_retry(make_sluice):
     assert st == 400
     st, _, body = a.call("POST", "/v1/messages/00000000000000ff/retry", key=admin)
     assert st == 404
+
+
+def test_queue_listing_by_state_and_owner(make_sluice, make_upstream):
+    up = make_upstream()
+    up.set("down")  # everything stays queued
+    cfg = ("[queue]\nretry_base = 1h\nretry_cap = 1h\n"
+           f"\n[upstream main]\nhost = 127.0.0.1\nport = {up.port}\ntls = none\nverify = none\n")
+    s = make_sluice(config_text=cfg)
+    if not scopes_supported(s):
+        pytest.skip("this build's 'creds add' has no --scope")
+    key = add_key(s, "app", "--scope", "send,read")
+    other = add_key(s, "writer")
+    admin = add_key(s, "ops", "--scope", "admin")
+    s.start()
+    a = Api(s)
+    mine = [a.send(key, text=f"listed {i}")[2]["id"] for i in range(2)]
+    assert a.send(other, text="not mine")[0] == 202
+
+    def listed(k, q):
+        st, _, body = a.call("GET", "/v1/messages" + q, key=k)
+        assert st == 200, body
+        return body
+    body = wait_for(lambda: (b := listed(key, "?state=queued")) and b["total"] == 2 and b,
+                    what="two queued messages of app")
+    assert sorted(m["id"] for m in body["messages"]) == sorted(mine)
+    assert all(m["state"] == "queued" and m["credential"] == "app" for m in body["messages"])
+    assert listed(admin, "?state=queued")["total"] == 3
+    assert listed(admin, "?state=dead")["total"] == 0
+    page = listed(admin, "?limit=1")
+    assert len(page["messages"]) == 1 and page["truncated"] and page["total"] == 3
+    st, _, body = a.call("GET", "/v1/messages?state=lost", key=admin)
+    assert st == 400 and body["error"]["code"] == "invalid_query"
+    st, _, body = a.call("GET", "/v1/messages", key=other)  # send scope only
+    assert st == 403
 
 
 # ---- the document and the listener ----
