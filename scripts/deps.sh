@@ -8,11 +8,11 @@ build=(build-essential pkg-config meson ninja-build libevent-dev libssl-dev libi
        openssl ca-certificates publicsuffix passwd)
 # swaks needs Net::SSLeay and IO::Socket::SSL for STARTTLS; faketime for clock-step tests;
 # podman (with runc, CNI plugins, fuse-overlayfs) and debootstrap build and run the container
-# image in tests/integration/test_container.py
+# image in tests/integration/test_container.py; curl and nodejs are HTTP API clients in test_api.py
 test=(clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest python3-aiosmtpd python3-dkim
       python3-spf python3-yaml swaks libnet-ssleay-perl libio-socket-ssl-perl postfix procps
       iproute2 faketime git sasl2-bin libsasl2-modules opendkim opendkim-tools postgresql php-cli
-      bsd-mailx podman runc containernetworking-plugins fuse-overlayfs debootstrap)
+      bsd-mailx podman runc containernetworking-plugins fuse-overlayfs debootstrap curl nodejs)
 want=("${build[@]}")
 [ "${1:-}" = test ] && want+=("${test[@]}")
 missing=()

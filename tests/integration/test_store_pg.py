@@ -39,6 +39,14 @@ class Postgres:
                 self.user = "postgres"
             except KeyError:
                 pytest.skip("running as root and there is no postgres user to run PostgreSQL")
+        # A root unpacked into a 0700 folder (a chroot) has a "/" that only
+        # root may pass; PostgreSQL runs as postgres and must reach its
+        # programs. Such a "/" gets the mode of a normal system, 0755, while
+        # the server runs, and its own mode back afterwards.
+        self.root_mode = None
+        if self.user and not os.stat("/").st_mode & 0o001:
+            self.root_mode = os.stat("/").st_mode & 0o7777
+            os.chmod("/", 0o755)
         self.dir = tempfile.mkdtemp(prefix="sluice-pg-")
         os.chmod(self.dir, 0o755)
         self.data = os.path.join(self.dir, "data")
@@ -87,6 +95,9 @@ class Postgres:
     def cleanup(self):
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+        if self.root_mode is not None:
+            os.chmod("/", self.root_mode)
+            self.root_mode = None
 
 
 @pytest.fixture(scope="module")
