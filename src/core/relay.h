@@ -51,7 +51,7 @@ struct relay {
     struct worker *worker;
     struct listener_set *listeners;
     struct control *control;
-    void *session_list; /* owned by smtp/session.c */
+    void *session_list;     /* owned by smtp/session.c */
     struct api_server *api; /* the HTTPS submission API (httpd/api.c); NULL when off */
     /* how lower levels reach higher ones: wired by the daemon (cli/serve.c) */
     struct relay_hooks {
@@ -78,11 +78,11 @@ struct relay {
     struct metrics_http *metrics;
     /* secret_env values, taken out of the environment (core/secrets.h) */
     struct env_secrets *env_secrets;
-    SSL_CTX *tls;             /* replaced on SIGHUP; sessions keep their own SSL */
+    SSL_CTX *tls;                    /* replaced on SIGHUP; sessions keep their own SSL */
     struct tls_offload *tls_offload; /* handshake threads ([server] threads); NULL: on the loop */
-    bool draining;            /* SIGTERM received */
-    unsigned sessions;        /* open sessions */
-    long long inflight_bytes; /* message buffers of all sessions (intake/msgbuf.h) */
+    bool draining;                   /* SIGTERM received */
+    unsigned sessions;               /* open sessions */
+    long long inflight_bytes;        /* message buffers of all sessions (intake/msgbuf.h) */
     struct relay_counters n;
 };
 

@@ -467,8 +467,7 @@ int accounting_quota_take(struct accounting *a, const struct cred *c, time_t now
     return accounting_quota_reserve(a, c, now, NULL);
 }
 
-int accounting_rate_take(struct accounting *a, const struct cred *c, time_t now,
-                         unsigned *retry_s)
+int accounting_rate_take(struct accounting *a, const struct cred *c, time_t now, unsigned *retry_s)
 {
     *retry_s = 0;
     if (!a || !c || c->rate.count <= 0 || c->rate.per == CRED_PER_NONE ||

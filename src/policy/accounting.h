@@ -92,8 +92,7 @@ int accounting_quota_reserve(struct accounting *a, const struct cred *c, time_t 
  * credential without a rate, this takes nothing and returns 1. 1 taken, 0
  * the window is full (*retry_s: seconds until the next one), -1 the store
  * did not answer. */
-int accounting_rate_take(struct accounting *a, const struct cred *c, time_t now,
-                         unsigned *retry_s);
+int accounting_rate_take(struct accounting *a, const struct cred *c, time_t now, unsigned *retry_s);
 
 /* The transaction the reservation was for ended without acceptance: the
  * unit goes back (to the window it came from, even after midnight). */
