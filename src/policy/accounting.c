@@ -470,8 +470,7 @@ int accounting_quota_take(struct accounting *a, const struct cred *c, time_t now
 int accounting_rate_take(struct accounting *a, const struct cred *c, time_t now, unsigned *retry_s)
 {
     *retry_s = 0;
-    if (!a || !c || c->rate.count <= 0 || c->rate.per == CRED_PER_NONE ||
-        strcmp(a->st->ops->name, "sqlite") == 0)
+    if (!a || !c || c->rate.count <= 0 || c->rate.per == CRED_PER_NONE || !a->st->ops->shared)
         return 1;
     long long period = cred_period_seconds(c->rate.per);
     if (period <= 0)

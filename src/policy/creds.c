@@ -124,12 +124,8 @@ void creds_free_cred(struct cred *c)
     if (!c)
         return;
     free(c->name);
-    for (size_t i = 0; i < c->n_allow_from; i++)
-        free(c->allow_from[i]);
-    for (size_t i = 0; i < c->n_allow_rcpt; i++)
-        free(c->allow_rcpt[i]);
-    free(c->allow_from);
-    free(c->allow_rcpt);
+    store_strv_free(c->allow_from, c->n_allow_from);
+    store_strv_free(c->allow_rcpt, c->n_allow_rcpt);
     free(c);
 }
 

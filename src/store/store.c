@@ -58,17 +58,20 @@ void store_close(struct store *s)
     free(s);
 }
 
+void store_strv_free(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
 void store_cred_free(struct store_cred *c)
 {
     if (!c)
         return;
     free(c->name);
-    for (size_t i = 0; i < c->n_allow_from; i++)
-        free(c->allow_from[i]);
-    for (size_t i = 0; i < c->n_allow_rcpt; i++)
-        free(c->allow_rcpt[i]);
-    free(c->allow_from);
-    free(c->allow_rcpt);
+    store_strv_free(c->allow_from, c->n_allow_from);
+    store_strv_free(c->allow_rcpt, c->n_allow_rcpt);
     free(c);
 }
 

@@ -151,6 +151,9 @@ typedef int (*store_acct_fn)(const struct store_acct_row *row, void *arg);
  * the handle the backend's open returned. err/errlen may be NULL/0. */
 struct store_ops {
     const char *name;
+    /* several relays may share one store: counters such as a credential's
+     * rate are then worth keeping here rather than per node */
+    bool shared;
     void *(*open)(const struct store_config *cfg, char *err, size_t errlen);
     void (*close)(void *h);
     int (*schema_version)(void *h, int *version);
@@ -213,6 +216,8 @@ int store_schema_version(void);
 int store_backend_parse(const char *name, enum store_backend_kind *out);
 
 void store_cred_free(struct store_cred *c);
+/* Frees n strings and the array holding them. */
+void store_strv_free(char **v, size_t n);
 void store_cred_free_list(struct store_cred **v, size_t n);
 /* Appends a copy of s to an allocated string vector. 0 or -1. */
 int store_strv_push(char ***v, size_t *n, const char *s);

@@ -798,6 +798,7 @@ static int pg_counter_give(void *h, const char *key, const char *period)
 
 const struct store_ops store_pg_ops = {
     .name = "postgresql",
+    .shared = true,
     .open = pg_open,
     .close = pg_close,
     .schema_version = pg_schema_version,

@@ -721,6 +721,7 @@ static int sq_counter_give(void *h, const char *key, const char *period)
 
 const struct store_ops store_sqlite_ops = {
     .name = "sqlite",
+    .shared = false,
     .open = sq_open,
     .close = sq_close,
     .schema_version = sq_schema_version,

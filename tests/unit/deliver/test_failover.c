@@ -13,6 +13,7 @@
 #include "deliver/deliver.h"
 #include "deliver/upstream.h"
 #include "spool/spool.h"
+#include "unit/support/relay_fixture.h"
 
 #include <event2/event.h>
 #include <stdio.h>
@@ -149,7 +150,7 @@ static const struct upstream_transport fake_transport = {
 
 struct fixture {
     struct relay r;
-    char dir[64];
+    char dir[RELAY_FIXTURE_DIR_MAX];
     bool done;
     char upstream[64];
     bool upstream_fault, hold;
@@ -160,27 +161,16 @@ struct fixture {
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/sluice-failover-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    char text[1024];
-    snprintf(text, sizeof text,
-             "[server]\nvar_dir = %s\nhostname = relay.test\n"
+    char upstreams[512];
+    snprintf(upstreams, sizeof upstreams,
              "[upstream a]\nhost = 127.0.0.1\nport = %d\ntls = none\nverify = none\n"
              "priority = 10\n"
              "[upstream b]\nhost = 127.0.0.1\nport = %d\ntls = none\nverify = none\n"
              "priority = 20\n",
-             f->dir, PORT_A, PORT_B);
-    struct config_errors errs = {0};
-    char *envp[] = {NULL};
-    int rc = config_load_string(text, "test.conf", envp, &f->r.cfg, &errs);
-    for (size_t i = 0; i < errs.n; i++)
-        fprintf(stderr, "config: %s\n", errs.v[i].message);
-    assert_int_equal(rc, 0);
-    config_errors_free(&errs);
+             PORT_A, PORT_B);
+    relay_fixture_open(&f->r, f->dir, upstreams);
     struct relay *r = &f->r;
-    r->base = event_base_new();
     char err[512];
-    assert_int_equal(spool_open(r->cfg->spool_dir, r->base, &r->spool, err, sizeof err), 0);
     upstream_set_transport(&fake_transport);
     r->deliver = deliver_new(r, err, sizeof err);
     assert_non_null(r->deliver);
@@ -195,12 +185,7 @@ static int teardown(void **state)
     struct relay *r = &f->r;
     deliver_free(r->deliver);
     upstream_set_transport(NULL);
-    spool_close(r->spool);
-    event_base_free(r->base);
-    config_free(r->cfg);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
-    assert_int_equal(system(cmd), 0);
+    relay_fixture_close(r, f->dir);
     free(f);
     return 0;
 }

@@ -12,6 +12,7 @@
 #include "intake/signing.h"
 #include "intake/submit.h"
 #include "spool/spool.h"
+#include "unit/support/relay_fixture.h"
 
 #include <event2/event.h>
 #include <stdio.h>
@@ -20,7 +21,7 @@
 
 struct fixture {
     struct relay r;
-    char dir[64];
+    char dir[RELAY_FIXTURE_DIR_MAX];
     uint64_t durable[8];
     size_t n_durable;
     struct submit_result res;
@@ -40,24 +41,13 @@ static void on_durable(struct relay *r, uint64_t id)
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/sluice-submit-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    char text[1024];
-    snprintf(text, sizeof text,
-             "[server]\nvar_dir = %s\nhostname = relay.test\n"
-             "[limits]\nmax_recipients = 3\nmax_message_size = 4K\n"
-             "[policy]\nrequired_headers =\n",
-             f->dir);
-    struct config_errors errs = {0};
-    char *envp[] = {NULL};
-    assert_int_equal(config_load_string(text, "test.conf", envp, &f->r.cfg, &errs), 0);
-    config_errors_free(&errs);
+    relay_fixture_open(&f->r, f->dir,
+                       "[limits]\nmax_recipients = 3\nmax_message_size = 4K\n"
+                       "[policy]\nrequired_headers =\n");
     struct relay *r = &f->r;
-    r->base = event_base_new();
     char err[512];
     r->signing = signing_load(r->cfg, err, sizeof err);
     assert_non_null(r->signing);
-    assert_int_equal(spool_open(r->cfg->spool_dir, r->base, &r->spool, err, sizeof err), 0);
     r->hooks.message_durable = on_durable;
     current = f;
     *state = f;
@@ -68,13 +58,8 @@ static int teardown(void **state)
 {
     struct fixture *f = *state;
     struct relay *r = &f->r;
-    spool_close(r->spool);
     signing_free(r->signing);
-    event_base_free(r->base);
-    config_free(r->cfg);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
-    assert_int_equal(system(cmd), 0);
+    relay_fixture_close(r, f->dir);
     free(f);
     return 0;
 }

@@ -17,6 +17,7 @@
 #include "smtp/session.h"
 #include "intake/signing.h"
 #include "spool/spool.h"
+#include "unit/support/relay_fixture.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -31,7 +32,7 @@
 
 struct fixture {
     struct relay r;
-    char dir[64];
+    char dir[RELAY_FIXTURE_DIR_MAX];
     int client; /* our end of the socketpair */
     char buf[65536];
     size_t len;
@@ -40,20 +41,11 @@ struct fixture {
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/sluice-session-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    char text[1024];
-    snprintf(text, sizeof text,
-             "[server]\nvar_dir = %s\nhostname = relay.test\nrelay_networks = 127.0.0.1/32\n"
-             "[limits]\nmax_recipients = 3\nmax_bad_commands = 50\nmax_message_size = 4K\n"
-             "[policy]\nrequired_headers =\n",
-             f->dir);
-    struct config_errors errs = {0};
-    char *envp[] = {NULL};
-    assert_int_equal(config_load_string(text, "test.conf", envp, &f->r.cfg, &errs), 0);
-    config_errors_free(&errs);
+    relay_fixture_open(&f->r, f->dir,
+                       "relay_networks = 127.0.0.1/32\n"
+                       "[limits]\nmax_recipients = 3\nmax_bad_commands = 50\n"
+                       "max_message_size = 4K\n[policy]\nrequired_headers =\n");
     struct relay *r = &f->r;
-    r->base = event_base_new();
     char err[512];
     assert_int_equal(
         tls_ensure_self_signed(r->cfg->tls_cert, r->cfg->tls_key, "relay.test", err, sizeof err),
@@ -65,7 +57,6 @@ static int setup(void **state)
     assert_non_null(r->signing);
     r->relay_nets = calloc(1, sizeof *r->relay_nets);
     assert_int_equal(cidr_list_parse(r->cfg->relay_networks, r->relay_nets, NULL), 0);
-    assert_int_equal(spool_open(r->cfg->spool_dir, r->base, &r->spool, err, sizeof err), 0);
     r->worker = worker_new(r->base, 1);
     /* no queue and no delivery: the session needs neither; what is durable
      * goes to hooks.message_durable, which nobody listens to here */
@@ -87,17 +78,12 @@ static int teardown(void **state)
     close(f->client);
     session_close_all(r);
     worker_free(r->worker);
-    spool_close(r->spool);
     users_free(r->users);
     signing_free(r->signing);
     cidr_list_free(r->relay_nets);
     free(r->relay_nets);
     SSL_CTX_free(r->tls);
-    event_base_free(r->base);
-    config_free(r->cfg);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
-    assert_int_equal(system(cmd), 0);
+    relay_fixture_close(r, f->dir);
     free(f);
     return 0;
 }
