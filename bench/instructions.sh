@@ -24,13 +24,9 @@ cleanup() {
     rm -rf "$TMP"
 }
 trap cleanup EXIT
-port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 300); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-SINK_PORT=$(port) PORT=$(port)
-sink_user=()
-[ "$(id -u)" -eq 0 ] && sink_user=(-u nobody)
-smtp-sink "${sink_user[@]}" -m 512 "127.0.0.1:$SINK_PORT" 1024 >"$TMP/sink.log" 2>&1 &
-SINK_PID=$!
+. "$ROOT/bench/lib.sh"
+SINK_PORT=$(bench_port) PORT=$(bench_port)
+bench_start_sink "$SINK_PORT" "$TMP" || exit 1
 cat >"$TMP/sluice.conf" <<EOF
 [server]
 hostname = bench.test
@@ -60,7 +56,7 @@ run() { # name messages
     SLUICE_SERVER_VAR_DIR="$TMP/var" valgrind --tool=callgrind --callgrind-out-file="$TMP/$1.out" \
         "$SLUICE_BIN" serve -c "$TMP/sluice.conf" >"$TMP/$1.log" 2>&1 &
     VG_PID=$!
-    wait_port "$PORT" || { echo "sluice did not start: $(cat "$TMP/$1.log")" >&2; exit 1; }
+    bench_wait_port "$PORT" || { echo "sluice did not start: $(cat "$TMP/$1.log")" >&2; exit 1; }
     if [ "$2" -gt 0 ]; then
         "$LOADGEN" --port "$PORT" -c 10 -n "$2" --size 10240 | grep -E '^(messages|errors)'
     fi

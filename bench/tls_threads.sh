@@ -32,21 +32,15 @@ cleanup() {
     rm -rf "$TMP"
 }
 trap cleanup EXIT
-port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-
-SINK_PORT=$(port)
-sink_user=()
-[ "$(id -u)" -eq 0 ] && sink_user=(-u nobody)
-smtp-sink "${sink_user[@]}" -m 512 "127.0.0.1:$SINK_PORT" 1024 >"$TMP/sink.out" 2>"$TMP/sink.err" &
-SINK_PID=$!
-wait_port "$SINK_PORT" || { echo "smtp-sink did not start: $(cat "$TMP/sink.err")" >&2; exit 1; }
+. "$ROOT/bench/lib.sh"
+SINK_PORT=$(bench_port)
+bench_start_sink "$SINK_PORT" "$TMP" || exit 1
 
 PASS="correct horse battery staple"
 run_one() { # threads -> one line: msgs/s p50 p99 cpu_per_1000 rss_mib
     local th=$1 d="$TMP/sl-$1" p
     rm -rf "$d"; mkdir -p "$d"
-    p=$(port)
+    p=$(bench_port)
     cat >"$d/sluice.conf" <<EOF
 [server]
 hostname = bench.test
@@ -76,7 +70,7 @@ EOF
     printf '%s\n' "$PASS" | SLUICE_CONFIG="$d/sluice.conf" "$SLUICE_BIN" creds add app --password --init >/dev/null
     "$SLUICE_BIN" serve -c "$d/sluice.conf" >"$d/stdout.log" 2>&1 &
     SL_PID=$!
-    wait_port "$p" || { echo "sluice did not start: $(cat "$d/stdout.log")" >&2; exit 1; }
+    bench_wait_port "$p" || { echo "sluice did not start: $(cat "$d/stdout.log")" >&2; exit 1; }
     local t0 t1
     t0=$(awk '{print $14+$15}' "/proc/$SL_PID/stat")
     "$LOADGEN" --port "$p" --tls starttls --insecure --auth "app:$PASS" -c 50 -d "$SECONDS_PER" \
