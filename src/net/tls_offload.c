@@ -44,7 +44,6 @@ struct tls_thread {
     struct event *wake;
     struct queue in;    /* from the loop */
     bool stop;          /* under in.mu */
-    int running;        /* handshakes in progress, thread-local */
     struct job *active; /* jobs with an event on base, for shutdown */
 };
 
@@ -127,7 +126,6 @@ static void finish(struct job *j, const char *error)
         j->ev = NULL;
     }
     unlink_active(t, j);
-    t->running--;
     j->error = error;
     queue_push(&t->o->done, j);
 }
@@ -183,7 +181,6 @@ static void on_thread_wake(evutil_socket_t fd, short what, void *arg)
         j->ev = event_new(t->base, j->fd, EV_READ, step, j);
         j->next = t->active;
         t->active = j;
-        t->running++;
         if (!j->ev)
             finish(j, "out of memory");
         else if (stop)

@@ -105,6 +105,14 @@ static void tls_client_identity(struct session *s, SSL *ssl)
                   NULL);
 }
 
+/* A handshake failed (here or on a handshake thread): logged and reported
+ * once. */
+static void tls_failed(struct session *s, const char *why)
+{
+    log_event(LOG_WARN, "tls.failed", "client_ip", "%s", s->ip, "error", "%s", why, NULL);
+    events_security(s->r, s->ip, "tls_failure", why);
+}
+
 /* The handshake finished, here or on a handshake thread. */
 static void tls_established(struct session *s, SSL *ssl)
 {
@@ -147,11 +155,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         while ((e = bufferevent_get_openssl_error(bev)) != 0) {
             char buf[256];
             ERR_error_string_n(e, buf, sizeof buf);
-            if (!tls_err) {
-                log_event(LOG_WARN, "tls.failed", "client_ip", "%s", s->ip, "error", "%s", buf,
-                          NULL);
-                events_security(s->r, s->ip, "tls_failure", buf);
-            }
+            if (!tls_err)
+                tls_failed(s, buf);
             tls_err = true;
         }
         if (!tls_err && s->st == ST_TLS)
@@ -175,10 +180,8 @@ static void tls_offloaded(void *arg, SSL *ssl, int fd, const char *error)
     s->busy--;
     s->offload_fd = -1;
     if (s->dead || error) {
-        if (error && !s->dead) {
-            log_event(LOG_WARN, "tls.failed", "client_ip", "%s", s->ip, "error", "%s", error, NULL);
-            events_security(s->r, s->ip, "tls_failure", error);
-        }
+        if (error && !s->dead)
+            tls_failed(s, error);
         SSL_free(ssl);
         evutil_closesocket(fd);
         session_close(s);
